@@ -1,0 +1,22 @@
+//! The actor runtime every Shop service stands on.
+//!
+//! - [`policy`]: restart policy, backoff and restart intensity;
+//! - [`supervisor`]: declaring a supervision tree ([`SupervisorSpec`], [`Child`]);
+//! - [`service`]: running a tree as a service, and noticing when it gives up;
+//! - [`tree`]: a JSON-ready snapshot of a live tree;
+//! - [`testing`]: waiting on conditions in tests.
+//!
+//! Supervision itself is `ractor-supervisor`'s (OTP-style one-for-one, meltdown, backoff); see
+//! `README.md` for the semantics.
+
+pub mod meta;
+pub mod policy;
+pub mod service;
+pub mod supervisor;
+pub mod testing;
+pub mod tree;
+
+pub use policy::{Backoff, Intensity, Restart};
+pub use service::{Service, ServiceStopped};
+pub use supervisor::{Child, SupervisorSpec};
+pub use tree::{snapshot, ActorNode, SnapshotLimits};

@@ -1,0 +1,167 @@
+//! A snapshot of a supervision tree, walked from a service's root with `get_children`.
+//!
+//! ractor has no tree dump of its own; this is what `/admin/tree` and `shop tree` show. Dynamic
+//! groups (thousands of carts) are summarised as a count and the first few children, so the
+//! snapshot of a busy service stays small.
+
+use chrono::{DateTime, Utc};
+use ractor::{ActorCell, ActorStatus};
+use serde::{Deserialize, Serialize};
+
+use crate::meta;
+use crate::policy::Restart;
+
+/// One actor in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActorNode {
+    /// ractor's actor id (`node.pid`), unique while the actor lives.
+    pub id: String,
+    pub name: Option<String>,
+    /// What the actor is: `supervisor`, `http`, `pool`, `worker`, `cart`, …
+    pub kind: String,
+    /// `running`, `starting`, `stopping`, …
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub restart: Option<Restart>,
+    pub restarts: usize,
+    pub started_at: Option<DateTime<Utc>>,
+    pub children: Vec<ActorNode>,
+    /// How many children there are when `children` lists only some of them.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub children_total: Option<usize>,
+}
+
+/// How much of a big tree a snapshot keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotLimits {
+    /// Children listed for a dynamic group (and for any actor with more children than
+    /// `max_children`).
+    pub group_sample: usize,
+    pub max_children: usize,
+}
+
+impl Default for SnapshotLimits {
+    fn default() -> Self {
+        Self {
+            group_sample: 10,
+            max_children: 100,
+        }
+    }
+}
+
+/// The tree below (and including) `root`.
+pub fn snapshot(root: &ActorCell, limits: SnapshotLimits) -> ActorNode {
+    node(root, None, limits)
+}
+
+fn node(cell: &ActorCell, parent_kind: Option<&str>, limits: SnapshotLimits) -> ActorNode {
+    let name = cell.get_name();
+    let meta = name.as_deref().and_then(meta::get);
+    let kind = match (&meta, parent_kind) {
+        (Some(meta), _) => meta.kind.clone(),
+        // Pools (ractor factories) name none of their workers.
+        (None, Some("pool")) => "worker".to_owned(),
+        (None, _) => "actor".to_owned(),
+    };
+    let group = meta.as_ref().is_some_and(|meta| meta.group);
+
+    let mut children = cell.get_children();
+    // get_children comes from a hash map; order by id so snapshots are stable.
+    children.sort_by_key(|child| child.get_id());
+    let total = children.len();
+    let keep = if group {
+        limits.group_sample
+    } else if total > limits.max_children {
+        limits.group_sample
+    } else {
+        total
+    };
+    let children: Vec<ActorNode> = children
+        .iter()
+        .take(keep)
+        .map(|child| node(child, Some(&kind), limits))
+        .collect();
+
+    ActorNode {
+        id: cell.get_id().to_string(),
+        name,
+        status: status_label(cell.get_status()).to_owned(),
+        restart: meta.as_ref().and_then(|meta| meta.restart),
+        restarts: meta.as_ref().map_or(0, |meta| meta.restarts),
+        started_at: meta.as_ref().map(|meta| meta.started_at),
+        children_total: (children.len() < total).then_some(total),
+        children,
+        kind,
+    }
+}
+
+fn status_label(status: ActorStatus) -> &'static str {
+    match status {
+        ActorStatus::Unstarted => "unstarted",
+        ActorStatus::Starting => "starting",
+        ActorStatus::Running => "running",
+        ActorStatus::Upgrading => "upgrading",
+        ActorStatus::Draining => "draining",
+        ActorStatus::Stopping => "stopping",
+        ActorStatus::Stopped => "stopped",
+    }
+}
+
+impl ActorNode {
+    /// The tree as indented lines, like `pstree`: `name [kind] status restarts=N`.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        self.render_into(&mut out, "", "");
+        out
+    }
+
+    fn render_into(&self, out: &mut String, first_prefix: &str, rest_prefix: &str) {
+        let name = self.name.as_deref().unwrap_or("-");
+        out.push_str(&format!(
+            "{first_prefix}{name} [{}] {} restarts={}",
+            self.kind, self.status, self.restarts
+        ));
+        if let Some(restart) = self.restart {
+            out.push_str(&format!(" policy={}", restart_label(restart)));
+        }
+        out.push_str(&format!(" id={}\n", self.id));
+        let shown = self.children.len();
+        let hidden = self.children_total.map_or(0, |total| total - shown);
+        for (index, child) in self.children.iter().enumerate() {
+            let last = index + 1 == shown && hidden == 0;
+            let (branch, continuation) = if last {
+                ("└── ", "    ")
+            } else {
+                ("├── ", "│   ")
+            };
+            child.render_into(
+                out,
+                &format!("{rest_prefix}{branch}"),
+                &format!("{rest_prefix}{continuation}"),
+            );
+        }
+        if hidden > 0 {
+            out.push_str(&format!("{rest_prefix}└── … {hidden} more\n"));
+        }
+    }
+
+    /// Finds a node by actor name anywhere below this one.
+    pub fn find(&self, name: &str) -> Option<&ActorNode> {
+        if self.name.as_deref() == Some(name) {
+            return Some(self);
+        }
+        self.children.iter().find_map(|child| child.find(name))
+    }
+}
+
+fn restart_label(restart: Restart) -> &'static str {
+    match restart {
+        Restart::Permanent => "permanent",
+        Restart::Transient => "transient",
+        Restart::Temporary => "temporary",
+    }
+}
+
+#[cfg(test)]
+#[path = "tree_tests.rs"]
+mod tests;
