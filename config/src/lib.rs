@@ -1,1 +1,400 @@
+//! Shop's settings: typed, read from `SHOP_*` environment variables, each with a default that works
+//! with `dev/up`, and validated at start with an error that names every wrong variable.
+//!
+//! ```no_run
+//! let settings = shop_config::Settings::from_env()?;
+//! # Ok::<(), shop_config::ConfigError>(())
+//! ```
 
+mod reader;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use reader::{Entry, Port, Problem};
+use reader::Reader;
+pub use url::Url;
+
+/// The settings every process reads, whatever services it runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub environment: Environment,
+    pub log_filter: String,
+    pub log_format: LogFormat,
+    /// Where a dev process keeps what it generates (the token signing key).
+    pub data_dir: PathBuf,
+    pub http: HttpSettings,
+    pub postgres: PostgresSettings,
+    pub auth: AuthSettings,
+    pub user: UserSettings,
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Dev,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub bind_host: IpAddr,
+    /// Largest request body a service reads.
+    pub body_limit: usize,
+    /// How long a handler waits for an actor's answer.
+    pub actor_timeout: Duration,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Clone)]
+pub struct PostgresSettings {
+    /// The server; each service uses its own database on it (`shop_user`, …).
+    pub url: Url,
+    pub pool_size: u32,
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    /// The URL carries the password: show it the way `shop config` does.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut url = self.url.clone();
+        if url.password().is_some() {
+            let _ = url.set_password(Some("********"));
+        }
+        f.debug_struct("PostgresSettings")
+            .field("url", &url.as_str())
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl PostgresSettings {
+    /// The URL of one service's database on the server.
+    pub fn database_url(&self, database: &str) -> Url {
+        let mut url = self.url.clone();
+        url.set_path(database);
+        url
+    }
+}
+
+/// What every service needs to verify tokens, and the user service to issue them.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub issuer: String,
+    pub audience: String,
+    /// Where other services reach the user service (for its JWKS).
+    pub user_service_url: Url,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserSettings {
+    pub port: u16,
+    pub signing_key_file: PathBuf,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub service_token_ttl: Duration,
+    pub admin: Option<AdminAccount>,
+    /// Service clients allowed to ask for a service token: `(client id, secret)`.
+    pub service_clients: Vec<(String, Secret)>,
+    pub hasher_workers: usize,
+    /// Hash requests waiting for a worker beyond this are refused with 503.
+    pub hasher_queue: usize,
+}
+
+/// The admin that exists from the start.
+#[derive(Debug, Clone)]
+pub struct AdminAccount {
+    pub email: String,
+    pub password: Secret,
+}
+
+/// A secret value: `Debug` never prints it; [`Secret::expose`] is the one way to read it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(********)")
+    }
+}
+
+/// Every variable that is wrong, each named.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n{}", .problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup` instead of the process environment (tests).
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut r = Reader::new(lookup);
+
+        let environment: String = r.get(
+            "SHOP_ENV",
+            "dev",
+            "dev or production; production refuses to start on default secrets",
+        );
+        let environment = match environment.as_str() {
+            "dev" => Environment::Dev,
+            "production" => Environment::Production,
+            other => {
+                r.problems.push(Problem {
+                    name: "SHOP_ENV",
+                    message: format!("expected dev or production (got {other:?})"),
+                });
+                Environment::Dev
+            }
+        };
+        r.production = environment == Environment::Production;
+
+        let log_filter = r.get(
+            "SHOP_LOG",
+            "info",
+            "log filter, tracing's EnvFilter syntax (e.g. info,shop_user=debug)",
+        );
+        let log_format: String = r.get("SHOP_LOG_FORMAT", "text", "text or json");
+        let log_format = match log_format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                r.problems.push(Problem {
+                    name: "SHOP_LOG_FORMAT",
+                    message: format!("expected text or json (got {other:?})"),
+                });
+                LogFormat::Text
+            }
+        };
+        let data_dir: PathBuf = r.get(
+            "SHOP_DATA_DIR",
+            ".data/dev",
+            "folder for what a dev process generates (the token signing key)",
+        );
+
+        let http = HttpSettings {
+            bind_host: r.get(
+                "SHOP_BIND_HOST",
+                "127.0.0.1",
+                "address the services listen on (0.0.0.0 in containers)",
+            ),
+            body_limit: r.get(
+                "SHOP_BODY_LIMIT",
+                "65536",
+                "largest request body in bytes; larger ones get 413",
+            ),
+            actor_timeout: r.get(
+                "SHOP_ACTOR_TIMEOUT",
+                "10s",
+                "how long a request waits for an actor before answering 503",
+            ),
+            shutdown_grace: r.get(
+                "SHOP_SHUTDOWN_GRACE",
+                "10s",
+                "how long in-flight requests may run on shutdown",
+            ),
+        };
+
+        let postgres = PostgresSettings {
+            url: r
+                .secret(
+                    "SHOP_POSTGRES_URL",
+                    "postgres://shop:shop@127.0.0.1:15432/postgres",
+                    "PostgreSQL server; each service uses its own database there (shop_user, …)",
+                )
+                .unwrap_or_else(placeholder_url),
+            pool_size: r.get(
+                "SHOP_POSTGRES_POOL_SIZE",
+                "10",
+                "connections per service database",
+            ),
+        };
+
+        let auth = AuthSettings {
+            issuer: r.get("SHOP_JWT_ISSUER", "shop-user", "iss of every access token"),
+            audience: r.get("SHOP_JWT_AUDIENCE", "shop", "aud of every access token"),
+            user_service_url: r.get(
+                "SHOP_USER_URL",
+                "http://127.0.0.1:8101",
+                "where services reach the user service directly (JWKS, service tokens)",
+            ),
+        };
+
+        let Port(user_port) = r.get("SHOP_USER_PORT", "8101", "user service HTTP port");
+        let signing_key_file: Option<PathBuf> = r.optional(
+            "SHOP_JWT_PRIVATE_KEY_FILE",
+            false,
+            "Ed25519 private key (PKCS#8 PEM) the user service signs with; \
+             in dev, generated as DATA_DIR/keys/jwt-ed25519.pem when unset",
+        );
+        if r.production && signing_key_file.is_none() {
+            r.problems.push(Problem {
+                name: "SHOP_JWT_PRIVATE_KEY_FILE",
+                message: "required in production (keys are generated only in dev)".to_owned(),
+            });
+        }
+        let signing_key_file =
+            signing_key_file.unwrap_or_else(|| data_dir.join("keys").join("jwt-ed25519.pem"));
+
+        let admin_email: Option<String> = r.optional(
+            "SHOP_ADMIN_EMAIL",
+            false,
+            "admin account ensured at start (with SHOP_ADMIN_PASSWORD)",
+        );
+        let admin_password: Option<String> = r.optional(
+            "SHOP_ADMIN_PASSWORD",
+            true,
+            "password of SHOP_ADMIN_EMAIL; set at start if the admin is created",
+        );
+        let admin = match (admin_email, admin_password) {
+            (Some(email), Some(password)) => Some(AdminAccount {
+                email,
+                password: Secret(password),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                r.problems.push(Problem {
+                    name: "SHOP_ADMIN_PASSWORD",
+                    message: "required when SHOP_ADMIN_EMAIL is set".to_owned(),
+                });
+                None
+            }
+            (None, Some(_)) => {
+                r.problems.push(Problem {
+                    name: "SHOP_ADMIN_EMAIL",
+                    message: "required when SHOP_ADMIN_PASSWORD is set".to_owned(),
+                });
+                None
+            }
+        };
+
+        let service_clients: Option<String> = r.secret(
+            "SHOP_SERVICE_CLIENTS",
+            "shop-services:dev-service-secret",
+            "id:secret pairs, comma separated, allowed to get service tokens",
+        );
+        let service_clients = match service_clients.map(|raw| parse_clients(&raw)) {
+            Some(Ok(clients)) => clients,
+            Some(Err(message)) => {
+                r.problems.push(Problem {
+                    name: "SHOP_SERVICE_CLIENTS",
+                    message,
+                });
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let hasher_workers: Option<usize> = r.optional(
+            "SHOP_HASHER_WORKERS",
+            false,
+            "password hashing actors (default: one per core)",
+        );
+        let hasher_workers = hasher_workers.unwrap_or(cores);
+        if hasher_workers == 0 {
+            r.problems.push(Problem {
+                name: "SHOP_HASHER_WORKERS",
+                message: "expected at least 1".to_owned(),
+            });
+        }
+
+        let user = UserSettings {
+            port: user_port,
+            signing_key_file,
+            access_token_ttl: r.get("SHOP_ACCESS_TOKEN_TTL", "15m", "life of an access token"),
+            refresh_token_ttl: r.get("SHOP_REFRESH_TOKEN_TTL", "30d", "life of a refresh token"),
+            service_token_ttl: r.get("SHOP_SERVICE_TOKEN_TTL", "5m", "life of a service token"),
+            admin,
+            service_clients,
+            hasher_workers,
+            hasher_queue: r.get(
+                "SHOP_HASHER_QUEUE",
+                "256",
+                "hash requests that may wait for a worker; beyond it logins get 503",
+            ),
+        };
+
+        if !r.problems.is_empty() {
+            return Err(ConfigError {
+                problems: r.problems,
+            });
+        }
+        Ok(Self {
+            environment,
+            log_filter,
+            log_format,
+            data_dir,
+            http,
+            postgres,
+            auth,
+            user,
+            entries: r.entries,
+        })
+    }
+
+    /// Every setting as read, secrets redacted, in the order they are documented.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// `shop config`'s output: one `NAME=value` line per setting, with where it came from.
+    pub fn render(&self) -> String {
+        let width = self.entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
+        self.entries
+            .iter()
+            .map(|entry| {
+                let origin = if entry.from_env { "env" } else { "default" };
+                format!(
+                    "{:width$} = {:40} # {origin}; {}\n",
+                    entry.name, entry.shown, entry.help
+                )
+            })
+            .collect()
+    }
+}
+
+fn parse_clients(raw: &str) -> Result<Vec<(String, Secret)>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once(':') {
+            Some((id, secret)) if !id.is_empty() && secret.len() >= 16 => {
+                Ok((id.to_owned(), Secret::new(secret)))
+            }
+            Some((id, _)) if !id.is_empty() => {
+                Err(format!("the secret of client {id:?} is shorter than 16 characters"))
+            }
+            _ => Err("expected id:secret pairs separated by commas".to_owned()),
+        })
+        .collect()
+}
+
+/// Stands in for a URL whose variable was reported as a problem; never used, since
+/// `from_lookup` then returns the problems instead of settings.
+fn placeholder_url() -> Url {
+    Url::parse("postgres://unset.invalid/").expect("a constant URL parses")
+}
+
+#[cfg(test)]
+mod tests;

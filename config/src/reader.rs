@@ -1,0 +1,228 @@
+//! Reading settings one variable at a time, collecting every problem instead of stopping at the
+//! first, and remembering what was read so `shop config` can print it.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// One setting as `shop config` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: &'static str,
+    /// The effective value, with secrets redacted.
+    pub shown: String,
+    /// The default under `dev/up`, `None` when there is none.
+    pub default: Option<&'static str>,
+    pub from_env: bool,
+    pub secret: bool,
+    pub help: &'static str,
+}
+
+/// A variable that is set but wrong, or missing where it is required.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub name: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.name, self.message)
+    }
+}
+
+pub(crate) struct Reader<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    pub(crate) production: bool,
+    pub(crate) entries: Vec<Entry>,
+    pub(crate) problems: Vec<Problem>,
+}
+
+/// How a setting is parsed and shown.
+pub(crate) trait Setting: Sized {
+    /// What a valid value looks like, for error messages.
+    const EXPECTED: &'static str;
+    /// Whether `show` hides the secret part by itself, so a secret value can still be shown.
+    const SHOW_REDACTS: bool = false;
+    fn parse(raw: &str) -> Option<Self>;
+    fn show(&self, raw: &str) -> String {
+        let _ = self;
+        raw.to_owned()
+    }
+}
+
+macro_rules! from_str_setting {
+    ($($ty:ty => $expected:literal),* $(,)?) => {$(
+        impl Setting for $ty {
+            const EXPECTED: &'static str = $expected;
+            fn parse(raw: &str) -> Option<Self> {
+                <$ty as FromStr>::from_str(raw.trim()).ok()
+            }
+        }
+    )*};
+}
+
+from_str_setting! {
+    usize => "a whole number",
+    u32 => "a whole number",
+    std::net::IpAddr => "an IP address such as 127.0.0.1 or 0.0.0.0",
+}
+
+impl Setting for String {
+    const EXPECTED: &'static str = "a non-empty value";
+    fn parse(raw: &str) -> Option<Self> {
+        let trimmed = raw.trim();
+        (!trimmed.is_empty()).then(|| trimmed.to_owned())
+    }
+}
+
+impl Setting for std::path::PathBuf {
+    const EXPECTED: &'static str = "a file system path";
+    fn parse(raw: &str) -> Option<Self> {
+        let trimmed = raw.trim();
+        (!trimmed.is_empty()).then(|| trimmed.into())
+    }
+}
+
+impl Setting for std::time::Duration {
+    const EXPECTED: &'static str = "a duration such as 900ms, 15s, 15m, 30d";
+    fn parse(raw: &str) -> Option<Self> {
+        humantime::parse_duration(raw.trim())
+            .ok()
+            .filter(|duration| !duration.is_zero())
+    }
+}
+
+impl Setting for url::Url {
+    const EXPECTED: &'static str = "an absolute URL such as http://127.0.0.1:8101";
+    const SHOW_REDACTS: bool = true;
+    fn parse(raw: &str) -> Option<Self> {
+        url::Url::parse(raw.trim())
+            .ok()
+            .filter(|url| url.has_host())
+    }
+    /// A URL's password is redacted even when the URL itself is not secret.
+    fn show(&self, _raw: &str) -> String {
+        let mut shown = self.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("********"));
+        }
+        shown.to_string()
+    }
+}
+
+/// A TCP port a service listens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port(pub u16);
+
+impl Setting for Port {
+    const EXPECTED: &'static str = "a port number from 1 to 65535";
+    fn parse(raw: &str) -> Option<Self> {
+        raw.trim().parse::<u16>().ok().filter(|port| *port > 0).map(Port)
+    }
+}
+
+const REDACTED: &str = "********";
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
+        Self {
+            lookup,
+            production: false,
+            entries: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    fn raw(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).filter(|value| !value.is_empty())
+    }
+
+    /// A setting with a default that is fine everywhere.
+    pub(crate) fn get<T: Setting>(
+        &mut self,
+        name: &'static str,
+        default: &'static str,
+        help: &'static str,
+    ) -> T {
+        self.read(name, Some(default), false, help)
+            .unwrap_or_else(|| T::parse(default).expect("every default parses"))
+    }
+
+    /// A setting that is a secret, or carries one: its dev default is refused in production,
+    /// and `shop config` never prints it.
+    pub(crate) fn secret<T: Setting>(
+        &mut self,
+        name: &'static str,
+        dev_default: &'static str,
+        help: &'static str,
+    ) -> Option<T> {
+        if self.production && self.raw(name).is_none() {
+            self.problems.push(Problem {
+                name,
+                message: "required in production (secrets have no default there)".to_owned(),
+            });
+            self.entries.push(Entry {
+                name,
+                shown: "(unset)".to_owned(),
+                default: None,
+                from_env: false,
+                secret: true,
+                help,
+            });
+            return None;
+        }
+        self.read(name, Some(dev_default), true, help)
+    }
+
+    /// A setting that may be left unset.
+    pub(crate) fn optional<T: Setting>(
+        &mut self,
+        name: &'static str,
+        secret: bool,
+        help: &'static str,
+    ) -> Option<T> {
+        self.read(name, None, secret, help)
+    }
+
+    fn read<T: Setting>(
+        &mut self,
+        name: &'static str,
+        default: Option<&'static str>,
+        secret: bool,
+        help: &'static str,
+    ) -> Option<T> {
+        let from_env = self.raw(name);
+        let raw = from_env.clone().or_else(|| default.map(str::to_owned));
+        let parsed = raw.as_deref().map(|raw| (raw, T::parse(raw)));
+        let shown = match &parsed {
+            None => "(unset)".to_owned(),
+            Some((raw, Some(value))) if !secret || T::SHOW_REDACTS => value.show(raw),
+            Some(_) if secret => REDACTED.to_owned(),
+            Some((raw, _)) => (*raw).to_owned(),
+        };
+        self.entries.push(Entry {
+            name,
+            shown,
+            default,
+            from_env: from_env.is_some(),
+            secret,
+            help,
+        });
+        match parsed {
+            None => None,
+            Some((_, Some(value))) => Some(value),
+            Some((raw, None)) => {
+                let got = if secret {
+                    String::new()
+                } else {
+                    format!(" (got {raw:?})")
+                };
+                self.problems.push(Problem {
+                    name,
+                    message: format!("expected {}{got}", T::EXPECTED),
+                });
+                None
+            }
+        }
+    }
+}

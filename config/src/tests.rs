@@ -1,0 +1,142 @@
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::*;
+
+fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    Settings::from_lookup(&move |name| vars.get(name).cloned())
+}
+
+fn problem_names(error: &ConfigError) -> Vec<&'static str> {
+    error.problems.iter().map(|problem| problem.name).collect()
+}
+
+#[test]
+fn the_defaults_are_valid_and_match_dev_up() {
+    let settings = settings(&[]).unwrap();
+    assert_eq!(settings.environment, Environment::Dev);
+    assert_eq!(settings.user.port, 8101);
+    assert_eq!(
+        settings.postgres.database_url("shop_user").as_str(),
+        "postgres://shop:shop@127.0.0.1:15432/shop_user"
+    );
+    assert_eq!(settings.user.access_token_ttl, Duration::from_secs(15 * 60));
+    assert_eq!(
+        settings.user.signing_key_file,
+        PathBuf::from(".data/dev/keys/jwt-ed25519.pem")
+    );
+    assert_eq!(
+        settings.user.service_clients,
+        vec![("shop-services".to_owned(), Secret::new("dev-service-secret"))]
+    );
+    assert!(settings.user.hasher_workers >= 1);
+}
+
+#[test]
+fn variables_from_the_environment_override_defaults() {
+    let settings = settings(&[
+        ("SHOP_USER_PORT", "9000"),
+        ("SHOP_ACCESS_TOKEN_TTL", "90s"),
+        ("SHOP_LOG_FORMAT", "json"),
+        ("SHOP_HASHER_WORKERS", "3"),
+    ])
+    .unwrap();
+    assert_eq!(settings.user.port, 9000);
+    assert_eq!(settings.user.access_token_ttl, Duration::from_secs(90));
+    assert_eq!(settings.log_format, LogFormat::Json);
+    assert_eq!(settings.user.hasher_workers, 3);
+}
+
+#[test]
+fn every_wrong_variable_is_named_with_what_is_wrong() {
+    let error = settings(&[
+        ("SHOP_USER_PORT", "80800"),
+        ("SHOP_ACCESS_TOKEN_TTL", "soon"),
+        ("SHOP_USER_URL", "not a url"),
+        ("SHOP_ENV", "staging"),
+    ])
+    .unwrap_err();
+
+    assert_eq!(
+        problem_names(&error),
+        vec!["SHOP_ENV", "SHOP_USER_URL", "SHOP_USER_PORT", "SHOP_ACCESS_TOKEN_TTL"]
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains(r#"SHOP_USER_PORT: expected a port number from 1 to 65535 (got "80800")"#),
+        "{message}"
+    );
+    assert!(message.contains(r#"SHOP_ENV: expected dev or production (got "staging")"#));
+    assert!(message.contains("SHOP_ACCESS_TOKEN_TTL: expected a duration"));
+}
+
+#[test]
+fn production_refuses_to_start_on_default_secrets() {
+    let error = settings(&[("SHOP_ENV", "production")]).unwrap_err();
+    assert_eq!(
+        problem_names(&error),
+        vec![
+            "SHOP_POSTGRES_URL",
+            "SHOP_JWT_PRIVATE_KEY_FILE",
+            "SHOP_SERVICE_CLIENTS"
+        ]
+    );
+}
+
+#[test]
+fn production_starts_when_every_secret_is_given() {
+    let settings = settings(&[
+        ("SHOP_ENV", "production"),
+        ("SHOP_POSTGRES_URL", "postgres://shop:s3cret@db:5432/postgres"),
+        ("SHOP_JWT_PRIVATE_KEY_FILE", "/run/secrets/jwt.pem"),
+        ("SHOP_SERVICE_CLIENTS", "order:0123456789abcdef0123"),
+    ])
+    .unwrap();
+    assert_eq!(settings.environment, Environment::Production);
+}
+
+#[test]
+fn an_admin_email_without_a_password_is_refused() {
+    let error = settings(&[("SHOP_ADMIN_EMAIL", "root@shop.test")]).unwrap_err();
+    assert_eq!(problem_names(&error), vec!["SHOP_ADMIN_PASSWORD"]);
+}
+
+#[test]
+fn service_clients_need_ids_and_long_secrets() {
+    let error = settings(&[("SHOP_SERVICE_CLIENTS", "order:short")]).unwrap_err();
+    assert!(error.to_string().contains("shorter than 16 characters"));
+    let error = settings(&[("SHOP_SERVICE_CLIENTS", "no-colon-here")]).unwrap_err();
+    assert!(error.to_string().contains("id:secret pairs"));
+}
+
+#[test]
+fn the_printed_settings_never_show_a_secret() {
+    let settings = settings(&[
+        ("SHOP_POSTGRES_URL", "postgres://shop:hunter2hunter2@db:5432/postgres"),
+        ("SHOP_ADMIN_EMAIL", "root@shop.test"),
+        ("SHOP_ADMIN_PASSWORD", "correct horse battery"),
+        ("SHOP_SERVICE_CLIENTS", "order:0123456789abcdef0123"),
+    ])
+    .unwrap();
+    let printed = settings.render();
+    assert!(!printed.contains("hunter2"), "{printed}");
+    assert!(!printed.contains("correct horse"), "{printed}");
+    assert!(!printed.contains("0123456789abcdef"), "{printed}");
+    assert!(printed.contains("postgres://shop:********@db:5432/postgres"), "{printed}");
+    assert!(printed.contains("root@shop.test"));
+    let debugged = format!("{settings:?}");
+    assert!(!debugged.contains("correct horse"), "{debugged}");
+    assert!(!debugged.contains("hunter2"), "{debugged}");
+    assert!(!debugged.contains("0123456789abcdef"), "{debugged}");
+}
+
+#[test]
+fn a_bad_secret_is_reported_without_echoing_it() {
+    let error = settings(&[("SHOP_POSTGRES_URL", "hunter2")]).unwrap_err();
+    assert_eq!(problem_names(&error), vec!["SHOP_POSTGRES_URL"]);
+    assert!(!error.to_string().contains("hunter2"));
+}
