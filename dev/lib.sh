@@ -1,0 +1,343 @@
+# Shared by dev/up, dev/down and dev/test: where things live, which ports they use, how the
+# infrastructure is installed and started. Sourced, not run.
+#
+# Everything lives under one git-ignored folder: .data/tools (what is installed: FerretDB, the
+# Kafka jars) and .data/<instance> (data, logs, pids of one running system). dev/up uses the
+# instance "dev" on the default ports; dev/test uses "test" on the same ports + 10000, so tests
+# can run while dev/up is up.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TOOLS=$ROOT/.data/tools
+INSTANCE=${SHOP_DEV_INSTANCE:-dev}
+DATA=$ROOT/.data/$INSTANCE
+PORT_OFFSET=${SHOP_DEV_PORT_OFFSET:-0}
+
+FERRETDB_VERSION=v1.24.2
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/dev/kafka/pom.xml")
+PG_BIN=/usr/lib/postgresql/15/bin
+
+PG_PORT=$((15432 + PORT_OFFSET))
+MONGO_PORT=$((27017 + PORT_OFFSET))
+KAFKA_PORT=$((9092 + PORT_OFFSET))
+KAFKA_CONTROLLER_PORT=$((9093 + PORT_OFFSET))
+GATEWAY_PORT=$((8080 + PORT_OFFSET))
+
+# The services, in start order, and their ports. A service not built yet is still routed by
+# nginx (to a port nobody listens on), which answers 503 for it.
+SERVICES=(user)
+declare -A SERVICE_PORT=(
+  [user]=$((8101 + PORT_OFFSET))
+  [product]=$((8102 + PORT_OFFSET))
+  [cart]=$((8103 + PORT_OFFSET))
+  [order]=$((8104 + PORT_OFFSET))
+  [payment]=$((8105 + PORT_OFFSET))
+  [notification]=$((8106 + PORT_OFFSET))
+)
+
+log() { printf '\033[1m[dev]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[dev]\033[0m %s\n' "$*" >&2; exit 1; }
+
+# The environment every shop process of this instance runs with. Written to $DATA/env too, so
+# `source .data/dev/env` lets a shell talk to the running system (shop tree, shop config …).
+shop_env() {
+  cat <<EOF
+export SHOP_ENV=dev
+export SHOP_DATA_DIR=$DATA
+export SHOP_POSTGRES_URL=postgres://shop:shop@127.0.0.1:$PG_PORT/postgres
+export SHOP_MONGODB_URL=mongodb://127.0.0.1:$MONGO_PORT
+export SHOP_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+export SHOP_USER_PORT=${SERVICE_PORT[user]}
+export SHOP_USER_URL=http://127.0.0.1:${SERVICE_PORT[user]}
+export SHOP_GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT
+export SHOP_ADMIN_EMAIL=${SHOP_ADMIN_EMAIL:-admin@shop.local}
+export SHOP_ADMIN_PASSWORD=${SHOP_ADMIN_PASSWORD:-admin-dev-password}
+export SHOP_LOG=${SHOP_LOG:-info}
+EOF
+}
+
+# ---------------------------------------------------------------------------------------------
+# Installing (idempotent: each step checks before it acts)
+
+install_all() {
+  local started=$SECONDS
+  install_debian_packages
+  install_ferretdb
+  install_kafka
+  INSTALL_SECONDS=$((SECONDS - started))
+  log "installed in ${INSTALL_SECONDS}s"
+}
+
+install_debian_packages() {
+  local missing=()
+  [ -x "$PG_BIN/postgres" ] || missing+=(postgresql)
+  command -v nginx >/dev/null || missing+=(nginx)
+  command -v envsubst >/dev/null || missing+=(gettext-base)
+  command -v kcat >/dev/null || missing+=(kcat)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v wrk >/dev/null || missing+=(wrk)
+  [ ${#missing[@]} -eq 0 ] && return
+  log "installing Debian packages: ${missing[*]}"
+  # Debian's postinst scripts would start a system PostgreSQL and nginx on the default ports;
+  # we run our own under $DATA, so tell invoke-rc.d not to start anything while installing.
+  local policy=/usr/sbin/policy-rc.d created_policy=
+  if [ ! -e $policy ]; then printf '#!/bin/sh\nexit 101\n' >$policy; chmod +x $policy; created_policy=1; fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ -n "$created_policy" ] && rm -f $policy
+  return 0
+}
+
+install_ferretdb() {
+  [ -x "$TOOLS/bin/ferretdb" ] && "$TOOLS/bin/ferretdb" --version 2>/dev/null | grep -q "version: $FERRETDB_VERSION" && return
+  command -v go >/dev/null || die "Go is needed to install FerretDB"
+  log "installing FerretDB $FERRETDB_VERSION from the Go module proxy"
+  # Not `go install …@version`: that binary panics at start, because FerretDB embeds its version
+  # from build/version/version.txt, which its release process generates and the module zip lacks.
+  # So: fetch the module, add that one file, build it.
+  local src work=$TOOLS/ferretdb-src
+  src=$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  mkdir -p "$TOOLS"; rm -rf "$work"; cp -r "$src" "$work"; chmod -R u+w "$work"
+  echo "$FERRETDB_VERSION" >"$work/build/version/version.txt"
+  mkdir -p "$TOOLS/bin"
+  (cd "$work" && GOFLAGS=-buildvcs=false go build -o "$TOOLS/bin/ferretdb" ./cmd/ferretdb)
+  rm -rf "$work"
+}
+
+install_kafka() {
+  local libs=$TOOLS/kafka-$KAFKA_VERSION
+  [ -f "$libs/.complete" ] && return
+  command -v mvn >/dev/null || die "Maven is needed to fetch the Kafka jars"
+  command -v java >/dev/null || die "Java 17 is needed to run Kafka"
+  log "fetching Apache Kafka $KAFKA_VERSION from Maven Central"
+  rm -rf "$libs"
+  (cd "$ROOT/dev/kafka" && mvn -q -B dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs")
+  touch "$libs/.complete"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Starting and stopping
+
+# PostgreSQL refuses to run as root, and runs as the postgres user, which must be able to reach
+# $DATA: give every folder above it the search (x) bit if it lacks it.
+ensure_reachable_by() {
+  local user=$1 dir=$2
+  runuser -u "$user" -- test -x "$dir" 2>/dev/null && return
+  local d=$dir
+  while [ "$d" != / ]; do chmod o+x "$d"; d=$(dirname "$d"); done
+}
+
+# start NAME CMD...: runs CMD in the background in its own session, logs to $DATA/logs/NAME.log.
+start() {
+  local name=$1; shift
+  mkdir -p "$DATA/logs" "$DATA/run"
+  setsid "$@" >>"$DATA/logs/$name.log" 2>&1 < /dev/null &
+  echo $! >"$DATA/run/$name.pid"
+}
+
+running() {
+  local pidfile=$DATA/run/$1.pid
+  [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+# wait_for WHAT SECONDS CMD...: retries CMD until it succeeds.
+wait_for() {
+  local what=$1 timeout=$2; shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "$what did not come up within ${timeout}s; see $DATA/logs/"
+    sleep 0.3
+  done
+}
+
+start_postgres() {
+  local pgdata=$DATA/postgres
+  mkdir -p "$DATA/run"
+  ensure_reachable_by postgres "$DATA"
+  if [ ! -f "$pgdata/PG_VERSION" ]; then
+    log "creating the PostgreSQL cluster"
+    mkdir -p "$pgdata"; chown postgres: "$pgdata"
+    runuser -u postgres -- "$PG_BIN/initdb" -D "$pgdata" -U postgres --auth-local=trust \
+      --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+    cat >>"$pgdata/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$pgdata'
+max_connections = 300
+shared_buffers = 256MB
+fsync = on
+EOF
+  fi
+  chown postgres: "$DATA/logs" 2>/dev/null || true
+  if ! runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
+    mkdir -p "$DATA/logs"; touch "$DATA/logs/postgres.log"; chown postgres: "$DATA/logs/postgres.log"
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$pgdata" -l "$DATA/logs/postgres.log" -w -t 60 start >/dev/null
+  fi
+  # The role the services use, and FerretDB's database. Service databases are created by
+  # `shop migrate` / at service start.
+  psql_admin -tAc "select 1 from pg_roles where rolname = 'shop'" | grep -q 1 ||
+    psql_admin -c "create role shop login createdb password 'shop'" >/dev/null
+  psql_admin -tAc "select 1 from pg_database where datname = 'ferretdb'" | grep -q 1 ||
+    psql_admin -c "create database ferretdb owner shop" >/dev/null
+}
+
+psql_admin() {
+  runuser -u postgres -- psql -h "$DATA/postgres" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"
+}
+
+stop_postgres() {
+  [ -f "$DATA/postgres/PG_VERSION" ] || return 0
+  runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$DATA/postgres" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+start_ferretdb() {
+  running ferretdb && return
+  mkdir -p "$DATA/ferretdb"
+  start ferretdb "$TOOLS/bin/ferretdb" --listen-addr="127.0.0.1:$MONGO_PORT" \
+    --handler=postgresql --postgresql-url="postgres://shop:shop@127.0.0.1:$PG_PORT/ferretdb" \
+    --state-dir="$DATA/ferretdb" --telemetry=disable --log-level=WARN --debug-addr=
+  wait_for FerretDB 60 "$TOOLS/bin/ferretdb" ping --listen-addr="127.0.0.1:$MONGO_PORT" \
+    --state-dir="$DATA/ferretdb" --telemetry=disable
+}
+
+start_kafka() {
+  running kafka && return
+  local dir=$DATA/kafka libs=$TOOLS/kafka-$KAFKA_VERSION
+  mkdir -p "$dir"
+  cat >"$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=3
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+EOF
+  local java=(java -Xms256m -Xmx512m -Dlog4j2.configurationFile="$ROOT/dev/kafka/log4j2.properties" -cp "$libs/*")
+  if [ ! -f "$dir/data/meta.properties" ]; then
+    "${java[@]}" kafka.tools.StorageTool format -t "$("${java[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null)" \
+      -c "$dir/server.properties" >"$DATA/logs/kafka-format.log" 2>&1 || die "formatting Kafka's log dir failed; see $DATA/logs/kafka-format.log"
+  fi
+  start kafka "${java[@]}" kafka.Kafka "$dir/server.properties"
+  wait_for Kafka 90 kcat -b "127.0.0.1:$KAFKA_PORT" -L -m 2
+}
+
+render_nginx() {
+  local dir=$DATA/nginx
+  mkdir -p "$dir/conf.d" "$dir/temp" "$DATA/logs" "$DATA/run"
+  chown -R www-data: "$dir/temp"
+  ensure_reachable_by www-data "$dir"
+  export SHOP_GATEWAY_PORT=$GATEWAY_PORT
+  export SHOP_CORS_ORIGINS=${SHOP_CORS_ORIGINS:-'^https?://(localhost|127\.0\.0\.1)(:[0-9]+)?$'}
+  export SHOP_GATEWAY_API_RATE=${SHOP_GATEWAY_API_RATE:-2000r/s}
+  export SHOP_GATEWAY_AUTH_RATE=${SHOP_GATEWAY_AUTH_RATE:-5r/s}
+  export SHOP_BODY_LIMIT_NGINX=${SHOP_BODY_LIMIT_NGINX:-64k}
+  local name
+  for name in user product cart order payment notification; do
+    export "SHOP_${name^^}_UPSTREAM=127.0.0.1:${SERVICE_PORT[$name]}"
+  done
+  # The same template the nginx image renders in compose.yml; only the variables we name are
+  # substituted, so nginx's own $variables stay as they are.
+  envsubst "$(env | sed -n 's/^\(SHOP_[A-Z_]*\)=.*/${\1}/p' | tr '\n' ' ')" \
+    <"$ROOT/nginx/templates/shop.conf.template" >"$dir/conf.d/shop.conf"
+  cat >"$dir/nginx.conf" <<EOF
+# Written by dev/; compose.yml uses the nginx image's own main file with the same conf.d.
+user www-data;
+worker_processes auto;
+daemon off;
+pid $DATA/run/nginx.master.pid;
+error_log $DATA/logs/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  include /etc/nginx/mime.types;
+  default_type application/octet-stream;
+  access_log $DATA/logs/nginx-access.log;
+  client_body_temp_path $dir/temp/body;
+  proxy_temp_path $dir/temp/proxy;
+  fastcgi_temp_path $dir/temp/fastcgi;
+  uwsgi_temp_path $dir/temp/uwsgi;
+  scgi_temp_path $dir/temp/scgi;
+  sendfile on;
+  keepalive_timeout 65;
+  include $dir/conf.d/*.conf;
+}
+EOF
+  nginx -t -q -p "$dir" -e "$DATA/logs/nginx-error.log" -c "$dir/nginx.conf" || die "the rendered nginx configuration is invalid"
+}
+
+start_nginx() {
+  render_nginx
+  if running nginx; then
+    nginx -p "$DATA/nginx" -e "$DATA/logs/nginx-error.log" -c "$DATA/nginx/nginx.conf" -s reload
+    return
+  fi
+  start nginx nginx -p "$DATA/nginx" -e "$DATA/logs/nginx-error.log" -c "$DATA/nginx/nginx.conf"
+  wait_for nginx 20 curl -s -o /dev/null "http://127.0.0.1:$GATEWAY_PORT/"
+}
+
+start_infrastructure() {
+  local started=$SECONDS
+  mkdir -p "$DATA"
+  shop_env >"$DATA/env"
+  start_postgres
+  start_ferretdb &
+  local ferret=$!
+  start_kafka
+  wait $ferret
+  start_nginx
+  log "infrastructure up in $((SECONDS - started))s: PostgreSQL :$PG_PORT, FerretDB :$MONGO_PORT, Kafka :$KAFKA_PORT, nginx :$GATEWAY_PORT"
+}
+
+build_shop() {
+  local started=$SECONDS
+  log "building shop (cargo build${CARGO_PROFILE_FLAG:+ $CARGO_PROFILE_FLAG})"
+  (cd "$ROOT" && cargo build --bin shop ${CARGO_PROFILE_FLAG:-}) || die "cargo build failed"
+  SHOP_BIN=$ROOT/target/${SHOP_PROFILE_DIR:-debug}/shop
+  BUILD_SECONDS=$((SECONDS - started))
+}
+
+start_services() {
+  # shellcheck disable=SC1091
+  source "$DATA/env"
+  "$SHOP_BIN" migrate >>"$DATA/logs/migrate.log" 2>&1 || die "shop migrate failed; see $DATA/logs/migrate.log"
+  local name
+  for name in "${SERVICES[@]}"; do
+    running "$name" || start "$name" "$SHOP_BIN" serve "$name"
+  done
+  for name in "${SERVICES[@]}"; do
+    wait_for "the $name service" 60 curl -sf "http://127.0.0.1:${SERVICE_PORT[$name]}/ready"
+  done
+  log "services ready: ${SERVICES[*]}"
+}
+
+stop_pid() {
+  local name=$1 pidfile=$DATA/run/$1.pid
+  [ -f "$pidfile" ] || return 0
+  local pid; pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 15))
+    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+}
+
+stop_all() {
+  local name
+  for name in notification payment order cart product user; do stop_pid "$name"; done
+  stop_pid nginx
+  stop_pid kafka
+  stop_pid ferretdb
+  stop_postgres
+}
