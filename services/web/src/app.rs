@@ -1,0 +1,139 @@
+//! A service's whole HTTP surface: its OpenAPI operations, its OpenAPI document and Swagger UI, the
+//! operator endpoints (`/health`, `/ready`, `/metrics`, `/admin/tree`), and the middleware every
+//! service shares.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use poem::endpoint::BoxEndpoint;
+use poem::http::StatusCode;
+use poem::middleware::{CatchPanic, SizeLimit};
+use poem::web::Json;
+use poem::{EndpointExt, IntoResponse, Request, Response, Route, handler};
+use poem_openapi::{OpenApi, OpenApiService};
+use serde_json::json;
+use shop_actors::tree::{SnapshotLimits, snapshot};
+
+use crate::auth::TokenVerifier;
+use crate::metrics::{self, HttpMetrics};
+use crate::problem::{self, ApiError};
+use crate::request_id;
+
+/// Checks that a service's stores are reachable: `Err` names what is not.
+pub type ReadinessCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// What the shared part of a service's HTTP surface needs to know about the service.
+#[derive(Clone)]
+pub struct ServiceWeb {
+    /// `user`, `product`, …: the label on metrics and the path prefix of the OpenAPI document.
+    pub service: &'static str,
+    pub title: &'static str,
+    /// The name of the service's root supervisor, where `/admin/tree` starts.
+    pub root_actor: String,
+    pub verifier: Arc<TokenVerifier>,
+    pub readiness: ReadinessCheck,
+    pub body_limit: usize,
+}
+
+impl ServiceWeb {
+    /// The endpoint of a service whose operations are `api`. Its OpenAPI document is at
+    /// `/<prefix>/openapi.json` and Swagger UI at `/<prefix>/docs`, under the same path prefix as
+    /// its operations, so both are reachable through the gateway.
+    pub fn endpoint<T: OpenApi + 'static>(
+        &self,
+        api: T,
+        prefix: &str,
+    ) -> BoxEndpoint<'static, Response> {
+        let openapi = OpenApiService::new(api, self.title, env!("CARGO_PKG_VERSION"))
+            .server("/");
+        let spec = openapi.spec_endpoint();
+        let docs = openapi.swagger_ui();
+        let ops = Ops {
+            root_actor: self.root_actor.clone(),
+            readiness: self.readiness.clone(),
+        };
+        Route::new()
+            .at("/health", poem::get(health))
+            .at("/ready", poem::get(ready))
+            .at("/metrics", poem::get(metrics_text))
+            .at("/admin/tree", poem::get(admin_tree))
+            .at(format!("{prefix}/openapi.json"), spec)
+            .nest(format!("{prefix}/docs"), docs)
+            .nest("/", openapi)
+            .data(ops)
+            .data(self.verifier.clone())
+            .with(SizeLimit::new(self.body_limit))
+            .with(CatchPanic::new())
+            .around(problem::problems)
+            .with(HttpMetrics {
+                service: self.service,
+            })
+            .around(request_id::with_request_id)
+            .boxed()
+    }
+}
+
+#[derive(Clone)]
+struct Ops {
+    root_actor: String,
+    readiness: ReadinessCheck,
+}
+
+#[handler]
+fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "alive" }))
+}
+
+#[handler]
+async fn ready(request: &Request) -> poem::Result<Json<serde_json::Value>> {
+    let ops = request
+        .data::<Ops>()
+        .ok_or_else(|| ApiError::internal(&"no ops data"))?;
+    match (ops.readiness)().await {
+        Ok(()) => Ok(Json(json!({ "status": "ready" }))),
+        Err(what) => {
+            tracing::warn!(%what, "not ready");
+            Err(ApiError::unavailable(format!("not ready: {what}")).into())
+        }
+    }
+}
+
+#[handler]
+fn metrics_text() -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .content_type("text/plain; version=0.0.4")
+        .body(metrics::render())
+}
+
+/// The service's supervision tree (admin token). `?sample=N` lists N children of a big group.
+#[handler]
+async fn admin_tree(request: &Request) -> poem::Result<Response> {
+    let caller = crate::auth::caller_from_header(request).await?;
+    caller.require_admin()?;
+    let ops = request
+        .data::<Ops>()
+        .ok_or_else(|| ApiError::internal(&"no ops data"))?;
+    let root = ractor::registry::where_is(ops.root_actor.clone())
+        .ok_or_else(|| ApiError::unavailable("the service's supervision tree is not running"))?;
+    let sample = request
+        .uri()
+        .query()
+        .and_then(|query| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("sample="))
+        })
+        .map(|value| {
+            value
+                .parse::<usize>()
+                .map_err(|_| ApiError::bad_request("sample must be a whole number"))
+        })
+        .transpose()?
+        .unwrap_or(SnapshotLimits::default().group_sample);
+    let limits = SnapshotLimits {
+        group_sample: sample.min(1000),
+        ..SnapshotLimits::default()
+    };
+    Ok(Json(snapshot(&root, limits)).into_response())
+}

@@ -1,0 +1,94 @@
+//! Prometheus metrics, recorded with the `prometheus` crate into its default registry and served as
+//! text on `/metrics`. Every series carries the service name, so `shop serve all` stays readable.
+
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use poem::{Endpoint, IntoResponse, Request, Response};
+use poem_openapi::OperationId;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, TextEncoder, register_histogram_vec,
+    register_int_counter_vec,
+};
+
+static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new("shop_http_requests_total", "HTTP requests handled"),
+        &["service", "operation", "status"]
+    )
+    .expect("the metric is registered once")
+});
+
+static HTTP_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        HistogramOpts::new(
+            "shop_http_request_duration_seconds",
+            "time to answer an HTTP request"
+        )
+        .buckets(vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
+        ]),
+        &["service", "operation"]
+    )
+    .expect("the metric is registered once")
+});
+
+/// Middleware: counts and times every request by the OpenAPI operation it reached.
+pub struct HttpMetrics {
+    pub service: &'static str,
+}
+
+impl<E: Endpoint> poem::Middleware<E> for HttpMetrics {
+    type Output = HttpMetricsEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        HttpMetricsEndpoint {
+            inner,
+            service: self.service,
+        }
+    }
+}
+
+pub struct HttpMetricsEndpoint<E> {
+    inner: E,
+    service: &'static str,
+}
+
+impl<E: Endpoint> Endpoint for HttpMetricsEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, request: Request) -> poem::Result<Response> {
+        let started = Instant::now();
+        let response = match self.inner.call(request).await {
+            Ok(response) => response.into_response(),
+            Err(error) => {
+                let operation = error.data::<OperationId>().copied();
+                let mut response = error.into_response();
+                if let Some(operation) = operation {
+                    response.set_data(operation);
+                }
+                response
+            }
+        };
+        let operation = response
+            .data::<OperationId>()
+            .map_or("other", |operation| operation.0);
+        HTTP_REQUESTS
+            .with_label_values(&[self.service, operation, response.status().as_str()])
+            .inc();
+        HTTP_DURATION
+            .with_label_values(&[self.service, operation])
+            .observe(started.elapsed().as_secs_f64());
+        Ok(response)
+    }
+}
+
+/// The process's metrics in Prometheus' text format.
+pub fn render() -> String {
+    let mut buffer = Vec::new();
+    let encoder = TextEncoder::new();
+    if let Err(error) = encoder.encode(&prometheus::gather(), &mut buffer) {
+        tracing::error!(%error, "encoding metrics");
+    }
+    String::from_utf8(buffer).unwrap_or_default()
+}
