@@ -1,1 +1,117 @@
-fn main() {}
+//! `shop`: one binary for every Shop service and the tools around them.
+
+mod bench;
+mod serve;
+mod tree;
+
+use clap::{Parser, Subcommand};
+use shop_config::{LogFormat, Settings};
+
+#[derive(Parser)]
+#[command(name = "shop", version, about = "Shop: an e-commerce backend of supervised actors")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run services: one process per service in production, or several (`all`) in one.
+    Serve {
+        /// user, … or all
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// Create every service's database if missing and apply its migrations.
+    Migrate,
+    /// Print the effective settings (secrets redacted).
+    Config,
+    /// Print a service's supervision tree, like pstree.
+    Tree(tree::TreeArgs),
+    /// Manage accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Benchmarks, run against a system started by dev/up.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an admin, or make an existing account admin and set its password.
+    CreateAdmin {
+        #[arg(long)]
+        email: String,
+        #[arg(long, env = "SHOP_NEW_ADMIN_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("shop: {error}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_logging(&settings);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("shop: starting the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, settings)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("shop: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { services } => serve::run(&settings, &services).await,
+        Command::Migrate => {
+            shop_user::migrate(&settings).await?;
+            println!("migrated: {}", shop_user::DATABASE);
+            Ok(())
+        }
+        Command::Config => {
+            print!("{}", settings.render());
+            Ok(())
+        }
+        Command::Tree(args) => tree::run(&settings, args).await,
+        Command::User {
+            command: UserCommand::CreateAdmin { email, password },
+        } => {
+            let id = shop_user::create_admin(&settings, &email, &password).await?;
+            println!("admin {email} is {id}");
+            Ok(())
+        }
+        Command::Bench { command } => bench::run(&settings, command).await,
+    }
+}
+
+fn init_logging(settings: &Settings) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|error| {
+        eprintln!("shop: SHOP_LOG is not a valid filter ({error}); using info");
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -1,1 +1,147 @@
+//! The user service: accounts, credentials, access and refresh tokens, and the JWKS every other
+//! service verifies tokens with.
+//!
+//! ```text
+//! user                 supervisor, one-for-one, at most 5 restarts in 30 s
+//! ├── user.hasher      pool (ractor factory) of argon2id workers, one per core   permanent
+//! │   └── worker × N
+//! └── user.http        poem server: /users/*, /health, /ready, /metrics, /admin/tree   permanent
+//! ```
+//!
+//! PostgreSQL database `shop_user` (migrations in `migrations/`, applied at start). No actor owns
+//! account rows: each request is one transaction, and the database's constraints arbitrate
+//! between concurrent requests.
 
+mod accounts;
+mod error;
+mod http;
+mod password;
+mod store;
+mod tokens;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use shop_actors::{Child, Intensity, Restart, Service, SupervisorSpec};
+use shop_config::{Environment, Settings};
+use shop_web::server::{HttpServer, HttpServerArgs, Shutdown};
+use shop_web::{ServiceWeb, TokenVerifier, postgres};
+use sqlx::PgPool;
+
+pub use accounts::{MAX_PASSWORD, MIN_PASSWORD};
+pub use password::{hash_now, verify_now};
+pub use error::UserError;
+pub use tokens::{KeyError, SigningKey};
+
+pub const SERVICE: &str = "user";
+pub const DATABASE: &str = "shop_user";
+const ROOT: &str = "user";
+const HASHER: &str = "user.hasher";
+const HTTP: &str = "user.http";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Database(#[from] postgres::DatabaseError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("the admin account from SHOP_ADMIN_EMAIL: {0}")]
+    Admin(UserError),
+    #[error("starting the supervision tree: {0}")]
+    Spawn(#[from] ractor::SpawnErr),
+    #[error("the signing key: {0}")]
+    Jwk(#[from] jsonwebtoken::errors::Error),
+}
+
+/// Creates and migrates `shop_user`.
+pub async fn migrate(settings: &Settings) -> Result<PgPool, StartError> {
+    Ok(postgres::connect(&settings.postgres, DATABASE, &store::MIGRATOR).await?)
+}
+
+/// `shop user create-admin`: creates the admin, or promotes the account and sets its password.
+pub async fn create_admin(
+    settings: &Settings,
+    email: &str,
+    password: &str,
+) -> Result<uuid::Uuid, StartError> {
+    let pool = migrate(settings).await?;
+    let admin = accounts::ensure_admin(&pool, email, password, true)
+        .await
+        .map_err(StartError::Admin)?;
+    Ok(admin.id)
+}
+
+/// Starts the user service's supervision tree.
+pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, StartError> {
+    let pool = migrate(settings).await?;
+    let key = SigningKey::load_or_generate(
+        &settings.user.signing_key_file,
+        settings.environment == Environment::Dev,
+    )?;
+    if let Some(admin) = &settings.user.admin {
+        accounts::ensure_admin(&pool, &admin.email, admin.password.expose(), false)
+            .await
+            .map_err(StartError::Admin)?;
+    }
+    let verifier = Arc::new(TokenVerifier::with_local_keys(
+        &settings.auth.issuer,
+        &settings.auth.audience,
+        [(key.kid().to_owned(), key.decoding_key()?)],
+    ));
+    let dummy_hash = tokio::task::spawn_blocking(|| password::hash_now("no such account"))
+        .await
+        .map_err(|error| StartError::Admin(UserError::Hashing(error.to_string())))?
+        .map_err(StartError::Admin)?;
+    let accounts = Arc::new(accounts::Accounts {
+        pool: pool.clone(),
+        hashers: password::Hashers::new(HASHER, settings.http.actor_timeout),
+        key,
+        tokens: tokens::TokenPolicy {
+            issuer: settings.auth.issuer.clone(),
+            audience: settings.auth.audience.clone(),
+            access_ttl: settings.user.access_token_ttl,
+            refresh_ttl: settings.user.refresh_token_ttl,
+            service_ttl: settings.user.service_token_ttl,
+        },
+        service_clients: settings.user.service_clients.clone(),
+        dummy_hash,
+    });
+
+    let web = ServiceWeb {
+        service: SERVICE,
+        title: "Shop user service",
+        root_actor: ROOT.to_owned(),
+        verifier,
+        readiness: postgres::readiness(pool),
+        body_limit: settings.http.body_limit,
+    };
+    let addr = SocketAddr::new(settings.http.bind_host, settings.user.port);
+    let grace = settings.http.shutdown_grace;
+    let routes: shop_web::RouteFactory = Arc::new(move || {
+        web.endpoint(
+            http::UserApi {
+                accounts: accounts.clone(),
+            },
+            "/users",
+        )
+    });
+
+    let tree = SupervisorSpec::new(ROOT)
+        .intensity(Intensity::default())
+        .child(password::pool_child(
+            HASHER,
+            settings.user.hasher_workers,
+            settings.user.hasher_queue,
+        ))
+        .child(Child::actor(HTTP, "http", Restart::Permanent, move || {
+            let args = HttpServerArgs {
+                service: SERVICE,
+                addr,
+                routes: routes.clone(),
+                shutdown: shutdown.clone(),
+                grace,
+            };
+            (HttpServer, args)
+        }));
+    Ok(shop_actors::service::start(tree).await?)
+}

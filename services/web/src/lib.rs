@@ -6,12 +6,14 @@
 //! - [`problem`]: errors as `application/problem+json`;
 //! - [`request_id`]: `X-Request-ID` in, out, and in every log line;
 //! - [`auth`] and [`jwks`]: access-token verification with the user service's public keys;
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics;
+//! - [`postgres`]: each service's own database, created, migrated and pooled.
 
 pub mod app;
 pub mod auth;
 pub mod jwks;
 pub mod metrics;
+pub mod postgres;
 pub mod problem;
 pub mod request_id;
 pub mod server;

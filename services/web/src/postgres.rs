@@ -1,0 +1,130 @@
+//! Each service's own PostgreSQL database: created when missing, migrated, pooled.
+
+use std::time::Duration;
+
+use shop_config::{PostgresSettings, Url};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    #[error("connecting to PostgreSQL at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("creating database {database}: {source}")]
+    Create {
+        database: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migrating database {database}: {source}")]
+    Migrate {
+        database: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// Connects to `database` on the server of `settings`, creating it if it does not exist and
+/// applying `migrator`'s migrations.
+pub async fn connect(
+    settings: &PostgresSettings,
+    database: &str,
+    migrator: &Migrator,
+) -> Result<PgPool, DatabaseError> {
+    ensure_database(settings, database).await?;
+    let url = settings.database_url(database);
+    let options = options(&url)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.pool_size)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .map_err(|source| DatabaseError::Connect {
+            url: redacted(&url),
+            source,
+        })?;
+    migrator
+        .run(&pool)
+        .await
+        .map_err(|source| DatabaseError::Migrate {
+            database: database.to_owned(),
+            source,
+        })?;
+    Ok(pool)
+}
+
+async fn ensure_database(settings: &PostgresSettings, database: &str) -> Result<(), DatabaseError> {
+    let server = settings.url.clone();
+    let mut connection = options(&server)?
+        .connect()
+        .await
+        .map_err(|source| DatabaseError::Connect {
+            url: redacted(&server),
+            source,
+        })?;
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+            .bind(database)
+            .fetch_one(&mut connection)
+            .await
+            .map_err(|source| DatabaseError::Create {
+                database: database.to_owned(),
+                source,
+            })?;
+    if !exists {
+        // Identifiers cannot be bound; the names are ours (shop_user, …), never input.
+        debug_assert!(database.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        let created = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database \"{database}\"")))
+            .execute(&mut connection)
+            .await;
+        match created {
+            Ok(_) => tracing::info!(database, "created database"),
+            // Another process (shop migrate, a replica) created it first.
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => {}
+            Err(source) => {
+                return Err(DatabaseError::Create {
+                    database: database.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    let _ = connection.close().await;
+    Ok(())
+}
+
+fn options(url: &Url) -> Result<PgConnectOptions, DatabaseError> {
+    url.as_str()
+        .parse::<PgConnectOptions>()
+        .map_err(|source| DatabaseError::Connect {
+            url: redacted(url),
+            source,
+        })
+}
+
+fn redacted(url: &Url) -> String {
+    let mut url = url.clone();
+    if url.password().is_some() {
+        let _ = url.set_password(Some("********"));
+    }
+    url.to_string()
+}
+
+/// The readiness check of a service whose store is this pool.
+pub fn readiness(pool: PgPool) -> crate::ReadinessCheck {
+    std::sync::Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move {
+            sqlx::query("select 1")
+                .execute(&pool)
+                .await
+                .map(|_| ())
+                .map_err(|error| format!("PostgreSQL: {error}"))
+        })
+    })
+}
