@@ -255,6 +255,7 @@ impl Settings {
         }
         let signing_key_file =
             signing_key_file.unwrap_or_else(|| data_dir.join("keys").join("jwt-ed25519.pem"));
+        r.show_derived("SHOP_JWT_PRIVATE_KEY_FILE", signing_key_file.display());
 
         let admin_email: Option<String> = r.optional(
             "SHOP_ADMIN_EMAIL",
@@ -312,6 +313,7 @@ impl Settings {
             "password hashing actors (default: one per core)",
         );
         let hasher_workers = hasher_workers.unwrap_or(cores);
+        r.show_derived("SHOP_HASHER_WORKERS", hasher_workers);
         if hasher_workers == 0 {
             r.problems.push(Problem {
                 name: "SHOP_HASHER_WORKERS",

@@ -174,6 +174,15 @@ impl<'a> Reader<'a> {
         self.read(name, Some(dev_default), true, help)
     }
 
+    /// Shows the value an unset setting ends up with when its default is derived from others.
+    pub(crate) fn show_derived(&mut self, name: &'static str, value: impl std::fmt::Display) {
+        if let Some(entry) = self.entries.iter_mut().find(|entry| entry.name == name) {
+            if !entry.from_env {
+                entry.shown = value.to_string();
+            }
+        }
+    }
+
     /// A setting that may be left unset.
     pub(crate) fn optional<T: Setting>(
         &mut self,

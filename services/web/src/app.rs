@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use poem::endpoint::BoxEndpoint;
 use poem::http::StatusCode;
-use poem::middleware::{CatchPanic, SizeLimit};
+use poem::middleware::CatchPanic;
 use poem::web::Json;
 use poem::{EndpointExt, IntoResponse, Request, Response, Route, handler};
 use poem_openapi::{OpenApi, OpenApiService};
@@ -62,7 +62,7 @@ impl ServiceWeb {
             .nest("/", openapi)
             .data(ops)
             .data(self.verifier.clone())
-            .with(SizeLimit::new(self.body_limit))
+            .around(body_limit(self.body_limit))
             .with(CatchPanic::new())
             .around(problem::problems)
             .with(HttpMetrics {
@@ -70,6 +70,40 @@ impl ServiceWeb {
             })
             .around(request_id::with_request_id)
             .boxed()
+    }
+}
+
+/// Refuses bodies over `limit` bytes (413) before they are read. A body of unknown length must
+/// say it (411), since its size could not be checked up front.
+fn body_limit<E: poem::Endpoint>(
+    limit: usize,
+) -> impl Fn(E, Request) -> BoxFuture<'static, poem::Result<Response>> + Send + Sync + 'static
+where
+    E: 'static,
+{
+    move |next: E, request: Request| {
+        Box::pin(async move {
+            let length = request
+                .headers()
+                .get(poem::http::header::CONTENT_LENGTH)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.parse::<usize>().ok());
+            let chunked = request
+                .headers()
+                .contains_key(poem::http::header::TRANSFER_ENCODING);
+            match length {
+                Some(length) if length > limit => Err(ApiError::new(
+                    crate::ProblemKind::PayloadTooLarge,
+                    format!("the request body is larger than {limit} bytes"),
+                )
+                .into()),
+                None if chunked => Err(ApiError::bad_request(
+                    "a request body needs a Content-Length header",
+                )
+                .into()),
+                _ => next.call(request).await.map(IntoResponse::into_response),
+            }
+        })
     }
 }
 

@@ -1,0 +1,139 @@
+//! Helpers for the end-to-end tests: they talk to the system dev/test started, through nginx,
+//! like a client would.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: the end-to-end tests run against the system dev/test starts")
+    })
+}
+
+/// The gateway, e.g. http://127.0.0.1:18080.
+pub fn gateway() -> String {
+    env("SHOP_GATEWAY_URL").trim_end_matches('/').to_owned()
+}
+
+/// The user service itself, bypassing nginx (for operator endpoints).
+pub fn user_service() -> String {
+    env("SHOP_USER_URL").trim_end_matches('/').to_owned()
+}
+
+/// A client of its own loopback address, so nginx's per-client rate limits see each test as a
+/// different client (all of 127.0.0.0/8 is loopback on Linux).
+pub fn client() -> Client {
+    let bytes: [u8; 3] = rand::random();
+    let address = IpAddr::V4(Ipv4Addr::new(127, 16 + bytes[0] % 200, bytes[1], bytes[2].max(1)));
+    Client::builder()
+        .local_address(address)
+        .build()
+        .expect("a reqwest client builds")
+}
+
+pub fn url(path: &str) -> String {
+    format!("{}{path}", gateway())
+}
+
+pub fn unique_email() -> String {
+    format!("e2e-{}@shop.test", uuid::Uuid::new_v4().simple())
+}
+
+pub const PASSWORD: &str = "correct-horse-battery";
+
+pub struct Account {
+    pub id: String,
+    pub email: String,
+    pub password: String,
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+pub async fn register(client: &Client, email: &str, password: &str) -> Response {
+    client
+        .post(url("/users/register"))
+        .json(&json!({ "email": email, "password": password, "name": "E2E Tester" }))
+        .send()
+        .await
+        .expect("the gateway answers")
+}
+
+pub async fn login(client: &Client, email: &str, password: &str) -> Response {
+    client
+        .post(url("/users/login"))
+        .json(&json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .expect("the gateway answers")
+}
+
+/// A new customer, signed in.
+pub async fn customer(client: &Client) -> Account {
+    let email = unique_email();
+    let registered = register(client, &email, PASSWORD).await;
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let user: Value = registered.json().await.unwrap();
+    signed_in(client, user["id"].as_str().unwrap(), &email, PASSWORD).await
+}
+
+/// The admin dev/test configured, signed in.
+pub async fn admin(client: &Client) -> Account {
+    let email = env("SHOP_ADMIN_EMAIL");
+    let password = env("SHOP_ADMIN_PASSWORD");
+    let tokens = signed_in(client, "", &email, &password).await;
+    let me: Value = client
+        .get(url("/users/me"))
+        .bearer_auth(&tokens.access_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    Account {
+        id: me["id"].as_str().unwrap().to_owned(),
+        ..tokens
+    }
+}
+
+async fn signed_in(client: &Client, id: &str, email: &str, password: &str) -> Account {
+    let response = login(client, email, password).await;
+    assert_eq!(response.status(), StatusCode::OK, "login of {email}");
+    let tokens: Value = response.json().await.unwrap();
+    Account {
+        id: id.to_owned(),
+        email: email.to_owned(),
+        password: password.to_owned(),
+        access_token: tokens["access_token"].as_str().unwrap().to_owned(),
+        refresh_token: tokens["refresh_token"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// Asserts `response` is a problem+json with `status`, and returns its body.
+pub async fn problem(response: Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status of {}", response.url());
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let header_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let body: Value = response.json().await.expect("a JSON problem body");
+    assert!(
+        content_type.starts_with("application/problem+json"),
+        "content type {content_type} for {body}"
+    );
+    assert_eq!(body["status"], status, "{body}");
+    assert!(body["type"].as_str().is_some_and(|t| t.starts_with("https://")), "{body}");
+    assert!(body["title"].is_string() && body["detail"].is_string(), "{body}");
+    assert_eq!(body["request_id"].as_str(), header_id.as_deref(), "{body}");
+    body
+}
