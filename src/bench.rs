@@ -27,7 +27,11 @@ pub struct UserBench {
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
     /// The gateway.
-    #[arg(long, env = "SHOP_GATEWAY_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "SHOP_GATEWAY_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     gateway: String,
 }
 
@@ -111,23 +115,32 @@ async fn user(settings: &Settings, args: UserBench) -> anyhow::Result<()> {
 
     let login_body = serde_json::json!({ "email": email, "password": password });
     let (url, body) = (format!("{gateway}/users/login"), login_body.clone());
-    let logins = load("POST /users/login via nginx", &clients, args.duration, move |client| {
-        client.post(&url).json(&body)
-    })
+    let logins = load(
+        "POST /users/login via nginx",
+        &clients,
+        args.duration,
+        move |client| client.post(&url).json(&body),
+    )
     .await;
     logins.print();
 
     let token = login_token(&clients[0], &direct, &login_body).await?;
     let (url, bearer) = (format!("{gateway}/users/me"), token.clone());
-    let me_gateway = load("GET /users/me via nginx", &clients, args.duration, move |client| {
-        client.get(&url).bearer_auth(&bearer)
-    })
+    let me_gateway = load(
+        "GET /users/me via nginx",
+        &clients,
+        args.duration,
+        move |client| client.get(&url).bearer_auth(&bearer),
+    )
     .await;
     me_gateway.print();
     let (url, bearer) = (format!("{direct}/users/me"), token);
-    let me_direct = load("GET /users/me direct", &clients, args.duration, move |client| {
-        client.get(&url).bearer_auth(&bearer)
-    })
+    let me_direct = load(
+        "GET /users/me direct",
+        &clients,
+        args.duration,
+        move |client| client.get(&url).bearer_auth(&bearer),
+    )
     .await;
     me_direct.print();
 
@@ -144,7 +157,12 @@ async fn user(settings: &Settings, args: UserBench) -> anyhow::Result<()> {
 }
 
 /// The ceiling for logins: argon2id verifications with the service's parameters on every core.
-async fn raw_verifications(hash: &str, password: &str, cores: usize, duration: Duration) -> Measured {
+async fn raw_verifications(
+    hash: &str,
+    password: &str,
+    cores: usize,
+    duration: Duration,
+) -> Measured {
     let started = Instant::now();
     let handles: Vec<_> = (0..cores)
         .map(|_| {

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use shop_config::{LogFormat, Settings};
 
 #[derive(Parser)]
-#[command(name = "shop", version, about = "Shop: an e-commerce backend of supervised actors")]
+#[command(
+    name = "shop",
+    version,
+    about = "Shop: an e-commerce backend of supervised actors"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -52,7 +52,10 @@ fn expand(names: &[String]) -> anyhow::Result<Vec<String>> {
     }
     for name in names {
         if !SERVICES.contains(&name.as_str()) {
-            bail!("unknown service {name:?}; known: {}, all", SERVICES.join(", "));
+            bail!(
+                "unknown service {name:?}; known: {}, all",
+                SERVICES.join(", ")
+            );
         }
     }
     Ok(names.to_vec())

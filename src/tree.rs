@@ -35,7 +35,10 @@ pub async fn run(settings: &Settings, args: TreeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("asking {url} for its tree"))?;
     if !response.status().is_success() {
         let status = response.status();
-        bail!("{url} answered {status}: {}", response.text().await.unwrap_or_default());
+        bail!(
+            "{url} answered {status}: {}",
+            response.text().await.unwrap_or_default()
+        );
     }
     let tree: ActorNode = response.json().await.context("reading the tree")?;
     if args.json {
@@ -63,7 +66,11 @@ pub async fn admin_token(client: &reqwest::Client, settings: &Settings) -> anyho
         .await
         .context("signing in as the admin")?;
     if !response.status().is_success() {
-        bail!("signing in as {} failed: {}", admin.email, response.status());
+        bail!(
+            "signing in as {} failed: {}",
+            admin.email,
+            response.status()
+        );
     }
     let body: serde_json::Value = response.json().await?;
     body["access_token"]

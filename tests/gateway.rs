@@ -32,7 +32,11 @@ async fn another_client_is_not_slowed_by_a_brute_force() {
         let _ = common::login(&attacker, "victim@shop.test", "guess-number-x").await;
     }
     let bystander = client();
-    problem(common::login(&bystander, "victim@shop.test", "guess-number-y").await, 401).await;
+    problem(
+        common::login(&bystander, "victim@shop.test", "guess-number-y").await,
+        401,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -48,9 +52,17 @@ async fn a_preflight_from_an_allowed_origin_is_answered_and_a_foreign_one_refuse
         .unwrap();
     assert_eq!(allowed.status(), StatusCode::NO_CONTENT);
     let headers = allowed.headers();
-    assert_eq!(headers["access-control-allow-origin"], "http://localhost:3000");
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
     assert_eq!(headers["access-control-allow-credentials"], "true");
-    assert!(headers["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+    assert!(
+        headers["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
     assert!(headers["vary"].to_str().unwrap().contains("Origin"));
 
     let refused = client
@@ -60,7 +72,11 @@ async fn a_preflight_from_an_allowed_origin_is_answered_and_a_foreign_one_refuse
         .send()
         .await
         .unwrap();
-    assert!(!refused.headers().contains_key("access-control-allow-origin"));
+    assert!(
+        !refused
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
     problem(refused, 403).await;
 
     // An actual request from an allowed origin carries the header; from a foreign one, not.
@@ -70,7 +86,10 @@ async fn a_preflight_from_an_allowed_origin_is_answered_and_a_foreign_one_refuse
         .send()
         .await
         .unwrap();
-    assert_eq!(jwks.headers()["access-control-allow-origin"], "http://127.0.0.1:5173");
+    assert_eq!(
+        jwks.headers()["access-control-allow-origin"],
+        "http://127.0.0.1:5173"
+    );
     let foreign = client
         .get(url("/users/.well-known/jwks.json"))
         .header("origin", "https://evil.example")
@@ -78,7 +97,11 @@ async fn a_preflight_from_an_allowed_origin_is_answered_and_a_foreign_one_refuse
         .await
         .unwrap();
     assert_eq!(foreign.status(), StatusCode::OK);
-    assert!(!foreign.headers().contains_key("access-control-allow-origin"));
+    assert!(
+        !foreign
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
 }
 
 #[tokio::test]
@@ -113,8 +136,20 @@ async fn a_request_id_is_passed_through_or_made_and_shows_in_problems() {
 async fn the_gateway_answers_its_own_errors_as_problems() {
     let client = client();
     problem(client.get(url("/nothing-here")).send().await.unwrap(), 404).await;
-    problem(client.get(url("/internal/anything")).send().await.unwrap(), 404).await;
-    problem(client.get(url("/users/no/such/route")).send().await.unwrap(), 404).await;
+    problem(
+        client.get(url("/internal/anything")).send().await.unwrap(),
+        404,
+    )
+    .await;
+    problem(
+        client
+            .get(url("/users/no/such/route"))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
     // No service behind these paths yet (or it is down): 503, not a bare 502.
     let body = problem(client.get(url("/products")).send().await.unwrap(), 503).await;
     assert!(body["detail"].as_str().unwrap().contains("not available"));
@@ -145,20 +180,56 @@ async fn a_service_refuses_a_body_over_its_own_limit_too() {
 async fn health_readiness_and_metrics_are_served() {
     let client = reqwest::Client::new();
     let service = common::user_service();
-    let health: Value = client.get(format!("{service}/health")).send().await.unwrap().json().await.unwrap();
+    let health: Value = client
+        .get(format!("{service}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "alive");
-    let ready: Value = client.get(format!("{service}/ready")).send().await.unwrap().json().await.unwrap();
+    let ready: Value = client
+        .get(format!("{service}/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ready["status"], "ready");
-    let _ = client.get(url("/users/.well-known/jwks.json")).send().await.unwrap();
-    let metrics = client.get(format!("{service}/metrics")).send().await.unwrap().text().await.unwrap();
+    let _ = client
+        .get(url("/users/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    let metrics = client
+        .get(format!("{service}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
-        metrics.contains(r#"shop_http_requests_total{operation="jwks",service="user",status="200"}"#),
+        metrics
+            .contains(r#"shop_http_requests_total{operation="jwks",service="user",status="200"}"#),
         "{metrics}"
     );
-    let spec: Value = client.get(url("/users/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let spec: Value = client
+        .get(url("/users/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(spec["paths"]["/users/login"]["post"].is_object());
     let problem_schema = &spec["components"]["schemas"]["Problem"];
-    assert!(problem_schema["properties"]["request_id"].is_object(), "{problem_schema}");
+    assert!(
+        problem_schema["properties"]["request_id"].is_object(),
+        "{problem_schema}"
+    );
     let docs = client.get(url("/users/docs")).send().await.unwrap();
     assert_eq!(docs.status(), StatusCode::OK);
 }
@@ -190,9 +261,18 @@ async fn the_supervision_tree_is_shown_to_an_admin_only() {
     assert_eq!(tree["name"], "user");
     assert_eq!(tree["kind"], "supervisor");
     let children: Vec<&Value> = tree["children"].as_array().unwrap().iter().collect();
-    let names: Vec<&str> = children.iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert!(names.contains(&"user.hasher") && names.contains(&"user.http"), "{names:?}");
-    let pool = children.iter().find(|c| c["name"] == "user.hasher").unwrap();
+    let names: Vec<&str> = children
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"user.hasher") && names.contains(&"user.http"),
+        "{names:?}"
+    );
+    let pool = children
+        .iter()
+        .find(|c| c["name"] == "user.hasher")
+        .unwrap();
     assert_eq!(pool["kind"], "pool");
     assert_eq!(pool["restart"], "permanent");
     let workers = pool["children"].as_array().unwrap();
@@ -208,11 +288,25 @@ async fn shop_tree_prints_the_user_services_tree_with_its_hashing_pool() {
         .await
         .unwrap();
     let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{printed}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let lines: Vec<&str> = printed.lines().collect();
-    assert!(lines[0].starts_with("user [supervisor] running"), "{printed}");
-    assert!(printed.contains("── user.hasher [pool] running"), "{printed}");
-    assert!(printed.contains("│   ├── - [worker] running") || printed.contains("│   └── - [worker] running"), "{printed}");
+    assert!(
+        lines[0].starts_with("user [supervisor] running"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("── user.hasher [pool] running"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("│   ├── - [worker] running")
+            || printed.contains("│   └── - [worker] running"),
+        "{printed}"
+    );
     assert!(printed.contains("── user.http [http] running"), "{printed}");
 }
 
@@ -226,7 +320,10 @@ async fn shop_config_prints_settings_without_secrets() {
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success());
     assert!(printed.contains("SHOP_USER_PORT"));
-    assert!(!printed.contains(&common::env("SHOP_ADMIN_PASSWORD")), "{printed}");
+    assert!(
+        !printed.contains(&common::env("SHOP_ADMIN_PASSWORD")),
+        "{printed}"
+    );
     assert!(!printed.contains("dev-service-secret"), "{printed}");
     assert!(!printed.contains(":shop@"), "{printed}");
 
@@ -238,7 +335,10 @@ async fn shop_config_prints_settings_without_secrets() {
         .unwrap();
     assert_eq!(refused.status.code(), Some(2));
     let error = String::from_utf8_lossy(&refused.stderr);
-    assert!(error.contains("SHOP_USER_PORT: expected a port number"), "{error}");
+    assert!(
+        error.contains("SHOP_USER_PORT: expected a port number"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -253,5 +353,8 @@ async fn the_openapi_document_lists_problem_answers_for_operations() {
         .unwrap();
     let register = &spec["paths"]["/users/register"]["post"]["responses"];
     assert!(register["201"].is_object());
-    assert!(register["422"]["content"]["application/problem+json"].is_object(), "{register}");
+    assert!(
+        register["422"]["content"]["application/problem+json"].is_object(),
+        "{register}"
+    );
 }

@@ -108,13 +108,17 @@ async fn expired_early_misaddressed_and_foreign_tokens_are_refused() {
     refused(&client, &sign(&issuer, &key, &kid), "issuer").await;
 
     // Another Ed25519 key, claiming to be the real one.
-    let other = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(
-        &aws_lc_rs::rand::SystemRandom::new(),
-    )
-    .unwrap();
+    let other =
+        aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+            .unwrap();
     let other = EncodingKey::from_ed_der(other.as_ref());
     refused(&client, &sign(&claims(&user.id), &other, &kid), "signature").await;
-    refused(&client, &sign(&claims(&user.id), &other, "made-up-kid"), "unknown key").await;
+    refused(
+        &client,
+        &sign(&claims(&user.id), &other, "made-up-kid"),
+        "unknown key",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -136,8 +140,8 @@ async fn unsigned_and_hmac_tokens_are_refused() {
     let public = URL_SAFE_NO_PAD.decode(&public_x).unwrap();
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some(kid.clone());
-    let hmac = jsonwebtoken::encode(&header, &admin_claims, &EncodingKey::from_secret(&public))
-        .unwrap();
+    let hmac =
+        jsonwebtoken::encode(&header, &admin_claims, &EncodingKey::from_secret(&public)).unwrap();
     refused(&client, &hmac, "EdDSA").await;
     let hmac_x = jsonwebtoken::encode(
         &header,

@@ -15,14 +15,21 @@ async fn a_customer_registers_signs_in_updates_refreshes_and_signs_out() {
 
     let registered = register(&client, &email.to_uppercase(), PASSWORD).await;
     assert_eq!(registered.status(), StatusCode::CREATED);
-    let location = registered.headers()["location"].to_str().unwrap().to_owned();
+    let location = registered.headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let user: Value = registered.json().await.unwrap();
     assert_eq!(user["email"], email, "emails are kept lower-cased");
     assert_eq!(user["role"], "customer");
     assert_eq!(location, format!("/users/{}", user["id"].as_str().unwrap()));
     assert!(user.get("password_hash").is_none());
 
-    let tokens: Value = common::login(&client, &email, PASSWORD).await.json().await.unwrap();
+    let tokens: Value = common::login(&client, &email, PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(tokens["token_type"], "Bearer");
     assert_eq!(tokens["expires_in"], 900);
     let access = tokens["access_token"].as_str().unwrap();
@@ -77,11 +84,18 @@ async fn a_customer_registers_signs_in_updates_refreshes_and_signs_out() {
 
     // The first refresh token again: reuse. It is refused, and so is its successor.
     let reused = problem(refresh(&client, first_refresh).await, 401).await;
-    assert!(reused["detail"].as_str().unwrap().contains("used before"), "{reused}");
+    assert!(
+        reused["detail"].as_str().unwrap().contains("used before"),
+        "{reused}"
+    );
     problem(refresh(&client, &second_refresh).await, 401).await;
 
     // A new login is a new family; logout ends it.
-    let tokens: Value = common::login(&client, &email, PASSWORD).await.json().await.unwrap();
+    let tokens: Value = common::login(&client, &email, PASSWORD)
+        .await
+        .json()
+        .await
+        .unwrap();
     let refresh_token = tokens["refresh_token"].as_str().unwrap();
     let logout = client
         .post(url("/users/logout"))
@@ -175,7 +189,11 @@ async fn only_an_admin_changes_roles_and_the_new_role_is_in_the_next_token() {
         .await
         .unwrap();
     assert_eq!(promoted.status(), StatusCode::OK);
-    let refreshed: Value = refresh(&client, &carol.refresh_token).await.json().await.unwrap();
+    let refreshed: Value = refresh(&client, &carol.refresh_token)
+        .await
+        .json()
+        .await
+        .unwrap();
     let others = client
         .get(url(&format!("/users/{}", admin.id)))
         .bearer_auth(refreshed["access_token"].as_str().unwrap())
@@ -219,7 +237,9 @@ async fn changing_the_password_needs_the_current_one_and_signs_out_every_session
     problem(refresh(&client, &dave.refresh_token).await, 401).await;
     problem(common::login(&client, &dave.email, PASSWORD).await, 401).await;
     assert_eq!(
-        common::login(&client, &dave.email, "a-new-password").await.status(),
+        common::login(&client, &dave.email, "a-new-password")
+            .await
+            .status(),
         StatusCode::OK
     );
 }
@@ -232,8 +252,14 @@ async fn concurrent_registrations_of_one_email_create_exactly_one_account() {
         async move { register(&client(), &email, PASSWORD).await.status() }
     });
     let statuses = futures::future::join_all(attempts).await;
-    let created = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
-    let conflicts = statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count();
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let conflicts = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
     assert_eq!((created, conflicts), (1, 7), "{statuses:?}");
 }
 
@@ -290,7 +316,10 @@ async fn unknown_email_and_wrong_password_get_the_same_answer_in_about_the_same_
         // Stay under the gateway's login rate limit.
         tokio::time::sleep(Duration::from_millis(450)).await;
     }
-    assert!(bodies.windows(2).all(|pair| pair[0] == pair[1]), "{bodies:?}");
+    assert!(
+        bodies.windows(2).all(|pair| pair[0] == pair[1]),
+        "{bodies:?}"
+    );
     let median = |times: &mut Vec<Duration>| {
         times.sort();
         times[times.len() / 2].as_secs_f64()
@@ -312,14 +341,38 @@ async fn every_user_endpoint_answers_bad_input_with_a_problem() {
 
     // register
     for (body, status) in [
-        (json!({ "email": "not-an-email", "password": PASSWORD, "name": "X" }), 422),
-        (json!({ "email": unique_email(), "password": "short", "name": "X" }), 422),
-        (json!({ "email": unique_email(), "password": "p".repeat(129), "name": "X" }), 422),
-        (json!({ "email": unique_email(), "password": PASSWORD, "name": "" }), 422),
-        (json!({ "email": unique_email(), "password": PASSWORD, "name": "X", "phone": "12" }), 422),
-        (json!({ "email": unique_email(), "password": PASSWORD, "name": "X", "role": "admin" }), 400),
-        (json!({ "email": unique_email(), "password": PASSWORD }), 400),
-        (json!({ "email": unique_email(), "password": PASSWORD, "name": ["X"] }), 400),
+        (
+            json!({ "email": "not-an-email", "password": PASSWORD, "name": "X" }),
+            422,
+        ),
+        (
+            json!({ "email": unique_email(), "password": "short", "name": "X" }),
+            422,
+        ),
+        (
+            json!({ "email": unique_email(), "password": "p".repeat(129), "name": "X" }),
+            422,
+        ),
+        (
+            json!({ "email": unique_email(), "password": PASSWORD, "name": "" }),
+            422,
+        ),
+        (
+            json!({ "email": unique_email(), "password": PASSWORD, "name": "X", "phone": "12" }),
+            422,
+        ),
+        (
+            json!({ "email": unique_email(), "password": PASSWORD, "name": "X", "role": "admin" }),
+            400,
+        ),
+        (
+            json!({ "email": unique_email(), "password": PASSWORD }),
+            400,
+        ),
+        (
+            json!({ "email": unique_email(), "password": PASSWORD, "name": ["X"] }),
+            400,
+        ),
     ] {
         problem(post("/users/register", body).send().await.unwrap(), status).await;
     }
@@ -345,36 +398,71 @@ async fn every_user_endpoint_answers_bad_input_with_a_problem() {
     problem(not_json, status).await;
 
     // login, refresh, logout, service-token
-    problem(post("/users/login", json!({ "email": grace.email })).send().await.unwrap(), 400).await;
     problem(
-        post("/users/login", json!({ "email": grace.email, "password": "wrong-password" }))
+        post("/users/login", json!({ "email": grace.email }))
             .send()
             .await
             .unwrap(),
+        400,
+    )
+    .await;
+    problem(
+        post(
+            "/users/login",
+            json!({ "email": grace.email, "password": "wrong-password" }),
+        )
+        .send()
+        .await
+        .unwrap(),
         401,
     )
     .await;
     problem(post("/users/refresh", json!({})).send().await.unwrap(), 400).await;
     problem(
-        post("/users/refresh", json!({ "refresh_token": "made-up" })).send().await.unwrap(),
-        401,
-    )
-    .await;
-    problem(post("/users/logout", json!({ "token": "x" })).send().await.unwrap(), 400).await;
-    problem(
-        post("/users/service-token", json!({ "client_id": "shop-services", "client_secret": "guess-guess-guess" }))
+        post("/users/refresh", json!({ "refresh_token": "made-up" }))
             .send()
             .await
             .unwrap(),
         401,
     )
     .await;
-    problem(post("/users/service-token", json!({ "client_id": 1 })).send().await.unwrap(), 400).await;
+    problem(
+        post("/users/logout", json!({ "token": "x" }))
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    problem(
+        post(
+            "/users/service-token",
+            json!({ "client_id": "shop-services", "client_secret": "guess-guess-guess" }),
+        )
+        .send()
+        .await
+        .unwrap(),
+        401,
+    )
+    .await;
+    problem(
+        post("/users/service-token", json!({ "client_id": 1 }))
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
 
     // me, get, put
     problem(client.get(url("/users/me")).send().await.unwrap(), 401).await;
     problem(
-        client.get(url("/users/not-a-uuid")).bearer_auth(&grace.access_token).send().await.unwrap(),
+        client
+            .get(url("/users/not-a-uuid"))
+            .bearer_auth(&grace.access_token)
+            .send()
+            .await
+            .unwrap(),
         400,
     )
     .await;
@@ -396,6 +484,10 @@ async fn every_user_endpoint_answers_bad_input_with_a_problem() {
     }
 
     // jwks takes no input; other methods are refused.
-    let wrong_method = client.delete(url("/users/.well-known/jwks.json")).send().await.unwrap();
+    let wrong_method = client
+        .delete(url("/users/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
     problem(wrong_method, 405).await;
 }

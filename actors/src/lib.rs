@@ -19,4 +19,4 @@ pub mod tree;
 pub use policy::{Backoff, Intensity, Restart};
 pub use service::{Service, ServiceStopped};
 pub use supervisor::{Child, SupervisorSpec};
-pub use tree::{snapshot, ActorNode, SnapshotLimits};
+pub use tree::{ActorNode, SnapshotLimits, snapshot};

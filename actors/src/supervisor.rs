@@ -194,9 +194,13 @@ impl SupervisorSpec {
         self,
         parent: ActorCell,
     ) -> Result<ActorRef<SupervisorMsg>, SpawnErr> {
-        let (actor_ref, _) =
-            Actor::spawn_linked(Some(self.name.clone()), Supervisor, self.arguments(), parent)
-                .await?;
+        let (actor_ref, _) = Actor::spawn_linked(
+            Some(self.name.clone()),
+            Supervisor,
+            self.arguments(),
+            parent,
+        )
+        .await?;
         meta::record_start(&self.name, SUPERVISOR_KIND, None, 0);
         Ok(actor_ref)
     }

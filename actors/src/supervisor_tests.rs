@@ -46,25 +46,24 @@ pub(crate) fn obedient(name: &str, restart: Restart) -> Child {
 }
 
 fn send(name: &str, order: Order) {
-    let actor: ActorRef<Order> = registry::where_is(name.to_owned())
+    let actor: ActorRef<Order> = registry::where_is(name)
         .unwrap_or_else(|| panic!("{name} is not running"))
         .into();
     actor.send_message(order).expect("send");
 }
 
 fn id_of(name: &str) -> Option<ractor::ActorId> {
-    registry::where_is(name.to_owned()).map(|cell| cell.get_id())
+    registry::where_is(name).map(|cell| cell.get_id())
 }
 
 const WAIT: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn a_panicking_permanent_child_is_restarted_under_the_same_name() {
-    let service = service::start(
-        SupervisorSpec::new("t1").child(obedient("t1.worker", Restart::Permanent)),
-    )
-    .await
-    .unwrap();
+    let service =
+        service::start(SupervisorSpec::new("t1").child(obedient("t1.worker", Restart::Permanent)))
+            .await
+            .unwrap();
     let first = id_of("t1.worker").unwrap();
 
     send("t1.worker", Order::Panic);
@@ -104,7 +103,11 @@ async fn a_transient_child_that_stops_normally_stays_stopped() {
     send("t3.permanent", Order::Stop);
 
     // The permanent one comes back; by then the transient one would have too.
-    assert!(wait_until(WAIT, || id_of("t3.permanent").is_some_and(|id| id != permanent)).await);
+    assert!(
+        wait_until(WAIT, || id_of("t3.permanent")
+            .is_some_and(|id| id != permanent))
+        .await
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(id_of("t3.transient"), None);
     service.stop(WAIT).await;
@@ -141,14 +144,16 @@ async fn a_child_panicking_past_the_intensity_makes_the_service_give_up() {
         let before = id_of("t5.worker").unwrap();
         send("t5.worker", Order::Panic);
         if restarts_so_far < 2 {
-            assert!(
-                wait_until(WAIT, || id_of("t5.worker").is_some_and(|id| id != before)).await
-            );
+            assert!(wait_until(WAIT, || id_of("t5.worker").is_some_and(|id| id != before)).await);
         }
     }
 
     let outcome = tokio::time::timeout(WAIT, service.stopped()).await.unwrap();
-    let Err(service::ServiceStopped::GaveUp { service: name, reason }) = outcome else {
+    let Err(service::ServiceStopped::GaveUp {
+        service: name,
+        reason,
+    }) = outcome
+    else {
         panic!("expected the service to give up, got {outcome:?}");
     };
     assert_eq!(name, "t5");
@@ -175,12 +180,20 @@ async fn a_nested_supervisor_that_gives_up_is_restarted_by_its_parent() {
 
     let worker = id_of("t6.inner.worker").unwrap();
     send("t6.inner.worker", Order::Panic);
-    assert!(wait_until(WAIT, || id_of("t6.inner.worker").is_some_and(|id| id != worker)).await);
+    assert!(
+        wait_until(WAIT, || id_of("t6.inner.worker")
+            .is_some_and(|id| id != worker))
+        .await
+    );
     send("t6.inner.worker", Order::Panic);
 
     // The inner supervisor melts down; the root restarts it, with a fresh worker, and leaves the
     // sibling alone.
-    assert!(wait_until(WAIT, || id_of("t6.inner").is_some_and(|id| id != inner_before)).await);
+    assert!(
+        wait_until(WAIT, || id_of("t6.inner")
+            .is_some_and(|id| id != inner_before))
+        .await
+    );
     assert!(wait_until(WAIT, || id_of("t6.inner.worker").is_some()).await);
     assert_eq!(id_of("t6.sibling"), Some(sibling));
     let tree = snapshot(service.root(), SnapshotLimits::default());
@@ -190,14 +203,12 @@ async fn a_nested_supervisor_that_gives_up_is_restarted_by_its_parent() {
 
 #[tokio::test]
 async fn a_failing_child_is_restarted_after_its_backoff() {
-    let service = service::start(
-        SupervisorSpec::new("t7").child(
-            obedient("t7.worker", Restart::Permanent).backoff(Backoff::Exponential {
-                first: Duration::from_millis(300),
-                max: Duration::from_secs(1),
-            }),
-        ),
-    )
+    let service = service::start(SupervisorSpec::new("t7").child(
+        obedient("t7.worker", Restart::Permanent).backoff(Backoff::Exponential {
+            first: Duration::from_millis(300),
+            max: Duration::from_secs(1),
+        }),
+    ))
     .await
     .unwrap();
 
@@ -225,6 +236,9 @@ async fn stopping_a_service_stops_every_actor_and_reports_a_clean_stop() {
 
     service.stop(WAIT).await;
 
-    assert_eq!(tokio::time::timeout(WAIT, service.stopped()).await.unwrap(), Ok(()));
+    assert_eq!(
+        tokio::time::timeout(WAIT, service.stopped()).await.unwrap(),
+        Ok(())
+    );
     assert!(wait_until(WAIT, || id_of("t8.a").is_none() && id_of("t8.b").is_none()).await);
 }

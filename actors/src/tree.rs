@@ -69,9 +69,7 @@ fn node(cell: &ActorCell, parent_kind: Option<&str>, limits: SnapshotLimits) -> 
     // get_children comes from a hash map; order by id so snapshots are stable.
     children.sort_by_key(|child| child.get_id());
     let total = children.len();
-    let keep = if group {
-        limits.group_sample
-    } else if total > limits.max_children {
+    let keep = if group || total > limits.max_children {
         limits.group_sample
     } else {
         total

@@ -21,7 +21,7 @@ async fn a_snapshot_shows_exactly_the_tree_that_was_built() {
     )
     .await
     .unwrap();
-    let pool_cell = ractor::registry::where_is("s1.pool".to_owned()).unwrap();
+    let pool_cell = ractor::registry::where_is("s1.pool").unwrap();
     assert!(wait_until(WAIT, || pool_cell.get_children().len() == 2).await);
 
     let tree = snapshot(service.root(), SnapshotLimits::default());
@@ -48,7 +48,12 @@ fn outline(node: &crate::ActorNode) -> Vec<String> {
     fn walk(node: &crate::ActorNode, depth: usize, out: &mut Vec<String>) {
         let policy = node
             .restart
-            .map(|restart| format!(" {}", serde_json::to_value(restart).unwrap().as_str().unwrap()))
+            .map(|restart| {
+                format!(
+                    " {}",
+                    serde_json::to_value(restart).unwrap().as_str().unwrap()
+                )
+            })
             .unwrap_or_default();
         out.push(format!(
             "{}{} {} {}{}",
@@ -113,13 +118,17 @@ async fn a_dynamic_group_is_summarised_as_a_count_and_the_first_few() {
     )))
     .await
     .unwrap();
-    let registry: ActorRef<usize> = ractor::registry::where_is("s2.registry".to_owned())
-        .unwrap()
-        .into();
+    let registry: ActorRef<usize> = ractor::registry::where_is("s2.registry").unwrap().into();
     registry.send_message(250).unwrap();
     assert!(wait_until(WAIT, || registry.get_children().len() == 250).await);
 
-    let tree = snapshot(service.root(), SnapshotLimits { group_sample: 5, max_children: 100 });
+    let tree = snapshot(
+        service.root(),
+        SnapshotLimits {
+            group_sample: 5,
+            max_children: 100,
+        },
+    );
 
     let group = tree.find("s2.registry").unwrap();
     assert_eq!(group.kind, "registry");

@@ -12,8 +12,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use reader::{Entry, Port, Problem};
 use reader::Reader;
+pub use reader::{Entry, Port, Problem};
 pub use url::Url;
 
 /// The settings every process reads, whatever services it runs.
@@ -384,9 +384,9 @@ fn parse_clients(raw: &str) -> Result<Vec<(String, Secret)>, String> {
             Some((id, secret)) if !id.is_empty() && secret.len() >= 16 => {
                 Ok((id.to_owned(), Secret::new(secret)))
             }
-            Some((id, _)) if !id.is_empty() => {
-                Err(format!("the secret of client {id:?} is shorter than 16 characters"))
-            }
+            Some((id, _)) if !id.is_empty() => Err(format!(
+                "the secret of client {id:?} is shorter than 16 characters"
+            )),
             _ => Err("expected id:secret pairs separated by commas".to_owned()),
         })
         .collect()

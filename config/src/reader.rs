@@ -117,7 +117,11 @@ pub struct Port(pub u16);
 impl Setting for Port {
     const EXPECTED: &'static str = "a port number from 1 to 65535";
     fn parse(raw: &str) -> Option<Self> {
-        raw.trim().parse::<u16>().ok().filter(|port| *port > 0).map(Port)
+        raw.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|port| *port > 0)
+            .map(Port)
     }
 }
 
@@ -176,10 +180,12 @@ impl<'a> Reader<'a> {
 
     /// Shows the value an unset setting ends up with when its default is derived from others.
     pub(crate) fn show_derived(&mut self, name: &'static str, value: impl std::fmt::Display) {
-        if let Some(entry) = self.entries.iter_mut().find(|entry| entry.name == name) {
-            if !entry.from_env {
-                entry.shown = value.to_string();
-            }
+        if let Some(entry) = self
+            .entries
+            .iter_mut()
+            .find(|entry| entry.name == name && !entry.from_env)
+        {
+            entry.shown = value.to_string();
         }
     }
 

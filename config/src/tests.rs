@@ -31,7 +31,10 @@ fn the_defaults_are_valid_and_match_dev_up() {
     );
     assert_eq!(
         settings.user.service_clients,
-        vec![("shop-services".to_owned(), Secret::new("dev-service-secret"))]
+        vec![(
+            "shop-services".to_owned(),
+            Secret::new("dev-service-secret")
+        )]
     );
     assert!(settings.user.hasher_workers >= 1);
 }
@@ -63,7 +66,12 @@ fn every_wrong_variable_is_named_with_what_is_wrong() {
 
     assert_eq!(
         problem_names(&error),
-        vec!["SHOP_ENV", "SHOP_USER_URL", "SHOP_USER_PORT", "SHOP_ACCESS_TOKEN_TTL"]
+        vec![
+            "SHOP_ENV",
+            "SHOP_USER_URL",
+            "SHOP_USER_PORT",
+            "SHOP_ACCESS_TOKEN_TTL"
+        ]
     );
     let message = error.to_string();
     assert!(
@@ -91,7 +99,10 @@ fn production_refuses_to_start_on_default_secrets() {
 fn production_starts_when_every_secret_is_given() {
     let settings = settings(&[
         ("SHOP_ENV", "production"),
-        ("SHOP_POSTGRES_URL", "postgres://shop:s3cret@db:5432/postgres"),
+        (
+            "SHOP_POSTGRES_URL",
+            "postgres://shop:s3cret@db:5432/postgres",
+        ),
         ("SHOP_JWT_PRIVATE_KEY_FILE", "/run/secrets/jwt.pem"),
         ("SHOP_SERVICE_CLIENTS", "order:0123456789abcdef0123"),
     ])
@@ -116,7 +127,10 @@ fn service_clients_need_ids_and_long_secrets() {
 #[test]
 fn the_printed_settings_never_show_a_secret() {
     let settings = settings(&[
-        ("SHOP_POSTGRES_URL", "postgres://shop:hunter2hunter2@db:5432/postgres"),
+        (
+            "SHOP_POSTGRES_URL",
+            "postgres://shop:hunter2hunter2@db:5432/postgres",
+        ),
         ("SHOP_ADMIN_EMAIL", "root@shop.test"),
         ("SHOP_ADMIN_PASSWORD", "correct horse battery"),
         ("SHOP_SERVICE_CLIENTS", "order:0123456789abcdef0123"),
@@ -126,7 +140,10 @@ fn the_printed_settings_never_show_a_secret() {
     assert!(!printed.contains("hunter2"), "{printed}");
     assert!(!printed.contains("correct horse"), "{printed}");
     assert!(!printed.contains("0123456789abcdef"), "{printed}");
-    assert!(printed.contains("postgres://shop:********@db:5432/postgres"), "{printed}");
+    assert!(
+        printed.contains("postgres://shop:********@db:5432/postgres"),
+        "{printed}"
+    );
     assert!(printed.contains("root@shop.test"));
     let debugged = format!("{settings:?}");
     assert!(!debugged.contains("correct horse"), "{debugged}");

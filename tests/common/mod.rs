@@ -27,7 +27,12 @@ pub fn user_service() -> String {
 /// different client (all of 127.0.0.0/8 is loopback on Linux).
 pub fn client() -> Client {
     let bytes: [u8; 3] = rand::random();
-    let address = IpAddr::V4(Ipv4Addr::new(127, 16 + bytes[0] % 200, bytes[1], bytes[2].max(1)));
+    let address = IpAddr::V4(Ipv4Addr::new(
+        127,
+        16 + bytes[0] % 200,
+        bytes[1],
+        bytes[2].max(1),
+    ));
     Client::builder()
         .local_address(address)
         .build()
@@ -114,7 +119,12 @@ async fn signed_in(client: &Client, id: &str, email: &str, password: &str) -> Ac
 
 /// Asserts `response` is a problem+json with `status`, and returns its body.
 pub async fn problem(response: Response, status: u16) -> Value {
-    assert_eq!(response.status().as_u16(), status, "status of {}", response.url());
+    assert_eq!(
+        response.status().as_u16(),
+        status,
+        "status of {}",
+        response.url()
+    );
     let content_type = response
         .headers()
         .get("content-type")
@@ -132,8 +142,16 @@ pub async fn problem(response: Response, status: u16) -> Value {
         "content type {content_type} for {body}"
     );
     assert_eq!(body["status"], status, "{body}");
-    assert!(body["type"].as_str().is_some_and(|t| t.starts_with("https://")), "{body}");
-    assert!(body["title"].is_string() && body["detail"].is_string(), "{body}");
+    assert!(
+        body["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("https://")),
+        "{body}"
+    );
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
     assert_eq!(body["request_id"].as_str(), header_id.as_deref(), "{body}");
     body
 }

@@ -176,7 +176,9 @@ impl Accounts {
         let target = self.get(id).await?;
         let own = caller.user_id().is_ok_and(|caller_id| caller_id == id);
         if update.role.is_some() && !caller.is_admin() {
-            return Err(UserError::Forbidden("only an admin may change roles".into()));
+            return Err(UserError::Forbidden(
+                "only an admin may change roles".into(),
+            ));
         }
         if update.role == Some(Role::Service) {
             return Err(UserError::Invalid("role must be customer or admin".into()));
@@ -232,9 +234,7 @@ impl Accounts {
             return Err(UserError::WrongClient);
         }
         let ttl = self.tokens.service_ttl;
-        let claims = self
-            .tokens
-            .claims(client_id.to_owned(), Role::Service, ttl);
+        let claims = self.tokens.claims(client_id.to_owned(), Role::Service, ttl);
         Ok((self.key.sign(&claims)?, ttl))
     }
 
@@ -361,8 +361,18 @@ mod tests {
 
     #[test]
     fn emails_are_trimmed_lowercased_and_must_look_like_addresses() {
-        assert_eq!(valid_email("  Ada@Example.COM ").unwrap(), "ada@example.com");
-        for bad in ["", "ada", "ada@", "@example.com", "ada@localhost", "Ada <ada@example.com>"] {
+        assert_eq!(
+            valid_email("  Ada@Example.COM ").unwrap(),
+            "ada@example.com"
+        );
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@localhost",
+            "Ada <ada@example.com>",
+        ] {
             assert!(valid_email(bad).is_err(), "{bad:?} was accepted");
         }
     }
@@ -380,7 +390,13 @@ mod tests {
     #[test]
     fn phones_are_e164() {
         assert_eq!(valid_phone(" +4915112345678 ").unwrap(), "+4915112345678");
-        for bad in ["4915112345678", "+0123456789", "+49 151 123", "+12", "+1234567890123456"] {
+        for bad in [
+            "4915112345678",
+            "+0123456789",
+            "+49 151 123",
+            "+12",
+            "+1234567890123456",
+        ] {
             assert!(valid_phone(bad).is_err(), "{bad:?} was accepted");
         }
     }

@@ -154,7 +154,12 @@ impl UserApi {
         let body = body.0;
         let user = self
             .accounts
-            .register(&body.email, &body.password, &body.name, body.phone.as_deref())
+            .register(
+                &body.email,
+                &body.password,
+                &body.name,
+                body.phone.as_deref(),
+            )
             .await?;
         let location = format!("/users/{}", user.id);
         Ok(Registered::Created(Json(user.into()), location))
@@ -227,7 +232,11 @@ impl UserApi {
     }
 
     /// A short-lived token with role `service`, for another Shop service.
-    #[oai(path = "/service-token", method = "post", operation_id = "service_token")]
+    #[oai(
+        path = "/service-token",
+        method = "post",
+        operation_id = "service_token"
+    )]
     async fn service_token(
         &self,
         body: Json<ServiceCredentials>,

@@ -29,8 +29,8 @@ use shop_web::{ServiceWeb, TokenVerifier, postgres};
 use sqlx::PgPool;
 
 pub use accounts::{MAX_PASSWORD, MIN_PASSWORD};
-pub use password::{hash_now, verify_now};
 pub use error::UserError;
+pub use password::{hash_now, verify_now};
 pub use tokens::{KeyError, SigningKey};
 
 pub const SERVICE: &str = "user";

@@ -11,8 +11,8 @@ use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
 use ractor::factory::{
-    DiscardMode, DiscardSettings, Factory, FactoryArguments, FactoryMessage, Job, Worker,
-    WorkerId, queues, routing, worker_builder,
+    DiscardMode, DiscardSettings, Factory, FactoryArguments, FactoryMessage, Job, Worker, WorkerId,
+    queues, routing, worker_builder,
 };
 use ractor::rpc::CallResult;
 use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -41,8 +41,11 @@ pub fn hash_now(password: &str) -> Result<String, UserError> {
 
 /// Checks on the calling thread; blocking. A hash that does not parse matches nothing.
 pub fn verify_now(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .is_ok_and(|parsed| argon2().verify_password(password.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        argon2()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
 }
 
 pub enum HashJob {
@@ -196,7 +199,10 @@ mod tests {
     #[test]
     fn a_hash_is_argon2id_with_owasp_parameters_and_verifies_only_its_password() {
         let hash = hash_now("correct horse battery staple").unwrap();
-        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
         assert!(verify_now("correct horse battery staple", &hash));
         assert!(!verify_now("correct horse battery stapler", &hash));
     }

@@ -70,14 +70,20 @@ impl SigningKey {
                     reason,
                 })
             }
-            Err(source) => Err(KeyError::Read { path: shown, source }),
+            Err(source) => Err(KeyError::Read {
+                path: shown,
+                source,
+            }),
         }
     }
 
     pub fn from_pem(text: &str) -> Result<Self, String> {
         let parsed = pem::parse(text).map_err(|error| error.to_string())?;
         if parsed.tag() != PEM_TAG {
-            return Err(format!("expected a {PEM_TAG} block, found {}", parsed.tag()));
+            return Err(format!(
+                "expected a {PEM_TAG} block, found {}",
+                parsed.tag()
+            ));
         }
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(parsed.contents())
             .map_err(|error| error.to_string())?;
@@ -210,7 +216,11 @@ mod tests {
     async fn a_signed_token_verifies_with_the_published_key_only() {
         let path = temp_key_path();
         let key = SigningKey::load_or_generate(&path, true).unwrap();
-        let claims = policy().claims(Uuid::new_v4().to_string(), Role::Customer, policy().access_ttl);
+        let claims = policy().claims(
+            Uuid::new_v4().to_string(),
+            Role::Customer,
+            policy().access_ttl,
+        );
         let token = key.sign(&claims).unwrap();
 
         let published = shop_web::jwks::ed25519_keys(&key.jwks());

@@ -44,8 +44,7 @@ impl ServiceWeb {
         api: T,
         prefix: &str,
     ) -> BoxEndpoint<'static, Response> {
-        let openapi = OpenApiService::new(api, self.title, env!("CARGO_PKG_VERSION"))
-            .server("/");
+        let openapi = OpenApiService::new(api, self.title, env!("CARGO_PKG_VERSION")).server("/");
         let spec = openapi.spec_endpoint();
         let docs = openapi.swagger_ui();
         let ops = Ops {
@@ -75,12 +74,9 @@ impl ServiceWeb {
 
 /// Refuses bodies over `limit` bytes (413) before they are read. A body of unknown length must
 /// say it (411), since its size could not be checked up front.
-fn body_limit<E: poem::Endpoint>(
+fn body_limit<E: poem::Endpoint + 'static>(
     limit: usize,
-) -> impl Fn(E, Request) -> BoxFuture<'static, poem::Result<Response>> + Send + Sync + 'static
-where
-    E: 'static,
-{
+) -> impl Fn(E, Request) -> BoxFuture<'static, poem::Result<Response>> + Send + Sync + 'static {
     move |next: E, request: Request| {
         Box::pin(async move {
             let length = request

@@ -60,13 +60,14 @@ pub async fn connect(
 
 async fn ensure_database(settings: &PostgresSettings, database: &str) -> Result<(), DatabaseError> {
     let server = settings.url.clone();
-    let mut connection = options(&server)?
-        .connect()
-        .await
-        .map_err(|source| DatabaseError::Connect {
-            url: redacted(&server),
-            source,
-        })?;
+    let mut connection =
+        options(&server)?
+            .connect()
+            .await
+            .map_err(|source| DatabaseError::Connect {
+                url: redacted(&server),
+                source,
+            })?;
     let exists: bool =
         sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
             .bind(database)
@@ -78,10 +79,16 @@ async fn ensure_database(settings: &PostgresSettings, database: &str) -> Result<
             })?;
     if !exists {
         // Identifiers cannot be bound; the names are ours (shop_user, …), never input.
-        debug_assert!(database.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
-        let created = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("create database \"{database}\"")))
-            .execute(&mut connection)
-            .await;
+        debug_assert!(
+            database
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_')
+        );
+        let created = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "create database \"{database}\""
+        )))
+        .execute(&mut connection)
+        .await;
         match created {
             Ok(_) => tracing::info!(database, "created database"),
             // Another process (shop migrate, a replica) created it first.

@@ -238,7 +238,10 @@ impl ApiResponse for ApiError {
 
 /// Middleware: whatever error leaves a service — its own, poem's 404/405, a request that did not
 /// parse, a body over the limit — leaves as problem+json.
-pub async fn problems<E: poem::Endpoint>(next: E, request: poem::Request) -> poem::Result<Response> {
+pub async fn problems<E: poem::Endpoint>(
+    next: E,
+    request: poem::Request,
+) -> poem::Result<Response> {
     let response = match next.call(request).await {
         Ok(response) => response.into_response(),
         Err(error) => error.into_response(),
@@ -249,7 +252,11 @@ pub async fn problems<E: poem::Endpoint>(next: E, request: poem::Request) -> poe
     let is_problem = response
         .headers()
         .get(poem::http::header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(PROBLEM_CONTENT_TYPE.as_bytes()));
+        .is_some_and(|value| {
+            value
+                .as_bytes()
+                .starts_with(PROBLEM_CONTENT_TYPE.as_bytes())
+        });
     if is_problem {
         return Ok(response);
     }
@@ -276,7 +283,10 @@ fn client_detail(status: StatusCode, text: &str) -> String {
         StatusCode::NOT_FOUND => "no such resource".to_owned(),
         StatusCode::METHOD_NOT_ALLOWED => "this method is not allowed here".to_owned(),
         StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large".to_owned(),
-        _ if text.is_empty() => status.canonical_reason().unwrap_or("bad request").to_owned(),
+        _ if text.is_empty() => status
+            .canonical_reason()
+            .unwrap_or("bad request")
+            .to_owned(),
         _ => text.chars().take(300).collect(),
     }
 }
@@ -288,7 +298,10 @@ mod tests {
     #[test]
     fn every_kind_has_the_status_its_name_says() {
         assert_eq!(ProblemKind::Conflict.status(), StatusCode::CONFLICT);
-        assert_eq!(ProblemKind::Unprocessable.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            ProblemKind::Unprocessable.status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
         assert_eq!(
             ProblemKind::from_status(StatusCode::PAYLOAD_TOO_LARGE),
             ProblemKind::PayloadTooLarge

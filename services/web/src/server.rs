@@ -78,6 +78,23 @@ impl Drop for ServerTask {
     }
 }
 
+/// Binds in `pre_start`, so a port that stays taken fails the start (and the supervisor retries
+/// with backoff). A restarted server waits a moment for its predecessor, whose listener closes
+/// only once its aborted task has been dropped.
+async fn bind(addr: SocketAddr) -> Result<impl Acceptor, ActorProcessingErr> {
+    let mut attempts = 0;
+    loop {
+        match TcpListener::bind(addr).into_acceptor().await {
+            Ok(acceptor) => return Ok(acceptor),
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse && attempts < 40 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => return Err(format!("binding {addr}: {error}").into()),
+        }
+    }
+}
+
 impl Actor for HttpServer {
     type Msg = HttpServerMsg;
     type State = HttpServerState;
@@ -88,11 +105,7 @@ impl Actor for HttpServer {
         myself: ActorRef<HttpServerMsg>,
         args: HttpServerArgs,
     ) -> Result<HttpServerState, ActorProcessingErr> {
-        // Bind here, so a taken port fails the start (and the supervisor retries with backoff).
-        let acceptor = TcpListener::bind(args.addr)
-            .into_acceptor()
-            .await
-            .map_err(|error| format!("binding {}: {error}", args.addr))?;
+        let acceptor = bind(args.addr).await?;
         let local = acceptor
             .local_addr()
             .into_iter()
