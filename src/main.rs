@@ -29,7 +29,11 @@ enum Command {
     /// Create every service's database if missing and apply its migrations.
     Migrate,
     /// Print the effective settings (secrets redacted).
-    Config,
+    Config {
+        /// Print the README's table of variables and defaults instead.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Print a service's supervision tree, like pstree.
     Tree(tree::TreeArgs),
     /// Manage accounts.
@@ -89,8 +93,12 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             println!("migrated: {}", shop_user::DATABASE);
             Ok(())
         }
-        Command::Config => {
-            print!("{}", settings.render());
+        Command::Config { markdown } => {
+            if markdown {
+                print!("{}", settings.render_markdown());
+            } else {
+                print!("{}", settings.render());
+            }
             Ok(())
         }
         Command::Tree(args) => tree::run(&settings, args).await,

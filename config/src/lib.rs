@@ -376,6 +376,24 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// The README's configuration table: every variable, its `dev/up` default, what it does.
+    pub fn render_markdown(&self) -> String {
+        let mut out = String::from("| variable | default | meaning |\n|---|---|---|\n");
+        for entry in &self.entries {
+            let default = match entry.default {
+                Some(default) if entry.secret => {
+                    format!("`{default}` in dev; required in production")
+                }
+                Some(default) => format!("`{default}`"),
+                None => "unset".to_owned(),
+            };
+            out.push_str(&format!("| `{}` | {default} | {} |\n", entry.name, entry.help));
+        }
+        out
+    }
+}
+
 fn parse_clients(raw: &str) -> Result<Vec<(String, Secret)>, String> {
     raw.split(',')
         .map(str::trim)
