@@ -253,7 +253,9 @@ render_nginx() {
   cat >"$dir/nginx.conf" <<EOF
 # Written by dev/; compose.yml uses the nginx image's own main file with the same conf.d.
 user www-data;
-worker_processes auto;
+# One worker: on a small machine the services and the load generator need the other cores; a
+# second worker measured slower here (see the README's benchmark).
+worker_processes ${SHOP_NGINX_WORKERS:-1};
 daemon off;
 pid $DATA/run/nginx.master.pid;
 error_log $DATA/logs/nginx-error.log warn;

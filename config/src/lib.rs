@@ -388,7 +388,10 @@ impl Settings {
                 Some(default) => format!("`{default}`"),
                 None => "unset".to_owned(),
             };
-            out.push_str(&format!("| `{}` | {default} | {} |\n", entry.name, entry.help));
+            out.push_str(&format!(
+                "| `{}` | {default} | {} |\n",
+                entry.name, entry.help
+            ));
         }
         out
     }

@@ -30,7 +30,7 @@ use sqlx::PgPool;
 
 pub use accounts::{MAX_PASSWORD, MIN_PASSWORD};
 pub use error::UserError;
-pub use password::{hash_now, verify_now};
+pub use password::{Hasher, hash_now, verify_now};
 pub use tokens::{KeyError, SigningKey};
 
 pub const SERVICE: &str = "user";

@@ -18,6 +18,7 @@ pub const MAX_AGE: Duration = Duration::from_secs(15 * 60);
 pub struct JwksCache {
     url: String,
     client: reqwest::Client,
+    min_refetch: Duration,
     cached: RwLock<Cached>,
     /// One fetch at a time; the others wait and read its result.
     fetching: Mutex<()>,
@@ -58,9 +59,16 @@ impl JwksCache {
         Self {
             url: url.into(),
             client,
+            min_refetch: MIN_REFETCH,
             cached: RwLock::new(Cached::default()),
             fetching: Mutex::new(()),
         }
+    }
+
+    /// Sets the shortest time between two fetches (default [`MIN_REFETCH`]).
+    pub fn min_refetch(mut self, interval: Duration) -> Self {
+        self.min_refetch = interval;
+        self
     }
 
     /// The key with this id, fetching the key set if it is unknown or stale.
@@ -75,7 +83,7 @@ impl JwksCache {
             if let Some(key) = cached.fresh(kid) {
                 return Some(key);
             }
-            if cached.fetched_within(MIN_REFETCH) {
+            if cached.fetched_within(self.min_refetch) {
                 return cached.keys.get(kid).cloned();
             }
         }

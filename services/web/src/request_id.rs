@@ -47,11 +47,15 @@ pub async fn with_request_id<E: Endpoint>(next: E, request: Request) -> poem::Re
                 Ok(response) => response.into_response(),
                 Err(error) => error.into_response(),
             };
-            tracing::info!(
-                status = response.status().as_u16(),
-                ms = started.elapsed().as_millis() as u64,
-                "handled"
-            );
+            // nginx keeps the access log; here a request is worth a line at info only when it
+            // failed on our side.
+            let status = response.status().as_u16();
+            let ms = started.elapsed().as_millis() as u64;
+            if response.status().is_server_error() {
+                tracing::warn!(status, ms, "handled");
+            } else {
+                tracing::debug!(status, ms, "handled");
+            }
             response
         })
         .instrument(span)
