@@ -101,9 +101,17 @@ async fn keys_are_fetched_once_refetched_after_a_rotation_and_not_for_every_unkn
         "cached after one fetch"
     );
 
-    // A token signed by a key nobody published: refused; the set is fetched once for it, and a
-    // flood of such tokens does not turn into a flood of fetches.
+    // Within the minimum interval after a fetch, an unknown kid fetches nothing.
     let forged = new_key("forged");
+    assert_eq!(
+        verifier.verify(&token(&forged)).await,
+        Err(TokenError::UnknownKey)
+    );
+    assert_eq!(published.fetches.load(Ordering::SeqCst), 1);
+
+    // After it, a token signed by a key nobody published is refused; the set is fetched once
+    // for it, and a flood of such tokens does not turn into a flood of fetches.
+    tokio::time::sleep(REFETCH).await;
     for _ in 0..20 {
         assert_eq!(
             verifier.verify(&token(&forged)).await,
