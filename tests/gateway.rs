@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{client, customer, problem, url};
+use common::{client, customer, get_json, post_oversized, problem, url};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -153,26 +153,14 @@ async fn the_gateway_answers_its_own_errors_as_problems() {
     // No service behind these paths yet (or it is down): 503, not a bare 502.
     let body = problem(client.get(url("/products")).send().await.unwrap(), 503).await;
     assert!(body["detail"].as_str().unwrap().contains("not available"));
-    let too_big = client
-        .post(url("/users/register"))
-        .header("content-type", "application/json")
-        .body(format!("{{\"name\": \"{}\"}}", "x".repeat(200 * 1024)))
-        .send()
-        .await
-        .unwrap();
+    let too_big = post_oversized(&client, url("/users/register"), 200 * 1024).await;
     problem(too_big, 413).await;
 }
 
 #[tokio::test]
 async fn a_service_refuses_a_body_over_its_own_limit_too() {
-    let client = reqwest::Client::new();
-    let response = client
-        .post(format!("{}/users/register", common::user_service()))
-        .header("content-type", "application/json")
-        .body(format!("{{\"name\": \"{}\"}}", "x".repeat(100 * 1024)))
-        .send()
-        .await
-        .unwrap();
+    let register = format!("{}/users/register", common::user_service());
+    let response = post_oversized(&reqwest::Client::new(), register, 100 * 1024).await;
     problem(response, 413).await;
 }
 
@@ -180,23 +168,9 @@ async fn a_service_refuses_a_body_over_its_own_limit_too() {
 async fn health_readiness_and_metrics_are_served() {
     let client = reqwest::Client::new();
     let service = common::user_service();
-    let health: Value = client
-        .get(format!("{service}/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = get_json(&client, format!("{service}/health"), None).await;
     assert_eq!(health["status"], "alive");
-    let ready: Value = client
-        .get(format!("{service}/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = get_json(&client, format!("{service}/ready"), None).await;
     assert_eq!(ready["status"], "ready");
     let _ = client
         .get(url("/users/.well-known/jwks.json"))
@@ -216,14 +190,7 @@ async fn health_readiness_and_metrics_are_served() {
             .contains(r#"shop_http_requests_total{operation="jwks",service="user",status="200"}"#),
         "{metrics}"
     );
-    let spec: Value = client
-        .get(url("/users/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec = get_json(&client, url("/users/openapi.json"), None).await;
     assert!(spec["paths"]["/users/login"]["post"].is_object());
     let problem_schema = &spec["components"]["schemas"]["Problem"];
     assert!(
@@ -249,15 +216,12 @@ async fn the_supervision_tree_is_shown_to_an_admin_only() {
     problem(as_customer, 403).await;
 
     let admin = common::admin(&client).await;
-    let tree: Value = reqwest::Client::new()
-        .get(&tree_url)
-        .bearer_auth(&admin.access_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tree = get_json(
+        &reqwest::Client::new(),
+        &tree_url,
+        Some(&admin.access_token),
+    )
+    .await;
     assert_eq!(tree["name"], "user");
     assert_eq!(tree["kind"], "supervisor");
     let children: Vec<&Value> = tree["children"].as_array().unwrap().iter().collect();
@@ -278,6 +242,14 @@ async fn the_supervision_tree_is_shown_to_an_admin_only() {
     let workers = pool["children"].as_array().unwrap();
     assert!(!workers.is_empty() && workers.iter().all(|w| w["kind"] == "worker"));
     assert!(tree["started_at"].is_string());
+
+    let bad_query = reqwest::Client::new()
+        .get(format!("{tree_url}?sample=lots"))
+        .bearer_auth(&admin.access_token)
+        .send()
+        .await
+        .unwrap();
+    problem(bad_query, 400).await;
 }
 
 #[tokio::test]
@@ -343,14 +315,7 @@ async fn shop_config_prints_settings_without_secrets() {
 
 #[tokio::test]
 async fn the_openapi_document_lists_problem_answers_for_operations() {
-    let spec: Value = client()
-        .get(url("/users/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec = get_json(&client(), url("/users/openapi.json"), None).await;
     let register = &spec["paths"]["/users/register"]["post"]["responses"];
     assert!(register["201"].is_object());
     assert!(

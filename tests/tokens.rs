@@ -4,7 +4,7 @@ mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{client, customer, problem, url};
+use common::{client, customer, get_json, problem, url};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -30,14 +30,7 @@ fn claims(subject: &str) -> Value {
 /// The real signing key (dev/test generated it), and the id the JWKS publishes it under.
 async fn real_key(client: &reqwest::Client) -> (EncodingKey, String, String) {
     let pem = std::fs::read(common::env("SHOP_JWT_PRIVATE_KEY_FILE")).expect("the signing key");
-    let jwks: Value = client
-        .get(url("/users/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = get_json(client, url("/users/.well-known/jwks.json"), None).await;
     let key = &jwks["keys"][0];
     assert_eq!(key["kty"], "OKP");
     assert_eq!(key["alg"], "EdDSA");

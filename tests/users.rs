@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{PASSWORD, client, customer, problem, register, unique_email, url};
+use common::{PASSWORD, client, customer, get_json, problem, register, unique_email, url};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -35,15 +35,7 @@ async fn a_customer_registers_signs_in_updates_refreshes_and_signs_out() {
     let access = tokens["access_token"].as_str().unwrap();
     let first_refresh = tokens["refresh_token"].as_str().unwrap();
 
-    let me: Value = client
-        .get(url("/users/me"))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = get_json(&client, url("/users/me"), Some(access)).await;
     assert_eq!(me["id"], user["id"]);
 
     let updated = client
@@ -57,15 +49,7 @@ async fn a_customer_registers_signs_in_updates_refreshes_and_signs_out() {
     let updated: Value = updated.json().await.unwrap();
     assert_eq!(updated["name"], "Ada Lovelace");
     assert_eq!(updated["phone"], "+4915112345678");
-    let fetched: Value = client
-        .get(url(&location))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fetched = get_json(&client, url(&location), Some(access)).await;
     assert_eq!(fetched["name"], "Ada Lovelace");
 
     // A refresh gives a new pair; the new access token works.
@@ -148,15 +132,12 @@ async fn a_customer_cannot_read_or_change_another_user_but_an_admin_can() {
     problem(missing, 403).await;
 
     let admin = common::admin(&client).await;
-    let read: Value = client
-        .get(url(&format!("/users/{}", bob.id)))
-        .bearer_auth(&admin.access_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = get_json(
+        &client,
+        url(&format!("/users/{}", bob.id)),
+        Some(&admin.access_token),
+    )
+    .await;
     assert_eq!(read["email"], bob.email);
     let missing = client
         .get(url(&format!("/users/{}", uuid::Uuid::new_v4())))

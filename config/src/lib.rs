@@ -151,22 +151,11 @@ impl Settings {
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut r = Reader::new(lookup);
 
-        let environment: String = r.get(
+        let environment: Environment = r.get(
             "SHOP_ENV",
             "dev",
             "dev or production; production refuses to start on default secrets",
         );
-        let environment = match environment.as_str() {
-            "dev" => Environment::Dev,
-            "production" => Environment::Production,
-            other => {
-                r.problems.push(Problem {
-                    name: "SHOP_ENV",
-                    message: format!("expected dev or production (got {other:?})"),
-                });
-                Environment::Dev
-            }
-        };
         r.production = environment == Environment::Production;
 
         let log_filter = r.get(
@@ -174,18 +163,7 @@ impl Settings {
             "info",
             "log filter, tracing's EnvFilter syntax (e.g. info,shop_user=debug)",
         );
-        let log_format: String = r.get("SHOP_LOG_FORMAT", "text", "text or json");
-        let log_format = match log_format.as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => {
-                r.problems.push(Problem {
-                    name: "SHOP_LOG_FORMAT",
-                    message: format!("expected text or json (got {other:?})"),
-                });
-                LogFormat::Text
-            }
-        };
+        let log_format = r.get("SHOP_LOG_FORMAT", "text", "text or json");
         let data_dir: PathBuf = r.get(
             "SHOP_DATA_DIR",
             ".data/dev",

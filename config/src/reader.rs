@@ -110,6 +110,28 @@ impl Setting for url::Url {
     }
 }
 
+impl Setting for crate::Environment {
+    const EXPECTED: &'static str = "dev or production";
+    fn parse(raw: &str) -> Option<Self> {
+        match raw.trim() {
+            "dev" => Some(crate::Environment::Dev),
+            "production" => Some(crate::Environment::Production),
+            _ => None,
+        }
+    }
+}
+
+impl Setting for crate::LogFormat {
+    const EXPECTED: &'static str = "text or json";
+    fn parse(raw: &str) -> Option<Self> {
+        match raw.trim() {
+            "text" => Some(crate::LogFormat::Text),
+            "json" => Some(crate::LogFormat::Json),
+            _ => None,
+        }
+    }
+}
+
 /// A TCP port a service listens on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Port(pub u16);

@@ -43,6 +43,32 @@ pub fn url(path: &str) -> String {
     format!("{}{path}", gateway())
 }
 
+/// GETs `url`, with a bearer token if given, and reads the JSON body.
+pub async fn get_json(client: &Client, url: impl reqwest::IntoUrl, token: Option<&str>) -> Value {
+    let mut request = client.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request
+        .send()
+        .await
+        .expect("the system answers")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
+/// POSTs a JSON body of about `bytes` bytes to `url`.
+pub async fn post_oversized(client: &Client, url: impl reqwest::IntoUrl, bytes: usize) -> Response {
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(format!("{{\"name\": \"{}\"}}", "x".repeat(bytes)))
+        .send()
+        .await
+        .expect("the system answers")
+}
+
 pub fn unique_email() -> String {
     format!("e2e-{}@shop.test", uuid::Uuid::new_v4().simple())
 }
@@ -89,15 +115,7 @@ pub async fn admin(client: &Client) -> Account {
     let email = env("SHOP_ADMIN_EMAIL");
     let password = env("SHOP_ADMIN_PASSWORD");
     let tokens = signed_in(client, "", &email, &password).await;
-    let me: Value = client
-        .get(url("/users/me"))
-        .bearer_auth(&tokens.access_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = get_json(client, url("/users/me"), Some(&tokens.access_token)).await;
     Account {
         id: me["id"].as_str().unwrap().to_owned(),
         ..tokens

@@ -104,9 +104,10 @@ pub async fn update_user(
     .map_err(UserError::from_write)
 }
 
-/// Inserts the first refresh token of a new family (a login).
+/// Inserts a refresh token: the first of a new family (a login), or the next of one (a refresh,
+/// inside its transaction).
 pub async fn insert_refresh_token(
-    pool: &PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     token_hash: &[u8],
     family_id: Uuid,
     user_id: Uuid,
@@ -120,7 +121,7 @@ pub async fn insert_refresh_token(
     .bind(family_id)
     .bind(user_id)
     .bind(expires_at)
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(())
 }
@@ -153,16 +154,7 @@ pub async fn rotate_refresh_token(
     .fetch_optional(&mut *transaction)
     .await?;
     if let Some((family_id, user_id)) = current {
-        sqlx::query(
-            "insert into refresh_tokens (token_hash, family_id, user_id, expires_at)
-             values ($1, $2, $3, $4)",
-        )
-        .bind(next)
-        .bind(family_id)
-        .bind(user_id)
-        .bind(expires_at)
-        .execute(&mut *transaction)
-        .await?;
+        insert_refresh_token(&mut *transaction, next, family_id, user_id, expires_at).await?;
         transaction.commit().await?;
         return Ok(Rotation::Rotated { user_id });
     }

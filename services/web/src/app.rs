@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use poem::endpoint::BoxEndpoint;
 use poem::http::StatusCode;
 use poem::middleware::CatchPanic;
-use poem::web::Json;
+use poem::web::{Json, Query};
 use poem::{EndpointExt, IntoResponse, Request, Response, Route, handler};
 use poem_openapi::{OpenApi, OpenApiService};
 use serde_json::json;
@@ -136,9 +136,15 @@ fn metrics_text() -> Response {
         .body(metrics::render())
 }
 
+#[derive(serde::Deserialize)]
+struct TreeQuery {
+    /// How many children of a big group to list.
+    sample: Option<usize>,
+}
+
 /// The service's supervision tree (admin token). `?sample=N` lists N children of a big group.
 #[handler]
-async fn admin_tree(request: &Request) -> poem::Result<Response> {
+async fn admin_tree(request: &Request, Query(query): Query<TreeQuery>) -> poem::Result<Response> {
     let caller = crate::auth::caller_from_header(request).await?;
     caller.require_admin()?;
     let ops = request
@@ -146,24 +152,10 @@ async fn admin_tree(request: &Request) -> poem::Result<Response> {
         .ok_or_else(|| ApiError::internal(&"no ops data"))?;
     let root = ractor::registry::where_is(ops.root_actor.clone())
         .ok_or_else(|| ApiError::unavailable("the service's supervision tree is not running"))?;
-    let sample = request
-        .uri()
-        .query()
-        .and_then(|query| {
-            query
-                .split('&')
-                .find_map(|pair| pair.strip_prefix("sample="))
-        })
-        .map(|value| {
-            value
-                .parse::<usize>()
-                .map_err(|_| ApiError::bad_request("sample must be a whole number"))
-        })
-        .transpose()?
-        .unwrap_or(SnapshotLimits::default().group_sample);
+    let defaults = SnapshotLimits::default();
     let limits = SnapshotLimits {
-        group_sample: sample.min(1000),
-        ..SnapshotLimits::default()
+        group_sample: query.sample.unwrap_or(defaults.group_sample).min(1000),
+        ..defaults
     };
     Ok(Json(snapshot(&root, limits)).into_response())
 }
