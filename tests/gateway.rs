@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{client, customer, get_json, post_oversized, problem, url};
+use common::{client, customer, get, get_json, post_oversized, problem, url};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -172,11 +172,7 @@ async fn health_readiness_and_metrics_are_served() {
     assert_eq!(health["status"], "alive");
     let ready = get_json(&client, format!("{service}/ready"), None).await;
     assert_eq!(ready["status"], "ready");
-    let _ = client
-        .get(url("/users/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap();
+    let _ = get(&client, url("/users/.well-known/jwks.json"), None).await;
     let metrics = client
         .get(format!("{service}/metrics"))
         .send()
@@ -207,12 +203,12 @@ async fn the_supervision_tree_is_shown_to_an_admin_only() {
     let tree_url = format!("{}/admin/tree", common::user_service());
     problem(reqwest::get(&tree_url).await.unwrap(), 401).await;
     let customer = customer(&client).await;
-    let as_customer = reqwest::Client::new()
-        .get(&tree_url)
-        .bearer_auth(&customer.access_token)
-        .send()
-        .await
-        .unwrap();
+    let as_customer = get(
+        &reqwest::Client::new(),
+        &tree_url,
+        Some(&customer.access_token),
+    )
+    .await;
     problem(as_customer, 403).await;
 
     let admin = common::admin(&client).await;
@@ -243,12 +239,12 @@ async fn the_supervision_tree_is_shown_to_an_admin_only() {
     assert!(!workers.is_empty() && workers.iter().all(|w| w["kind"] == "worker"));
     assert!(tree["started_at"].is_string());
 
-    let bad_query = reqwest::Client::new()
-        .get(format!("{tree_url}?sample=lots"))
-        .bearer_auth(&admin.access_token)
-        .send()
-        .await
-        .unwrap();
+    let bad_query = get(
+        &reqwest::Client::new(),
+        format!("{tree_url}?sample=lots"),
+        Some(&admin.access_token),
+    )
+    .await;
     problem(bad_query, 400).await;
 }
 

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{PASSWORD, client, customer, get_json, problem, register, unique_email, url};
+use common::{PASSWORD, client, customer, get, get_json, problem, register, unique_email, url};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -58,12 +58,12 @@ async fn a_customer_registers_signs_in_updates_refreshes_and_signs_out() {
     let refreshed: Value = refreshed.json().await.unwrap();
     let second_refresh = refreshed["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(second_refresh, first_refresh);
-    let me_again = client
-        .get(url("/users/me"))
-        .bearer_auth(refreshed["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let me_again = get(
+        &client,
+        url("/users/me"),
+        Some(refreshed["access_token"].as_str().unwrap()),
+    )
+    .await;
     assert_eq!(me_again.status(), StatusCode::OK);
 
     // The first refresh token again: reuse. It is refused, and so is its successor.
@@ -106,12 +106,12 @@ async fn a_customer_cannot_read_or_change_another_user_but_an_admin_can() {
     let alice = customer(&client).await;
     let bob = customer(&common::client()).await;
 
-    let read = client
-        .get(url(&format!("/users/{}", bob.id)))
-        .bearer_auth(&alice.access_token)
-        .send()
-        .await
-        .unwrap();
+    let read = get(
+        &client,
+        url(&format!("/users/{}", bob.id)),
+        Some(&alice.access_token),
+    )
+    .await;
     let body = problem(read, 403).await;
     assert!(body.get("email").is_none());
     let change = client
@@ -123,12 +123,12 @@ async fn a_customer_cannot_read_or_change_another_user_but_an_admin_can() {
         .unwrap();
     problem(change, 403).await;
     // Not even whether an id exists is told to a customer.
-    let missing = client
-        .get(url(&format!("/users/{}", uuid::Uuid::new_v4())))
-        .bearer_auth(&alice.access_token)
-        .send()
-        .await
-        .unwrap();
+    let missing = get(
+        &client,
+        url(&format!("/users/{}", uuid::Uuid::new_v4())),
+        Some(&alice.access_token),
+    )
+    .await;
     problem(missing, 403).await;
 
     let admin = common::admin(&client).await;
@@ -139,12 +139,12 @@ async fn a_customer_cannot_read_or_change_another_user_but_an_admin_can() {
     )
     .await;
     assert_eq!(read["email"], bob.email);
-    let missing = client
-        .get(url(&format!("/users/{}", uuid::Uuid::new_v4())))
-        .bearer_auth(&admin.access_token)
-        .send()
-        .await
-        .unwrap();
+    let missing = get(
+        &client,
+        url(&format!("/users/{}", uuid::Uuid::new_v4())),
+        Some(&admin.access_token),
+    )
+    .await;
     problem(missing, 404).await;
 }
 
@@ -175,12 +175,12 @@ async fn only_an_admin_changes_roles_and_the_new_role_is_in_the_next_token() {
         .json()
         .await
         .unwrap();
-    let others = client
-        .get(url(&format!("/users/{}", admin.id)))
-        .bearer_auth(refreshed["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let others = get(
+        &client,
+        url(&format!("/users/{}", admin.id)),
+        Some(refreshed["access_token"].as_str().unwrap()),
+    )
+    .await;
     assert_eq!(others.status(), StatusCode::OK);
 }
 

@@ -43,16 +43,19 @@ pub fn url(path: &str) -> String {
     format!("{}{path}", gateway())
 }
 
-/// GETs `url`, with a bearer token if given, and reads the JSON body.
-pub async fn get_json(client: &Client, url: impl reqwest::IntoUrl, token: Option<&str>) -> Value {
+/// GETs `url`, with a bearer token if given.
+pub async fn get(client: &Client, url: impl reqwest::IntoUrl, token: Option<&str>) -> Response {
     let mut request = client.get(url);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    request
-        .send()
+    request.send().await.expect("the system answers")
+}
+
+/// GETs `url`, with a bearer token if given, and reads the JSON body.
+pub async fn get_json(client: &Client, url: impl reqwest::IntoUrl, token: Option<&str>) -> Value {
+    get(client, url, token)
         .await
-        .expect("the system answers")
         .json()
         .await
         .expect("a JSON body")
