@@ -4,7 +4,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{PASSWORD, client, customer, get, get_json, problem, register, unique_email, url};
+use common::{
+    PASSWORD, client, customer, get, get_json, problem, put_json, register, unique_email, url,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -38,13 +40,13 @@ async fn a_customer_registers_signs_in_updates_refreshes_and_signs_out() {
     let me = get_json(&client, url("/users/me"), Some(access)).await;
     assert_eq!(me["id"], user["id"]);
 
-    let updated = client
-        .put(url(&location))
-        .bearer_auth(access)
-        .json(&json!({ "name": "Ada Lovelace", "phone": "+4915112345678" }))
-        .send()
-        .await
-        .unwrap();
+    let updated = put_json(
+        &client,
+        url(&location),
+        access,
+        &json!({ "name": "Ada Lovelace", "phone": "+4915112345678" }),
+    )
+    .await;
     assert_eq!(updated.status(), StatusCode::OK);
     let updated: Value = updated.json().await.unwrap();
     assert_eq!(updated["name"], "Ada Lovelace");
@@ -114,13 +116,13 @@ async fn a_customer_cannot_read_or_change_another_user_but_an_admin_can() {
     .await;
     let body = problem(read, 403).await;
     assert!(body.get("email").is_none());
-    let change = client
-        .put(url(&format!("/users/{}", bob.id)))
-        .bearer_auth(&alice.access_token)
-        .json(&json!({ "name": "Mallory" }))
-        .send()
-        .await
-        .unwrap();
+    let change = put_json(
+        &client,
+        url(&format!("/users/{}", bob.id)),
+        &alice.access_token,
+        &json!({ "name": "Mallory" }),
+    )
+    .await;
     problem(change, 403).await;
     // Not even whether an id exists is told to a customer.
     let missing = get(
@@ -152,23 +154,23 @@ async fn a_customer_cannot_read_or_change_another_user_but_an_admin_can() {
 async fn only_an_admin_changes_roles_and_the_new_role_is_in_the_next_token() {
     let client = client();
     let carol = customer(&client).await;
-    let promote_self = client
-        .put(url(&format!("/users/{}", carol.id)))
-        .bearer_auth(&carol.access_token)
-        .json(&json!({ "role": "admin" }))
-        .send()
-        .await
-        .unwrap();
+    let promote_self = put_json(
+        &client,
+        url(&format!("/users/{}", carol.id)),
+        &carol.access_token,
+        &json!({ "role": "admin" }),
+    )
+    .await;
     problem(promote_self, 403).await;
 
     let admin = common::admin(&client).await;
-    let promoted = client
-        .put(url(&format!("/users/{}", carol.id)))
-        .bearer_auth(&admin.access_token)
-        .json(&json!({ "role": "admin" }))
-        .send()
-        .await
-        .unwrap();
+    let promoted = put_json(
+        &client,
+        url(&format!("/users/{}", carol.id)),
+        &admin.access_token,
+        &json!({ "role": "admin" }),
+    )
+    .await;
     assert_eq!(promoted.status(), StatusCode::OK);
     let refreshed: Value = refresh(&client, &carol.refresh_token)
         .await
@@ -190,30 +192,30 @@ async fn changing_the_password_needs_the_current_one_and_signs_out_every_session
     let dave = customer(&client).await;
     let path = format!("/users/{}", dave.id);
 
-    let without_current = client
-        .put(url(&path))
-        .bearer_auth(&dave.access_token)
-        .json(&json!({ "password": "a-new-password" }))
-        .send()
-        .await
-        .unwrap();
+    let without_current = put_json(
+        &client,
+        url(&path),
+        &dave.access_token,
+        &json!({ "password": "a-new-password" }),
+    )
+    .await;
     problem(without_current, 422).await;
-    let wrong_current = client
-        .put(url(&path))
-        .bearer_auth(&dave.access_token)
-        .json(&json!({ "password": "a-new-password", "current_password": "not-the-password" }))
-        .send()
-        .await
-        .unwrap();
+    let wrong_current = put_json(
+        &client,
+        url(&path),
+        &dave.access_token,
+        &json!({ "password": "a-new-password", "current_password": "not-the-password" }),
+    )
+    .await;
     problem(wrong_current, 403).await;
 
-    let changed = client
-        .put(url(&path))
-        .bearer_auth(&dave.access_token)
-        .json(&json!({ "password": "a-new-password", "current_password": PASSWORD }))
-        .send()
-        .await
-        .unwrap();
+    let changed = put_json(
+        &client,
+        url(&path),
+        &dave.access_token,
+        &json!({ "password": "a-new-password", "current_password": PASSWORD }),
+    )
+    .await;
     assert_eq!(changed.status(), StatusCode::OK);
     problem(refresh(&client, &dave.refresh_token).await, 401).await;
     problem(common::login(&client, &dave.email, PASSWORD).await, 401).await;
@@ -454,13 +456,7 @@ async fn every_user_endpoint_answers_bad_input_with_a_problem() {
         (json!({ "nickname": "x" }), 400),
         (json!({ "role": "superuser" }), 400),
     ] {
-        let response = client
-            .put(url(&me))
-            .bearer_auth(&grace.access_token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = put_json(&client, url(&me), &grace.access_token, &body).await;
         problem(response, status).await;
     }
 

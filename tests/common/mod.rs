@@ -61,6 +61,22 @@ pub async fn get_json(client: &Client, url: impl reqwest::IntoUrl, token: Option
         .expect("a JSON body")
 }
 
+/// PUTs `body` to `url` with a bearer token.
+pub async fn put_json(
+    client: &Client,
+    url: impl reqwest::IntoUrl,
+    token: &str,
+    body: &Value,
+) -> Response {
+    client
+        .put(url)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("the system answers")
+}
+
 /// POSTs a JSON body of about `bytes` bytes to `url`.
 pub async fn post_oversized(client: &Client, url: impl reqwest::IntoUrl, bytes: usize) -> Response {
     client
