@@ -438,7 +438,14 @@ async fn every_user_endpoint_answers_bad_input_with_a_problem() {
     .await;
 
     // me, get, put
-    problem(client.get(url("/users/me")).send().await.unwrap(), 401).await;
+    let anonymous = problem(client.get(url("/users/me")).send().await.unwrap(), 401).await;
+    assert!(
+        anonymous["detail"]
+            .as_str()
+            .unwrap()
+            .contains("bearer token is required"),
+        "{anonymous}"
+    );
     problem(
         client
             .get(url("/users/not-a-uuid"))

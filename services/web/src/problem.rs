@@ -283,6 +283,10 @@ fn client_detail(status: StatusCode, text: &str) -> String {
         StatusCode::NOT_FOUND => "no such resource".to_owned(),
         StatusCode::METHOD_NOT_ALLOWED => "this method is not allowed here".to_owned(),
         StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large".to_owned(),
+        // poem-openapi's words for a missing or non-bearer Authorization header.
+        StatusCode::UNAUTHORIZED if text == "authorization error" => {
+            "a bearer token is required (Authorization: Bearer <access token>)".to_owned()
+        }
         _ if text.is_empty() => status
             .canonical_reason()
             .unwrap_or("bad request")
