@@ -26,7 +26,7 @@ GATEWAY_PORT=$((8080 + PORT_OFFSET))
 
 # The services, in start order, and their ports. A service not built yet is still routed by
 # nginx (to a port nobody listens on), which answers 503 for it.
-SERVICES=(user)
+SERVICES=(user product)
 declare -A SERVICE_PORT=(
   [user]=$((8101 + PORT_OFFSET))
   [product]=$((8102 + PORT_OFFSET))
@@ -50,10 +50,12 @@ export SHOP_MONGODB_URL=mongodb://127.0.0.1:$MONGO_PORT
 export SHOP_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
 export SHOP_USER_PORT=${SERVICE_PORT[user]}
 export SHOP_USER_URL=http://127.0.0.1:${SERVICE_PORT[user]}
+export SHOP_PRODUCT_PORT=${SERVICE_PORT[product]}
+export SHOP_PRODUCT_URL=http://127.0.0.1:${SERVICE_PORT[product]}
 export SHOP_GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT
 export SHOP_ADMIN_EMAIL=${SHOP_ADMIN_EMAIL:-admin@shop.local}
 export SHOP_ADMIN_PASSWORD=${SHOP_ADMIN_PASSWORD:-admin-dev-password}
-export SHOP_LOG=${SHOP_LOG:-info}
+export SHOP_LOG=${SHOP_LOG:-info,sqlx=warn}
 EOF
 }
 
@@ -313,6 +315,9 @@ start_services() {
   # shellcheck disable=SC1091
   source "$DATA/env"
   "$SHOP_BIN" migrate >>"$DATA/logs/migrate.log" 2>&1 || die "shop migrate failed; see $DATA/logs/migrate.log"
+  if [ -n "${SHOP_DEV_SEED:-}" ]; then
+    "$SHOP_BIN" seed >>"$DATA/logs/migrate.log" 2>&1 || die "shop seed failed; see $DATA/logs/migrate.log"
+  fi
   local name
   for name in "${SERVICES[@]}"; do
     running "$name" || start "$name" "$SHOP_BIN" serve "$name"

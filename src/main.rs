@@ -28,6 +28,8 @@ enum Command {
     },
     /// Create every service's database if missing and apply its migrations.
     Migrate,
+    /// Load the demo catalogue (idempotent).
+    Seed,
     /// Print the effective settings (secrets redacted).
     Config {
         /// Print the README's table of variables and defaults instead.
@@ -90,7 +92,20 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Serve { services } => serve::run(&settings, &services).await,
         Command::Migrate => {
             shop_user::migrate(&settings).await?;
-            println!("migrated: {}", shop_user::DATABASE);
+            shop_product::migrate(&settings).await?;
+            println!(
+                "migrated: {}, {}",
+                shop_user::DATABASE,
+                shop_product::DATABASE
+            );
+            Ok(())
+        }
+        Command::Seed => {
+            let seeded = shop_product::seed(&settings).await?;
+            println!(
+                "seeded: {} new categories, {} new products",
+                seeded.categories, seeded.products
+            );
             Ok(())
         }
         Command::Config { markdown } => {

@@ -9,7 +9,7 @@ use shop_config::Settings;
 use shop_web::Shutdown;
 
 /// Every service this binary can run, in start order.
-pub const SERVICES: &[&str] = &["user"];
+pub const SERVICES: &[&str] = &["user", "product"];
 
 pub async fn run(settings: &Settings, names: &[String]) -> anyhow::Result<()> {
     let names = expand(names)?;
@@ -17,7 +17,12 @@ pub async fn run(settings: &Settings, names: &[String]) -> anyhow::Result<()> {
     let mut services = Vec::new();
     for name in &names {
         let service = match name.as_str() {
-            "user" => shop_user::start(settings, shutdown.clone()).await,
+            "user" => shop_user::start(settings, shutdown.clone())
+                .await
+                .map_err(anyhow::Error::from),
+            "product" => shop_product::start(settings, shutdown.clone())
+                .await
+                .map_err(anyhow::Error::from),
             other => bail!("unknown service {other:?}"),
         }
         .with_context(|| format!("starting the {name} service"))?;

@@ -28,6 +28,7 @@ pub struct Settings {
     pub postgres: PostgresSettings,
     pub auth: AuthSettings,
     pub user: UserSettings,
+    pub product: ProductSettings,
     entries: Vec<Entry>,
 }
 
@@ -108,6 +109,17 @@ pub struct UserSettings {
     pub hasher_queue: usize,
 }
 
+#[derive(Debug, Clone)]
+pub struct ProductSettings {
+    pub port: u16,
+    /// Where services reach the product service directly (its internal reservation API).
+    pub url: Url,
+    /// How long stock stays reserved for an order that is neither committed nor released.
+    pub reservation_ttl: Duration,
+    /// How often the expiry actor looks for reservations past their time.
+    pub reservation_sweep: Duration,
+}
+
 /// The admin that exists from the start.
 #[derive(Debug, Clone)]
 pub struct AdminAccount {
@@ -160,7 +172,7 @@ impl Settings {
 
         let log_filter = r.get(
             "SHOP_LOG",
-            "info",
+            "info,sqlx=warn",
             "log filter, tracing's EnvFilter syntax (e.g. info,shop_user=debug)",
         );
         let log_format = r.get("SHOP_LOG_FORMAT", "text", "text or json");
@@ -315,6 +327,26 @@ impl Settings {
             ),
         };
 
+        let Port(product_port) = r.get("SHOP_PRODUCT_PORT", "8102", "product service HTTP port");
+        let product = ProductSettings {
+            port: product_port,
+            url: r.get(
+                "SHOP_PRODUCT_URL",
+                "http://127.0.0.1:8102",
+                "where services reach the product service directly (reservations)",
+            ),
+            reservation_ttl: r.get(
+                "SHOP_RESERVATION_TTL",
+                "15m",
+                "how long stock stays reserved for an order that is not committed or released",
+            ),
+            reservation_sweep: r.get(
+                "SHOP_RESERVATION_SWEEP",
+                "2s",
+                "how often expired reservations are looked for and released",
+            ),
+        };
+
         if !r.problems.is_empty() {
             return Err(ConfigError {
                 problems: r.problems,
@@ -329,6 +361,7 @@ impl Settings {
             postgres,
             auth,
             user,
+            product,
             entries: r.entries,
         })
     }

@@ -192,3 +192,93 @@ pub async fn problem(response: Response, status: u16) -> Value {
     assert_eq!(body["request_id"].as_str(), header_id.as_deref(), "{body}");
     body
 }
+
+/// The product service itself, bypassing nginx (for its internal reservation API).
+pub fn product_service() -> String {
+    env("SHOP_PRODUCT_URL").trim_end_matches('/').to_owned()
+}
+
+/// A short-lived token with role `service`, as the order service would get one.
+pub async fn service_token(client: &Client) -> String {
+    let response = client
+        .post(url("/users/service-token"))
+        .json(&json!({ "client_id": "shop-services", "client_secret": "dev-service-secret" }))
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("a JSON body");
+    body["access_token"].as_str().expect("a token").to_owned()
+}
+
+/// A random lower-case word, for names and searches no other test uses.
+pub fn unique_word() -> String {
+    (0..10)
+        .map(|_| char::from(b'a' + rand::random::<u8>() % 26))
+        .collect()
+}
+
+/// POSTs `body` to `url` with a bearer token, and asserts a 201 with a JSON body.
+pub async fn create(client: &Client, url: &str, token: &str, body: Value) -> Value {
+    let response = client
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("the system answers");
+    let status = response.status();
+    let body: Value = response.json().await.expect("a JSON body");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body
+}
+
+/// A new category (as the admin).
+pub async fn category(client: &Client, admin: &str, parent: Option<&str>) -> Value {
+    let name = format!("Category {}", unique_word());
+    create(
+        client,
+        &url("/categories"),
+        admin,
+        json!({ "name": name, "parent_id": parent }),
+    )
+    .await
+}
+
+/// A new product in `category` with `stock` units on hand (as the admin).
+pub async fn product(
+    client: &Client,
+    admin: &str,
+    category: &str,
+    name: &str,
+    price: i64,
+    stock: i32,
+) -> Value {
+    create(
+        client,
+        &url("/products"),
+        admin,
+        json!({
+            "sku": format!("T-{}", unique_word()),
+            "name": name,
+            "description": "made for a test",
+            "price": { "amount": price, "currency": "EUR" },
+            "category_id": category,
+            "stock": stock,
+        }),
+    )
+    .await
+}
+
+/// POSTs `body` to `url` with a bearer token; the status only.
+pub async fn create_status(client: &Client, url: &str, token: &str, body: Value) -> u16 {
+    client
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("the system answers")
+        .status()
+        .as_u16()
+}

@@ -110,6 +110,19 @@ impl TokenVerifier {
         }
     }
 
+    /// What every service but the user service verifies with: the user service's JWKS.
+    pub fn for_service(settings: &shop_config::AuthSettings) -> Self {
+        let jwks_url = format!(
+            "{}/users/.well-known/jwks.json",
+            settings.user_service_url.as_str().trim_end_matches('/')
+        );
+        Self::with_jwks(
+            &settings.issuer,
+            &settings.audience,
+            JwksCache::new(jwks_url, reqwest::Client::new()),
+        )
+    }
+
     pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|error| {
             match error.kind() {
