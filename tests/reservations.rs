@@ -466,3 +466,34 @@ async fn concurrent_multi_line_reservations_never_deadlock_or_oversell() {
         assert_eq!(read().await, (30 - sold[index], 0), "product {index}");
     }
 }
+
+#[tokio::test]
+async fn the_expiry_actor_is_in_the_product_services_tree() {
+    let client = client();
+    let admin = admin(&client).await.access_token;
+    let tree = common::get_json(
+        &client,
+        format!("{}/admin/tree", product_service()),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(tree["name"], "product");
+    let children: Vec<(String, String, String)> = tree["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|child| {
+            (
+                child["name"].as_str().unwrap().to_owned(),
+                child["kind"].as_str().unwrap().to_owned(),
+                child["restart"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(children.contains(&("product.http".into(), "http".into(), "permanent".into())));
+    assert!(children.contains(&(
+        "product.reservations".into(),
+        "timer".into(),
+        "permanent".into()
+    )));
+}

@@ -195,7 +195,7 @@ pub async fn seed(pool: &PgPool) -> Result<Seeded, ProductError> {
                         "Makes a fine gift."
                     ][(random % 4) as usize]
                 ));
-                // 1.99 to 249.99, ending in .99
+                // 1.99 to 250.99, ending in .99
                 prices.push(((random >> 8) % 249 + 1) as i64 * 100 + 99);
                 // Every seventh product is sold out.
                 stock.push(if index.is_multiple_of(7) {
