@@ -92,6 +92,9 @@ pub struct AuthSettings {
     pub audience: String,
     /// Where other services reach the user service (for its JWKS).
     pub user_service_url: Url,
+    /// The credentials this process presents for a service token (one of SHOP_SERVICE_CLIENTS).
+    pub service_client_id: String,
+    pub service_client_secret: Secret,
 }
 
 #[derive(Debug, Clone)]
@@ -227,6 +230,19 @@ impl Settings {
                 "SHOP_USER_URL",
                 "http://127.0.0.1:8101",
                 "where services reach the user service directly (JWKS, service tokens)",
+            ),
+            service_client_id: r.get(
+                "SHOP_SERVICE_CLIENT_ID",
+                "shop-services",
+                "the client id this process asks for service tokens with",
+            ),
+            service_client_secret: Secret(
+                r.secret(
+                    "SHOP_SERVICE_CLIENT_SECRET",
+                    "dev-service-secret",
+                    "the secret of SHOP_SERVICE_CLIENT_ID",
+                )
+                .unwrap_or_default(),
             ),
         };
 

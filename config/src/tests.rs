@@ -89,6 +89,7 @@ fn production_refuses_to_start_on_default_secrets() {
         problem_names(&error),
         vec![
             "SHOP_POSTGRES_URL",
+            "SHOP_SERVICE_CLIENT_SECRET",
             "SHOP_JWT_PRIVATE_KEY_FILE",
             "SHOP_SERVICE_CLIENTS"
         ]
@@ -105,6 +106,7 @@ fn production_starts_when_every_secret_is_given() {
         ),
         ("SHOP_JWT_PRIVATE_KEY_FILE", "/run/secrets/jwt.pem"),
         ("SHOP_SERVICE_CLIENTS", "order:0123456789abcdef0123"),
+        ("SHOP_SERVICE_CLIENT_SECRET", "0123456789abcdef0123"),
     ])
     .unwrap();
     assert_eq!(settings.environment, Environment::Production);
