@@ -477,7 +477,12 @@ async fn bad_catalogue_input_answers_a_problem() {
         )
         .await;
     }
-    problem(get(&client, url("/products/not-a-uuid"), None).await, 400).await;
+    let bad_id = problem(get(&client, url("/products/not-a-uuid"), None).await, 400).await;
+    let detail = bad_id["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("path parameter") && !detail.contains("param0"),
+        "{detail}"
+    );
     problem(
         get(
             &client,

@@ -291,13 +291,44 @@ fn client_detail(status: StatusCode, text: &str) -> String {
             .canonical_reason()
             .unwrap_or("bad request")
             .to_owned(),
-        _ => text.chars().take(300).collect(),
+        _ => without_router_names(text).chars().take(300).collect(),
     }
+}
+
+/// poem names path parameters by position (`param0`) in its parse errors; say what it is instead.
+fn without_router_names(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("path `param") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + "path `param".len()..];
+        match after.find('`') {
+            Some(end) if after[..end].bytes().all(|b| b.is_ascii_digit()) => {
+                out.push_str("a path parameter");
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push_str("path `param");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn router_parameter_names_are_not_shown() {
+        assert_eq!(
+            without_router_names("failed to parse path `param0`: not a uuid"),
+            "failed to parse a path parameter: not a uuid"
+        );
+        assert_eq!(without_router_names("nothing to see"), "nothing to see");
+    }
 
     #[test]
     fn every_kind_has_the_status_its_name_says() {
