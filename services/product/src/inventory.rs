@@ -263,6 +263,39 @@ pub async fn reserve(
 
     let ids: Vec<Uuid> = lines.iter().map(|line| line.product_id).collect();
     let quantities: Vec<i32> = lines.iter().map(|line| line.quantity).collect();
+    // The lines go in before any stock row is locked, so the hot rows are held only for the
+    // check, the update and the commit.
+    let lines_inserted = sqlx::query(
+        "insert into reservation_lines (order_id, product_id, quantity)
+         select $1, product_id, quantity
+         from unnest($2::uuid[], $3::int[]) as line (product_id, quantity)",
+    )
+    .bind(order_id)
+    .bind(&ids)
+    .bind(&quantities)
+    .execute(&mut *transaction)
+    .await;
+    if let Err(error) = lines_inserted {
+        let unknown_product = matches!(&error, sqlx::Error::Database(db)
+            if db.constraint() == Some("reservation_lines_product_id_fkey"));
+        if !unknown_product {
+            return Err(error.into());
+        }
+        drop(transaction);
+        let known: Vec<Uuid> = sqlx::query_scalar("select id from products where id = any($1)")
+            .bind(&ids)
+            .fetch_all(pool)
+            .await?;
+        let unknown: Vec<String> = ids
+            .iter()
+            .filter(|id| !known.contains(id))
+            .map(Uuid::to_string)
+            .collect();
+        return Err(ProductError::Invalid(format!(
+            "no such product: {}",
+            unknown.join(", ")
+        )));
+    }
     let locked: Vec<(Uuid, i32, i32, bool)> = sqlx::query_as(
         "select s.product_id, s.on_hand, s.reserved, p.archived_at is not null
          from stock s join products p on p.id = s.product_id
@@ -274,12 +307,12 @@ pub async fn reserve(
     .fetch_all(&mut *transaction)
     .await?;
 
-    let mut unknown = Vec::new();
     let mut archived = Vec::new();
     let mut short = Vec::new();
     for line in &lines {
         match locked.iter().find(|row| row.0 == line.product_id) {
-            None => unknown.push(line.product_id.to_string()),
+            // The insert above proved every product exists; it has a stock row from birth.
+            None => return Err(ProductError::ProductNotFound),
             Some(row) if row.3 => archived.push(line.product_id.to_string()),
             Some(&(product_id, on_hand, reserved, _)) if on_hand - reserved < line.quantity => {
                 short.push(Shortage {
@@ -290,12 +323,6 @@ pub async fn reserve(
             }
             Some(_) => {}
         }
-    }
-    if !unknown.is_empty() {
-        return Err(ProductError::Invalid(format!(
-            "no such product: {}",
-            unknown.join(", ")
-        )));
     }
     if !archived.is_empty() {
         return Err(ProductError::Invalid(format!(
@@ -312,15 +339,6 @@ pub async fn reserve(
          from unnest($1::uuid[], $2::int[]) as line (product_id, quantity)
          where stock.product_id = line.product_id",
     )
-    .bind(&ids)
-    .bind(&quantities)
-    .execute(&mut *transaction)
-    .await?;
-    sqlx::query(
-        "insert into reservation_lines (order_id, product_id, quantity)
-         select $1, product_id, quantity from unnest($2::uuid[], $3::int[]) as line (product_id, quantity)",
-    )
-    .bind(order_id)
     .bind(&ids)
     .bind(&quantities)
     .execute(&mut *transaction)
