@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use shop_actors::{Child, Intensity, Restart, Service, SupervisorSpec};
 use shop_config::Settings;
-use shop_web::server::{HttpServer, HttpServerArgs, Shutdown};
+use shop_web::server::Shutdown;
 use shop_web::{ServiceWeb, TokenVerifier, postgres};
 use sqlx::PgPool;
 
@@ -96,16 +96,9 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
 
     let tree = SupervisorSpec::new(ROOT)
         .intensity(Intensity::default())
-        .child(Child::actor(HTTP, "http", Restart::Permanent, move || {
-            let args = HttpServerArgs {
-                service: SERVICE,
-                addr,
-                routes: routes.clone(),
-                shutdown: shutdown.clone(),
-                grace,
-            };
-            (HttpServer, args)
-        }))
+        .child(shop_web::server::child(
+            HTTP, SERVICE, addr, routes, shutdown, grace,
+        ))
         .child(Child::actor(
             EXPIRY,
             "timer",

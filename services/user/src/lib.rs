@@ -22,9 +22,9 @@ mod tokens;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use shop_actors::{Child, Intensity, Restart, Service, SupervisorSpec};
+use shop_actors::{Intensity, Service, SupervisorSpec};
 use shop_config::{Environment, Settings};
-use shop_web::server::{HttpServer, HttpServerArgs, Shutdown};
+use shop_web::server::Shutdown;
 use shop_web::{ServiceWeb, TokenVerifier, postgres};
 use sqlx::PgPool;
 
@@ -133,15 +133,8 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
             settings.user.hasher_workers,
             settings.user.hasher_queue,
         ))
-        .child(Child::actor(HTTP, "http", Restart::Permanent, move || {
-            let args = HttpServerArgs {
-                service: SERVICE,
-                addr,
-                routes: routes.clone(),
-                shutdown: shutdown.clone(),
-                grace,
-            };
-            (HttpServer, args)
-        }));
+        .child(shop_web::server::child(
+            HTTP, SERVICE, addr, routes, shutdown, grace,
+        ));
     Ok(shop_actors::service::start(tree).await?)
 }

@@ -10,9 +10,31 @@ use poem::endpoint::BoxEndpoint;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{Response, Server};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use shop_actors::{Child, Restart};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// A service's `http` child: permanent, since a service without its server is no service.
+pub fn child(
+    name: &str,
+    service: &'static str,
+    addr: SocketAddr,
+    routes: RouteFactory,
+    shutdown: Shutdown,
+    grace: Duration,
+) -> Child {
+    Child::actor(name, "http", Restart::Permanent, move || {
+        let args = HttpServerArgs {
+            service,
+            addr,
+            routes: routes.clone(),
+            shutdown: shutdown.clone(),
+            grace,
+        };
+        (HttpServer, args)
+    })
+}
 
 /// Builds a service's endpoint afresh for every (re)start of its server.
 pub type RouteFactory = Arc<dyn Fn() -> BoxEndpoint<'static, Response> + Send + Sync>;

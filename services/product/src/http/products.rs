@@ -81,6 +81,19 @@ struct NewProduct {
     stock: i32,
 }
 
+impl NewProduct {
+    fn split(self) -> (ProductFields, i32) {
+        let fields = ProductFields {
+            sku: self.sku,
+            name: self.name,
+            description: self.description,
+            price: self.price,
+            category_id: self.category_id,
+        };
+        (fields, self.stock)
+    }
+}
+
 /// A product's fields, all of them (PUT).
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
@@ -91,6 +104,19 @@ struct ProductFields {
     description: String,
     price: Money,
     category_id: Uuid,
+}
+
+impl From<ProductFields> for ProductInput {
+    fn from(fields: ProductFields) -> Self {
+        Self {
+            sku: fields.sku,
+            name: fields.name,
+            description: fields.description,
+            price_minor: fields.price.amount,
+            currency: fields.price.currency,
+            category_id: fields.category_id,
+        }
+    }
 }
 
 /// Some of a product's fields (PATCH); absent ones stay.
@@ -294,20 +320,12 @@ impl ProductsApi {
     #[oai(path = "/", method = "post", operation_id = "create_product")]
     async fn create(&self, auth: BearerAuth, body: Json<NewProduct>) -> Result<Created, ApiError> {
         auth.0.require_admin()?;
-        let body = body.0;
-        if body.stock < 0 {
+        let (fields, stock) = body.0.split();
+        if stock < 0 {
             return Err(ApiError::unprocessable("stock cannot be negative"));
         }
-        let input = ProductInput {
-            sku: body.sku,
-            name: body.name,
-            description: body.description,
-            price_minor: body.price.amount,
-            currency: body.price.currency,
-            category_id: body.category_id,
-        }
-        .validated()?;
-        let row = store::insert_product(&self.pool, &input, body.stock, &auth.0.0.sub).await?;
+        let input = ProductInput::from(fields).validated()?;
+        let row = store::insert_product(&self.pool, &input, stock, &auth.0.0.sub).await?;
         let location = format!("/products/{}", row.id);
         Ok(Created::Product(Json(row.into()), location))
     }
