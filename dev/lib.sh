@@ -26,7 +26,7 @@ GATEWAY_PORT=$((8080 + PORT_OFFSET))
 
 # The services, in start order, and their ports. A service not built yet is still routed by
 # nginx (to a port nobody listens on), which answers 503 for it.
-SERVICES=(user product)
+SERVICES=(user product cart)
 declare -A SERVICE_PORT=(
   [user]=$((8101 + PORT_OFFSET))
   [product]=$((8102 + PORT_OFFSET))
@@ -52,10 +52,13 @@ export SHOP_USER_PORT=${SERVICE_PORT[user]}
 export SHOP_USER_URL=http://127.0.0.1:${SERVICE_PORT[user]}
 export SHOP_PRODUCT_PORT=${SERVICE_PORT[product]}
 export SHOP_PRODUCT_URL=http://127.0.0.1:${SERVICE_PORT[product]}
+export SHOP_CART_PORT=${SERVICE_PORT[cart]}
+export SHOP_CART_URL=http://127.0.0.1:${SERVICE_PORT[cart]}
 export SHOP_GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT
 export SHOP_ADMIN_EMAIL=${SHOP_ADMIN_EMAIL:-admin@shop.local}
 export SHOP_ADMIN_PASSWORD=${SHOP_ADMIN_PASSWORD:-admin-dev-password}
 export SHOP_LOG=${SHOP_LOG:-info,sqlx=warn}
+${SHOP_DEV_EXTRA_ENV:-}
 EOF
 }
 

@@ -9,7 +9,7 @@ use shop_config::Settings;
 use shop_web::Shutdown;
 
 /// Every service this binary can run, in start order.
-pub const SERVICES: &[&str] = &["user", "product"];
+pub const SERVICES: &[&str] = &["user", "product", "cart"];
 
 pub async fn run(settings: &Settings, names: &[String]) -> anyhow::Result<()> {
     let names = expand(names)?;
@@ -21,6 +21,9 @@ pub async fn run(settings: &Settings, names: &[String]) -> anyhow::Result<()> {
                 .await
                 .map_err(anyhow::Error::from),
             "product" => shop_product::start(settings, shutdown.clone())
+                .await
+                .map_err(anyhow::Error::from),
+            "cart" => shop_cart::start(settings, shutdown.clone())
                 .await
                 .map_err(anyhow::Error::from),
             other => bail!("unknown service {other:?}"),

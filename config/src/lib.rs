@@ -29,6 +29,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub user: UserSettings,
     pub product: ProductSettings,
+    pub cart: CartSettings,
     entries: Vec<Entry>,
 }
 
@@ -121,6 +122,35 @@ pub struct ProductSettings {
     pub reservation_ttl: Duration,
     /// How often the expiry actor looks for reservations past their time.
     pub reservation_sweep: Duration,
+}
+
+#[derive(Clone)]
+pub struct CartSettings {
+    pub port: u16,
+    /// The MongoDB-compatible server; carts live in its database `shop_cart`.
+    pub mongodb_url: Url,
+    /// A cart actor with no message for this long stops; the next request brings it back.
+    pub idle_timeout: Duration,
+    /// How long a product's name, price and availability are reused before asking again.
+    pub product_cache_ttl: Duration,
+    /// Test hooks (the admin "crash this cart" endpoint). Never on in production.
+    pub test_hooks: bool,
+}
+
+impl std::fmt::Debug for CartSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut url = self.mongodb_url.clone();
+        if url.password().is_some() {
+            let _ = url.set_password(Some("********"));
+        }
+        f.debug_struct("CartSettings")
+            .field("port", &self.port)
+            .field("mongodb_url", &url.as_str())
+            .field("idle_timeout", &self.idle_timeout)
+            .field("product_cache_ttl", &self.product_cache_ttl)
+            .field("test_hooks", &self.test_hooks)
+            .finish()
+    }
 }
 
 /// The admin that exists from the start.
@@ -363,6 +393,40 @@ impl Settings {
             ),
         };
 
+        let Port(cart_port) = r.get("SHOP_CART_PORT", "8103", "cart service HTTP port");
+        let test_hooks: bool = r.get(
+            "SHOP_TEST_HOOKS",
+            "false",
+            "true enables test-only endpoints (crash a cart actor); refused in production",
+        );
+        if test_hooks && r.production {
+            r.problems.push(Problem {
+                name: "SHOP_TEST_HOOKS",
+                message: "test hooks cannot be enabled in production".to_owned(),
+            });
+        }
+        let cart = CartSettings {
+            port: cart_port,
+            mongodb_url: r
+                .secret(
+                    "SHOP_MONGODB_URL",
+                    "mongodb://127.0.0.1:27017",
+                    "MongoDB-compatible server (FerretDB under dev/up); carts live in shop_cart",
+                )
+                .unwrap_or_else(placeholder_url),
+            idle_timeout: r.get(
+                "SHOP_CART_IDLE",
+                "5m",
+                "a cart actor idle this long stops (passivation); the next request reloads it",
+            ),
+            product_cache_ttl: r.get(
+                "SHOP_CART_PRODUCT_CACHE_TTL",
+                "2s",
+                "how long the cart service reuses a product's name, price and availability",
+            ),
+            test_hooks,
+        };
+
         if !r.problems.is_empty() {
             return Err(ConfigError {
                 problems: r.problems,
@@ -378,6 +442,7 @@ impl Settings {
             auth,
             user,
             product,
+            cart,
             entries: r.entries,
         })
     }

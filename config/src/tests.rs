@@ -91,7 +91,8 @@ fn production_refuses_to_start_on_default_secrets() {
             "SHOP_POSTGRES_URL",
             "SHOP_SERVICE_CLIENT_SECRET",
             "SHOP_JWT_PRIVATE_KEY_FILE",
-            "SHOP_SERVICE_CLIENTS"
+            "SHOP_SERVICE_CLIENTS",
+            "SHOP_MONGODB_URL"
         ]
     );
 }
@@ -107,6 +108,7 @@ fn production_starts_when_every_secret_is_given() {
         ("SHOP_JWT_PRIVATE_KEY_FILE", "/run/secrets/jwt.pem"),
         ("SHOP_SERVICE_CLIENTS", "order:0123456789abcdef0123"),
         ("SHOP_SERVICE_CLIENT_SECRET", "0123456789abcdef0123"),
+        ("SHOP_MONGODB_URL", "mongodb://mongo:27017"),
     ])
     .unwrap();
     assert_eq!(settings.environment, Environment::Production);

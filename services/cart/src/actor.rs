@@ -1,0 +1,216 @@
+//! One user's cart as an actor: the only writer of that cart's document.
+//!
+//! A change is applied in memory and answered only once a write carrying it is durable. While one
+//! write is in flight, further changes queue up, already applied in memory, and go out together in
+//! the next write (group commit): one hot cart costs one store write per batch, not per request.
+//! If another process wrote the cart in between (the version guard refuses the write), the actor
+//! reloads the stored cart and re-applies every change it has not answered yet, then writes again.
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use uuid::Uuid;
+
+use crate::cart::{Cart, Change};
+use crate::error::CartError;
+use crate::store::{CartStore, StoreError};
+
+pub type Reply = RpcReplyPort<Result<Cart, CartError>>;
+
+pub struct CartActor;
+
+pub struct CartArgs {
+    pub user_id: Uuid,
+    pub store: CartStore,
+}
+
+pub enum CartMsg {
+    /// The cart as stored (version 0: there is none yet).
+    Read(Reply),
+    Change(Change, Reply),
+    /// The write under way finished.
+    Written(Written),
+    /// The registry saw no request for a while: stop, unless a write is pending.
+    Passivate,
+    /// A test hook: panic, to show that a failing cart is restarted from its stored state.
+    Crash,
+}
+
+pub enum Written {
+    Durable,
+    Conflict,
+    Failed(String),
+}
+
+pub struct CartState {
+    user_id: Uuid,
+    store: CartStore,
+    /// The cart as stored.
+    durable: Cart,
+    /// `durable` with every change not yet stored applied.
+    working: Cart,
+    /// Changes carried by the write under way, answered when it is durable.
+    in_flight: Vec<(Change, Reply)>,
+    /// Changes applied in memory that go out with the next write.
+    queued: Vec<(Change, Reply)>,
+    /// The document being written.
+    writing: Option<Cart>,
+}
+
+impl Actor for CartActor {
+    type Msg = CartMsg;
+    type State = CartState;
+    type Arguments = CartArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<CartMsg>,
+        args: CartArgs,
+    ) -> Result<CartState, ActorProcessingErr> {
+        let empty = Cart::empty(args.user_id);
+        Ok(CartState {
+            user_id: args.user_id,
+            store: args.store,
+            working: empty.clone(),
+            durable: empty,
+            in_flight: Vec::new(),
+            queued: Vec::new(),
+            writing: None,
+        })
+    }
+
+    /// Loads the stored cart before the first message. Not in `pre_start`: the registry waits for
+    /// `pre_start`, and must not wait for the store while other users' carts start.
+    async fn post_start(
+        &self,
+        _myself: ActorRef<CartMsg>,
+        state: &mut CartState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(stored) = state.store.load(state.user_id).await? {
+            state.working = stored.clone();
+            state.durable = stored;
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<CartMsg>,
+        message: CartMsg,
+        state: &mut CartState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            CartMsg::Read(reply) => {
+                let _ = reply.send(Ok(state.durable.clone()));
+            }
+            CartMsg::Change(change, reply) => {
+                let before = (state.working.items.clone(), state.working.currency.clone());
+                if let Err(error) = state.working.apply(&change) {
+                    let _ = reply.send(Err(error));
+                    return Ok(());
+                }
+                let unchanged =
+                    before == (state.working.items.clone(), state.working.currency.clone());
+                let needs_creating = matches!(change, Change::Create) && !state.working.exists();
+                if unchanged
+                    && !needs_creating
+                    && state.writing.is_none()
+                    && state.queued.is_empty()
+                {
+                    // Nothing to store: what is stored already says it.
+                    let _ = reply.send(Ok(state.durable.clone()));
+                    return Ok(());
+                }
+                state.queued.push((change, reply));
+                if state.writing.is_none() {
+                    start_write(&myself, state);
+                }
+            }
+            CartMsg::Written(outcome) => finish_write(&myself, state, outcome).await,
+            CartMsg::Passivate => {
+                if state.writing.is_none() && state.queued.is_empty() {
+                    myself.stop(Some("idle".to_owned()));
+                }
+            }
+            CartMsg::Crash => panic!("cart {} crashed on request (test hook)", state.user_id),
+        }
+        Ok(())
+    }
+}
+
+/// Sends the working cart to the store, carrying every queued change.
+fn start_write(myself: &ActorRef<CartMsg>, state: &mut CartState) {
+    let expected = state.durable.version;
+    let mut document = state.working.clone();
+    document.version = expected + 1;
+    document.updated_at = bson::DateTime::now();
+    state.in_flight = std::mem::take(&mut state.queued);
+    crate::metrics::CHANGES_PER_WRITE.observe(state.in_flight.len() as f64);
+    state.writing = Some(document.clone());
+    let store = state.store.clone();
+    let myself = myself.clone();
+    tokio::spawn(async move {
+        let outcome = match store.write(&document, expected).await {
+            Ok(()) => Written::Durable,
+            Err(StoreError::Conflict) => Written::Conflict,
+            Err(error) => Written::Failed(error.to_string()),
+        };
+        // The actor may be gone (killed); then nobody waits for this answer.
+        let _ = myself.send_message(CartMsg::Written(outcome));
+    });
+}
+
+async fn finish_write(myself: &ActorRef<CartMsg>, state: &mut CartState, outcome: Written) {
+    let in_flight = std::mem::take(&mut state.in_flight);
+    let written = state.writing.take();
+    match (outcome, written) {
+        (Written::Durable, Some(written)) => {
+            state.durable = written;
+            state.working.version = state.durable.version;
+            for (_, reply) in in_flight {
+                let _ = reply.send(Ok(state.durable.clone()));
+            }
+        }
+        (Written::Conflict, _) => {
+            tracing::info!(user_id = %state.user_id, "cart written elsewhere; reloading and re-applying");
+            match state.store.load(state.user_id).await {
+                Ok(stored) => {
+                    state.durable = stored.unwrap_or_else(|| Cart::empty(state.user_id));
+                    let pending = in_flight
+                        .into_iter()
+                        .chain(std::mem::take(&mut state.queued));
+                    reapply(state, pending);
+                }
+                Err(error) => fail(state, in_flight, &error.to_string()),
+            }
+        }
+        (Written::Failed(error), _) => fail(state, in_flight, &error),
+        (Written::Durable, None) => fail(state, in_flight, "no write was under way"),
+    }
+    if state.writing.is_none() && !state.queued.is_empty() {
+        start_write(myself, state);
+    }
+}
+
+/// The write failed: its changes are answered 503 and dropped; the queued ones are re-applied
+/// to what is stored.
+fn fail(state: &mut CartState, in_flight: Vec<(Change, Reply)>, error: &str) {
+    tracing::warn!(user_id = %state.user_id, %error, "cart write failed");
+    for (_, reply) in in_flight {
+        let _ = reply.send(Err(CartError::StoreUnavailable));
+    }
+    let queued = std::mem::take(&mut state.queued);
+    reapply(state, queued);
+}
+
+/// Rebuilds the working cart from the durable one and `pending` changes; a change that no longer
+/// applies (another process filled the cart meanwhile, say) is answered with why.
+fn reapply(state: &mut CartState, pending: impl IntoIterator<Item = (Change, Reply)>) {
+    state.working = state.durable.clone();
+    for (change, reply) in pending {
+        match state.working.apply(&change) {
+            Ok(()) => state.queued.push((change, reply)),
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+}

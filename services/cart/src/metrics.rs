@@ -1,0 +1,33 @@
+//! The cart service's own figures on `/metrics`.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntGauge, register_histogram, register_int_counter,
+    register_int_gauge,
+};
+
+pub static CART_ACTORS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("shop_cart_actors", "cart actors running")
+        .expect("the metric is registered once")
+});
+
+pub static CART_RESTARTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "shop_cart_restarts_total",
+        "cart actors restarted after failing"
+    )
+    .expect("the metric is registered once")
+});
+
+/// Changes carried per store write: above 1 when group commit batches a hot cart's changes.
+pub static CHANGES_PER_WRITE: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        HistogramOpts::new(
+            "shop_cart_changes_per_write",
+            "cart changes carried by one store write"
+        )
+        .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0])
+    )
+    .expect("the metric is registered once")
+});
