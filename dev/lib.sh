@@ -323,7 +323,12 @@ start_services() {
   fi
   local name
   for name in "${SERVICES[@]}"; do
-    running "$name" || start "$name" "$SHOP_BIN" serve "$name"
+    running "$name" && continue
+    # A stray process on the port would answer /ready in the service's place.
+    if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:${SERVICE_PORT[$name]}/health"; then
+      die "port ${SERVICE_PORT[$name]} (the $name service) is taken by a process dev/ did not start"
+    fi
+    start "$name" "$SHOP_BIN" serve "$name"
   done
   for name in "${SERVICES[@]}"; do
     wait_for "the $name service" 60 curl -sf "http://127.0.0.1:${SERVICE_PORT[$name]}/ready"

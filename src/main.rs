@@ -1,6 +1,7 @@
 //! `shop`: one binary for every Shop service and the tools around them.
 
 mod bench;
+mod load;
 mod serve;
 mod tree;
 
@@ -42,6 +43,11 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Load tests, run against a system started by dev/up.
+    Load {
+        #[command(subcommand)]
+        command: load::LoadCommand,
     },
     /// Benchmarks, run against a system started by dev/up.
     Bench {
@@ -125,6 +131,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { command } => bench::run(&settings, command).await,
+        Command::Load { command } => load::run(&settings, command).await,
     }
 }
 

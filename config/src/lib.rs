@@ -127,6 +127,8 @@ pub struct ProductSettings {
 #[derive(Clone)]
 pub struct CartSettings {
     pub port: u16,
+    /// Where tools reach the cart service directly.
+    pub url: Url,
     /// The MongoDB-compatible server; carts live in its database `shop_cart`.
     pub mongodb_url: Url,
     /// A cart actor with no message for this long stops; the next request brings it back.
@@ -145,6 +147,7 @@ impl std::fmt::Debug for CartSettings {
         }
         f.debug_struct("CartSettings")
             .field("port", &self.port)
+            .field("url", &self.url.as_str())
             .field("mongodb_url", &url.as_str())
             .field("idle_timeout", &self.idle_timeout)
             .field("product_cache_ttl", &self.product_cache_ttl)
@@ -407,6 +410,11 @@ impl Settings {
         }
         let cart = CartSettings {
             port: cart_port,
+            url: r.get(
+                "SHOP_CART_URL",
+                "http://127.0.0.1:8103",
+                "where tools reach the cart service directly",
+            ),
             mongodb_url: r
                 .secret(
                     "SHOP_MONGODB_URL",

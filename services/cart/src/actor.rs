@@ -53,6 +53,8 @@ pub struct CartState {
     queued: Vec<(Change, Reply)>,
     /// The document being written.
     writing: Option<Cart>,
+    /// The oldest stored version this actor knows of: older ones are tidied away on passivation.
+    oldest: i64,
 }
 
 impl Actor for CartActor {
@@ -74,6 +76,7 @@ impl Actor for CartActor {
             in_flight: Vec::new(),
             queued: Vec::new(),
             writing: None,
+            oldest: 0,
         })
     }
 
@@ -85,6 +88,7 @@ impl Actor for CartActor {
         state: &mut CartState,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(stored) = state.store.load(state.user_id).await? {
+            state.oldest = stored.version;
             state.working = stored.clone();
             state.durable = stored;
         }
@@ -127,6 +131,11 @@ impl Actor for CartActor {
             CartMsg::Written(outcome) => finish_write(&myself, state, outcome).await,
             CartMsg::Passivate => {
                 if state.writing.is_none() && state.queued.is_empty() {
+                    if state.durable.version > state.oldest.max(1) {
+                        let (store, user) = (state.store.clone(), state.user_id);
+                        let (newest, oldest) = (state.durable.version, state.oldest);
+                        tokio::spawn(async move { store.tidy(user, newest, oldest).await });
+                    }
                     myself.stop(Some("idle".to_owned()));
                 }
             }
@@ -170,6 +179,7 @@ async fn finish_write(myself: &ActorRef<CartMsg>, state: &mut CartState, outcome
             }
         }
         (Written::Conflict, _) => {
+            crate::metrics::VERSION_CONFLICTS.inc();
             tracing::info!(user_id = %state.user_id, "cart written elsewhere; reloading and re-applying");
             match state.store.load(state.user_id).await {
                 Ok(stored) => {

@@ -9,11 +9,10 @@ use crate::error::CartError;
 pub const MAX_LINES: usize = 50;
 pub const MAX_QUANTITY: i32 = 99;
 
-/// The stored document: the whole cart, written whole, guarded by `version`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A cart: written whole, guarded by `version` (see `store.rs`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Cart {
     /// The user's id.
-    #[serde(rename = "_id")]
     pub user_id: String,
     /// 0 for a cart never stored; every write adds one.
     pub version: i64,

@@ -31,3 +31,12 @@ pub static CHANGES_PER_WRITE: LazyLock<Histogram> = LazyLock::new(|| {
     )
     .expect("the metric is registered once")
 });
+
+/// Writes refused by the version guard: another process had written the cart.
+pub static VERSION_CONFLICTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "shop_cart_version_conflicts_total",
+        "cart writes that lost a version race and were re-applied"
+    )
+    .expect("the metric is registered once")
+});

@@ -1,0 +1,573 @@
+//! `shop load cart`: many clients adding to carts at once, through the gateway, then a check that
+//! no acknowledged add was lost — and, beside it, what the store itself manages (`--raw-store`).
+
+mod raw;
+mod users;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::{Value, json};
+use shop_config::Settings;
+
+use crate::bench::{client_from, loopback};
+use crate::tree::admin_token;
+
+#[derive(Subcommand)]
+pub enum LoadCommand {
+    /// Concurrent adds to carts: one hot cart (`--hot`) or many users' carts.
+    Cart(CartLoad),
+}
+
+#[derive(Args, Clone)]
+pub struct CartLoad {
+    /// Every client adds to ONE cart (a sale rush on one basket).
+    #[arg(long)]
+    hot: bool,
+    /// Customers whose carts are shared out among the clients (ignored with --hot).
+    #[arg(long, default_value_t = 1000)]
+    users: usize,
+    /// Clients sending at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// How long to send (default 10s, unless --requests is given).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// How many adds to send in all (instead of --duration).
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Where to send them.
+    #[arg(
+        long,
+        env = "SHOP_GATEWAY_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    url: String,
+    /// Also measure the store's own single-document update rate at the same concurrency.
+    #[arg(long)]
+    raw_store: bool,
+    /// Write the results as JSON to this file too.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+/// Products the load tester adds, each with stock enough never to run out.
+const PRODUCTS: usize = 50;
+/// The most one cart line holds.
+const LINE_CAP: u64 = 99;
+
+pub async fn run(settings: &Settings, command: LoadCommand) -> anyhow::Result<()> {
+    match command {
+        LoadCommand::Cart(args) => cart(settings, args).await,
+    }
+}
+
+#[derive(Serialize)]
+struct Report {
+    scenario: &'static str,
+    users: usize,
+    concurrency: usize,
+    seconds: f64,
+    requests: u64,
+    acknowledged: u64,
+    requests_per_second: f64,
+    acknowledged_per_second: f64,
+    latency_ms: Latency,
+    errors_by_status: BTreeMap<String, u64>,
+    lost_updates: Vec<Difference>,
+    raw_store_updates_per_second: Option<f64>,
+    ratio_to_raw_store: Option<f64>,
+}
+
+#[derive(Serialize, Default)]
+struct Latency {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+#[derive(Serialize)]
+struct Difference {
+    user: String,
+    product: String,
+    acknowledged: u64,
+    in_cart: u64,
+}
+
+async fn cart(settings: &Settings, args: CartLoad) -> anyhow::Result<()> {
+    let gateway = args.url.trim_end_matches('/').to_owned();
+    let user_url = settings
+        .auth
+        .user_service_url
+        .as_str()
+        .trim_end_matches('/')
+        .to_owned();
+    let clients = (0..args.concurrency.max(1))
+        .map(|index| client_from(loopback(index)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let setup = &clients[0];
+
+    let products = load_products(setup, &gateway, &admin_token(setup, settings).await?).await?;
+    let users = if args.hot { 1 } else { args.users.max(1) };
+    let customers = users::customers(
+        setup,
+        &user_url,
+        &users::pool_file(&settings.data_dir),
+        users,
+    )
+    .await?;
+    empty_carts(setup, &gateway, &customers).await?;
+
+    // A hot cart holds at most 50 lines of 99: that bounds a hot run.
+    let cap = if args.hot {
+        Some(PRODUCTS as u64 * LINE_CAP)
+    } else {
+        None
+    };
+    let budget = match (args.requests, cap) {
+        (Some(requests), Some(cap)) => Some(requests.min(cap)),
+        (Some(requests), None) => Some(requests),
+        (None, Some(cap)) if args.duration.is_none() => Some(cap.min(64 * 50)),
+        (None, cap) => cap,
+    };
+    let duration = match (args.duration, args.requests) {
+        (Some(duration), _) => Some(duration),
+        (None, Some(_)) => None,
+        (None, None) if args.hot => None,
+        (None, None) => Some(Duration::from_secs(10)),
+    };
+    let scenario = if args.hot { "hot cart" } else { "many carts" };
+    println!(
+        "shop load cart: {scenario}, {} customers, {} clients, {}",
+        customers.len(),
+        clients.len(),
+        match (duration, budget) {
+            (Some(duration), _) => humantime::format_duration(duration).to_string(),
+            (None, Some(budget)) => format!("{budget} adds"),
+            (None, None) => "until stopped".to_owned(),
+        }
+    );
+
+    let outcome = send_adds(&clients, &gateway, &customers, &products, duration, budget).await;
+    let lost = verify(
+        setup,
+        &gateway,
+        &customers,
+        &products,
+        &outcome.acknowledged,
+    )
+    .await?;
+
+    let raw_rate = if args.raw_store {
+        let raw_for = Duration::from_secs_f64(outcome.elapsed.as_secs_f64().max(3.0));
+        Some(
+            raw::updates_per_second(
+                settings.cart.mongodb_url.as_str(),
+                args.concurrency,
+                if args.hot { 1 } else { users },
+                raw_for,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+
+    let seconds = outcome.elapsed.as_secs_f64();
+    let acknowledged: u64 = outcome.acknowledged.values().sum();
+    let mut latencies = outcome.latencies;
+    latencies.sort_unstable();
+    let at = |p: f64| -> f64 {
+        latencies
+            .get(((latencies.len().saturating_sub(1)) as f64 * p).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let report = Report {
+        scenario,
+        users: customers.len(),
+        concurrency: clients.len(),
+        seconds,
+        requests: outcome.sent,
+        acknowledged,
+        requests_per_second: outcome.sent as f64 / seconds,
+        acknowledged_per_second: acknowledged as f64 / seconds,
+        latency_ms: Latency {
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: at(1.0),
+        },
+        errors_by_status: outcome.errors,
+        lost_updates: lost,
+        ratio_to_raw_store: raw_rate.map(|raw| acknowledged as f64 / seconds / raw),
+        raw_store_updates_per_second: raw_rate,
+    };
+    print_report(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !report.lost_updates.is_empty() {
+        bail!(
+            "{} cart lines differ from the acknowledged adds",
+            report.lost_updates.len()
+        );
+    }
+    Ok(())
+}
+
+/// The load tester's own products, in a category of their own, made once.
+async fn load_products(
+    client: &reqwest::Client,
+    gateway: &str,
+    admin: &str,
+) -> anyhow::Result<Vec<String>> {
+    let categories: Vec<Value> = client
+        .get(format!("{gateway}/categories"))
+        .send()
+        .await
+        .context("listing categories (is dev/up running?)")?
+        .json()
+        .await?;
+    let category = match categories.iter().find(|c| c["name"] == "Load test") {
+        Some(category) => category["id"].as_str().context("a category id")?.to_owned(),
+        None => {
+            let created: Value = client
+                .post(format!("{gateway}/categories"))
+                .bearer_auth(admin)
+                .json(&json!({ "name": "Load test", "description": "made by shop load" }))
+                .send()
+                .await?
+                .error_for_status()
+                .context("creating the load test category")?
+                .json()
+                .await?;
+            created["id"].as_str().context("a category id")?.to_owned()
+        }
+    };
+    let listed: Value = client
+        .get(format!(
+            "{gateway}/products?category={category}&per_page=100&sort=oldest"
+        ))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mut products: Vec<String> = listed["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    while products.len() < PRODUCTS {
+        let created: Value = client
+            .post(format!("{gateway}/products"))
+            .bearer_auth(admin)
+            .json(&json!({
+                "sku": format!("LOAD-{}", uuid::Uuid::new_v4().simple()),
+                "name": format!("Load test product {}", products.len() + 1),
+                "price": { "amount": 100 + products.len() as i64, "currency": "EUR" },
+                "category_id": category,
+                "stock": 1_000_000_000,
+            }))
+            .send()
+            .await?
+            .error_for_status()
+            .context("creating a load test product")?
+            .json()
+            .await?;
+        products.push(created["id"].as_str().context("a product id")?.to_owned());
+    }
+    products.truncate(PRODUCTS);
+    Ok(products)
+}
+
+/// Every customer starts from an empty cart, so what is in it at the end is what was added.
+async fn empty_carts(
+    client: &reqwest::Client,
+    gateway: &str,
+    customers: &[users::Customer],
+) -> anyhow::Result<()> {
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(customers)
+        .map(|customer| async move {
+            let status = client
+                .delete(format!("{gateway}/carts/me"))
+                .bearer_auth(&customer.token)
+                .send()
+                .await?
+                .status();
+            // 404: the customer has no cart yet, which is as empty as it gets.
+            if status.is_success() || status.as_u16() == 404 {
+                Ok(())
+            } else {
+                bail!("emptying a cart: {status}")
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+struct Outcome {
+    sent: u64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    errors: BTreeMap<String, u64>,
+    /// Acknowledged adds per (customer index, product index).
+    acknowledged: HashMap<(usize, usize), u64>,
+}
+
+async fn send_adds(
+    clients: &[reqwest::Client],
+    gateway: &str,
+    customers: &[users::Customer],
+    products: &[String],
+    duration: Option<Duration>,
+    budget: Option<u64>,
+) -> Outcome {
+    let issued = Arc::new(AtomicU64::new(0));
+    let bar = match budget {
+        Some(budget) if duration.is_none() => ProgressBar::new(budget),
+        _ => ProgressBar::new(duration.map_or(0, |d| d.as_millis() as u64)),
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:40}] {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let deadline = duration.map(|duration| started + duration);
+    let url = format!("{gateway}/carts/me/items");
+    let tasks: Vec<_> = clients
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(worker, client)| {
+            let (issued, url) = (issued.clone(), url.clone());
+            let customers: Vec<(String, String)> = customers
+                .iter()
+                .map(|customer| (customer.id.clone(), customer.token.clone()))
+                .collect();
+            let products = products.to_vec();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+                let mut acknowledged: HashMap<(usize, usize), u64> = HashMap::new();
+                let mut seed = worker as u64 * 7919 + 1;
+                loop {
+                    if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                        break;
+                    }
+                    let n = issued.fetch_add(1, Ordering::Relaxed);
+                    if budget.is_some_and(|budget| n >= budget) {
+                        break;
+                    }
+                    // Hot: products in turn, so every line grows evenly up to its cap. Many
+                    // carts: a customer and a product at random.
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let user = if customers.len() == 1 {
+                        0
+                    } else {
+                        (seed % customers.len() as u64) as usize
+                    };
+                    let product = if customers.len() == 1 {
+                        (n % products.len() as u64) as usize
+                    } else {
+                        ((seed >> 20) % products.len() as u64) as usize
+                    };
+                    let one = Instant::now();
+                    let response = client
+                        .post(&url)
+                        .bearer_auth(&customers[user].1)
+                        .json(&json!({ "product_id": products[product], "quantity": 1 }))
+                        .send()
+                        .await;
+                    latencies.push(one.elapsed());
+                    match response {
+                        Ok(response) if response.status().is_success() => {
+                            let _ = response.bytes().await;
+                            *acknowledged.entry((user, product)).or_default() += 1;
+                        }
+                        Ok(response) => {
+                            *errors
+                                .entry(response.status().as_u16().to_string())
+                                .or_default() += 1;
+                        }
+                        Err(_) => *errors.entry("no answer".to_owned()).or_default() += 1,
+                    }
+                }
+                (latencies, errors, acknowledged)
+            })
+        })
+        .collect();
+    let ticker = {
+        let (bar, issued) = (bar.clone(), issued.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let sent = issued.load(Ordering::Relaxed);
+                let elapsed = started.elapsed();
+                let rate = sent as f64 / elapsed.as_secs_f64().max(0.001);
+                // The bar runs over the time of a timed run, over the adds of a counted one.
+                bar.set_position(if duration.is_some() {
+                    elapsed.as_millis() as u64
+                } else {
+                    sent
+                });
+                bar.set_message(format!("{sent} adds, {rate:.0}/s"));
+            }
+        })
+    };
+    let mut outcome = Outcome {
+        sent: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+        errors: BTreeMap::new(),
+        acknowledged: HashMap::new(),
+    };
+    for task in tasks {
+        if let Ok((latencies, errors, acknowledged)) = task.await {
+            outcome.sent += latencies.len() as u64;
+            outcome.latencies.extend(latencies);
+            for (status, count) in errors {
+                *outcome.errors.entry(status).or_default() += count;
+            }
+            for (key, count) in acknowledged {
+                *outcome.acknowledged.entry(key).or_default() += count;
+            }
+        }
+    }
+    outcome.elapsed = started.elapsed();
+    ticker.abort();
+    bar.finish_and_clear();
+    outcome
+}
+
+/// Reads every cart back and compares each line with the adds that were acknowledged.
+async fn verify(
+    client: &reqwest::Client,
+    gateway: &str,
+    customers: &[users::Customer],
+    products: &[String],
+    acknowledged: &HashMap<(usize, usize), u64>,
+) -> anyhow::Result<Vec<Difference>> {
+    let carts: Vec<anyhow::Result<(usize, HashMap<String, u64>)>> =
+        futures::stream::iter(customers.iter().enumerate())
+            .map(|(index, customer)| async move {
+                let response = client
+                    .get(format!("{gateway}/carts/me"))
+                    .bearer_auth(&customer.token)
+                    .send()
+                    .await?;
+                if response.status().as_u16() == 404 {
+                    return Ok((index, HashMap::new()));
+                }
+                let cart: Value = response.error_for_status()?.json().await?;
+                let lines = cart["items"]
+                    .as_array()
+                    .map(|items| {
+                        items
+                            .iter()
+                            .filter_map(|item| {
+                                Some((
+                                    item["product_id"].as_str()?.to_owned(),
+                                    item["quantity"].as_u64()?,
+                                ))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Ok((index, lines))
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+    let mut differences = Vec::new();
+    for cart in carts {
+        let (user, lines) = cart?;
+        for (product_index, product) in products.iter().enumerate() {
+            let expected = acknowledged
+                .get(&(user, product_index))
+                .copied()
+                .unwrap_or(0);
+            let found = lines.get(product).copied().unwrap_or(0);
+            if expected != found {
+                differences.push(Difference {
+                    user: customers[user].id.clone(),
+                    product: product.clone(),
+                    acknowledged: expected,
+                    in_cart: found,
+                });
+            }
+        }
+    }
+    Ok(differences)
+}
+
+fn print_report(report: &Report) {
+    println!();
+    println!("  {:<34} {}", "scenario", report.scenario);
+    println!(
+        "  {:<34} {} customers, {} clients",
+        "load", report.users, report.concurrency
+    );
+    println!(
+        "  {:<34} {} in {:.1} s",
+        "adds sent", report.requests, report.seconds
+    );
+    println!("  {:<34} {:.0}/s", "requests", report.requests_per_second);
+    println!(
+        "  {:<34} {:.0}/s ({} acknowledged)",
+        "acknowledged adds (cart writes)", report.acknowledged_per_second, report.acknowledged
+    );
+    println!(
+        "  {:<34} p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "latency",
+        report.latency_ms.p50,
+        report.latency_ms.p90,
+        report.latency_ms.p99,
+        report.latency_ms.max
+    );
+    if report.errors_by_status.is_empty() {
+        println!("  {:<34} none", "errors");
+    } else {
+        for (status, count) in &report.errors_by_status {
+            println!("  {:<34} {count}", format!("errors: {status}"));
+        }
+    }
+    if let (Some(raw), Some(ratio)) = (
+        report.raw_store_updates_per_second,
+        report.ratio_to_raw_store,
+    ) {
+        println!("  {:<34} {raw:.0}/s", "raw store updates (same clients)");
+        println!("  {:<34} {ratio:.2}x", "cart writes / raw store updates");
+    }
+    if report.lost_updates.is_empty() {
+        println!(
+            "  {:<34} none: every acknowledged add is in its cart",
+            "lost updates"
+        );
+    } else {
+        println!("  lost updates: {} lines differ", report.lost_updates.len());
+        for difference in report.lost_updates.iter().take(20) {
+            println!(
+                "    user {} product {}: {} acknowledged, {} in the cart",
+                difference.user, difference.product, difference.acknowledged, difference.in_cart
+            );
+        }
+    }
+}

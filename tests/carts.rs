@@ -1,0 +1,430 @@
+//! Carts end to end, through nginx: the REST surface, every validation rule, concurrency on one
+//! cart, a crashing cart actor, passivation.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{admin, category, client, customer, get, get_json, problem, product, put_json, url};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+struct Shopper {
+    client: Client,
+    token: String,
+    id: String,
+}
+
+async fn shopper() -> Shopper {
+    let client = client();
+    let account = customer(&client).await;
+    Shopper {
+        client,
+        token: account.access_token,
+        id: account.id,
+    }
+}
+
+impl Shopper {
+    async fn add(&self, product: &str, quantity: i64) -> reqwest::Response {
+        self.client
+            .post(url("/carts/me/items"))
+            .bearer_auth(&self.token)
+            .json(&json!({ "product_id": product, "quantity": quantity }))
+            .send()
+            .await
+            .expect("the gateway answers")
+    }
+
+    async fn cart(&self) -> Value {
+        get_json(&self.client, url("/carts/me"), Some(&self.token)).await
+    }
+}
+
+/// Products (as the admin) with the given stock, in a category of their own.
+async fn products(stock: &[i32]) -> Vec<String> {
+    let client = client();
+    let admin = admin(&client).await.access_token;
+    let shelf = category(&client, &admin, None).await;
+    let mut ids = Vec::new();
+    for (index, units) in stock.iter().enumerate() {
+        let created = product(
+            &client,
+            &admin,
+            shelf["id"].as_str().unwrap(),
+            &format!("Cart thing {index}"),
+            250 + index as i64,
+            *units,
+        )
+        .await;
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+fn quantity_of(cart: &Value, product: &str) -> i64 {
+    cart["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|line| line["product_id"] == product)
+        .map_or(0, |line| line["quantity"].as_i64().unwrap())
+}
+
+#[tokio::test]
+async fn a_customer_opens_fills_changes_and_empties_a_cart() {
+    let ann = shopper().await;
+    let items = products(&[10, 10]).await;
+
+    problem(
+        get(&ann.client, url("/carts/me"), Some(&ann.token)).await,
+        404,
+    )
+    .await;
+    let opened = ann
+        .client
+        .post(url("/carts"))
+        .bearer_auth(&ann.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), StatusCode::CREATED);
+    let again = ann
+        .client
+        .post(url("/carts"))
+        .bearer_auth(&ann.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    let empty = ann.cart().await;
+    assert_eq!(
+        (empty["version"].clone(), empty["total"].clone()),
+        (json!(1), json!(0))
+    );
+
+    assert_eq!(ann.add(&items[0], 2).await.status(), StatusCode::OK);
+    let cart: Value = ann.add(&items[0], 3).await.json().await.unwrap();
+    assert_eq!(
+        quantity_of(&cart, &items[0]),
+        5,
+        "adding again adds to the line"
+    );
+    let cart: Value = ann.add(&items[1], 1).await.json().await.unwrap();
+    let line = &cart["items"][0];
+    assert_eq!(line["name"], "Cart thing 0");
+    assert_eq!(
+        (line["unit_price"].clone(), line["line_total"].clone()),
+        (json!(250), json!(1250))
+    );
+    assert_eq!(cart["total"], 5 * 250 + 251);
+    assert_eq!(cart["item_count"], 6);
+    assert_eq!(cart["currency"], "EUR");
+    assert_eq!(cart["version"], 4);
+
+    let set = put_json(
+        &ann.client,
+        url(&format!("/carts/me/items/{}", items[0])),
+        &ann.token,
+        &json!({ "quantity": 7 }),
+    )
+    .await;
+    assert_eq!(quantity_of(&set.json().await.unwrap(), &items[0]), 7);
+    let zero = put_json(
+        &ann.client,
+        url(&format!("/carts/me/items/{}", items[0])),
+        &ann.token,
+        &json!({ "quantity": 0 }),
+    )
+    .await;
+    assert_eq!(quantity_of(&zero.json().await.unwrap(), &items[0]), 0);
+    let removed: Value = ann
+        .client
+        .delete(url(&format!("/carts/me/items/{}", items[1])))
+        .bearer_auth(&ann.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(removed["items"], json!([]));
+    let missing = ann
+        .client
+        .delete(url(&format!("/carts/me/items/{}", items[1])))
+        .bearer_auth(&ann.token)
+        .send()
+        .await
+        .unwrap();
+    problem(missing, 404).await;
+
+    ann.add(&items[1], 2).await;
+    let emptied: Value = ann
+        .client
+        .delete(url("/carts/me"))
+        .bearer_auth(&ann.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (emptied["items"].clone(), emptied["total"].clone()),
+        (json!([]), json!(0))
+    );
+    assert!(emptied["version"].as_i64().unwrap() > 4);
+}
+
+#[tokio::test]
+async fn an_admin_reads_any_cart_a_customer_only_their_own() {
+    let ann = shopper().await;
+    let bob = shopper().await;
+    let items = products(&[5]).await;
+    ann.add(&items[0], 1).await;
+    let path = format!("/carts/{}", ann.id);
+
+    problem(get(&bob.client, url(&path), Some(&bob.token)).await, 403).await;
+    assert_eq!(
+        get(&ann.client, url(&path), Some(&ann.token))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let admin = admin(&bob.client).await.access_token;
+    let read = get_json(&bob.client, url(&path), Some(&admin)).await;
+    assert_eq!(quantity_of(&read, &items[0]), 1);
+    problem(get(&bob.client, url("/carts/me"), None).await, 401).await;
+    let service = common::service_token(&bob.client).await;
+    problem(
+        get(&bob.client, url("/carts/me"), Some(&service)).await,
+        403,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn every_cart_rule_is_enforced_with_a_problem() {
+    let ann = shopper().await;
+    let items = products(&[3, 100]).await;
+
+    for quantity in [0, -1, 100] {
+        problem(ann.add(&items[1], quantity).await, 422).await;
+    }
+    ann.add(&items[1], 90).await;
+    problem(ann.add(&items[1], 10).await, 422).await;
+
+    // Never more than is available.
+    let short = problem(ann.add(&items[0], 4).await, 409).await;
+    assert_eq!(short["available"], 3);
+    assert_eq!(short["product_id"], items[0]);
+
+    problem(ann.add(&uuid::Uuid::new_v4().to_string(), 1).await, 422).await;
+    let client = client();
+    let admin = admin(&client).await.access_token;
+    let archived = products(&[5]).await.remove(0);
+    client
+        .delete(url(&format!("/products/{archived}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    problem(ann.add(&archived, 1).await, 422).await;
+
+    for (body, status) in [
+        (json!({ "product_id": "not-a-uuid", "quantity": 1 }), 400),
+        (json!({ "product_id": items[1], "quantity": "two" }), 400),
+        (json!({ "product_id": items[1], "gift": true }), 400),
+        (json!({}), 400),
+    ] {
+        let response = ann
+            .client
+            .post(url("/carts/me/items"))
+            .bearer_auth(&ann.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        problem(response, status).await;
+    }
+    let bad_path = put_json(
+        &ann.client,
+        url("/carts/me/items/nope"),
+        &ann.token,
+        &json!({ "quantity": 1 }),
+    )
+    .await;
+    problem(bad_path, 400).await;
+    let bad_quantity = put_json(
+        &ann.client,
+        url(&format!("/carts/me/items/{}", items[1])),
+        &ann.token,
+        &json!({ "quantity": 100 }),
+    )
+    .await;
+    problem(bad_quantity, 422).await;
+    problem(
+        get(&ann.client, url("/carts/not-a-uuid"), Some(&admin)).await,
+        400,
+    )
+    .await;
+    let cart = ann.cart().await;
+    assert_eq!(
+        quantity_of(&cart, &items[1]),
+        90,
+        "refused changes changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_cart_holds_at_most_fifty_lines() {
+    let ann = shopper().await;
+    let items = products(&[5; 51]).await;
+    for item in &items[..50] {
+        assert_eq!(ann.add(item, 1).await.status(), StatusCode::OK);
+    }
+    let body = problem(ann.add(&items[50], 1).await, 422).await;
+    assert!(body["detail"].as_str().unwrap().contains("50"));
+}
+
+#[tokio::test]
+async fn sixty_four_clients_adding_fifty_times_to_one_cart_lose_nothing() {
+    let ann = shopper().await;
+    // 40 products: 3200 adds make 80 of each, under the 99 a line holds.
+    let items = products(&[1000; 40]).await;
+    let adds = (0..64).map(|client_index| {
+        let (token, items) = (ann.token.clone(), items.clone());
+        async move {
+            let client = client();
+            let mut acknowledged = vec![0i64; items.len()];
+            for n in 0..50 {
+                let product = (client_index + n) % items.len();
+                let response = client
+                    .post(url("/carts/me/items"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "product_id": items[product], "quantity": 1 }))
+                    .send()
+                    .await
+                    .unwrap();
+                if response.status() == StatusCode::OK {
+                    acknowledged[product] += 1;
+                }
+            }
+            acknowledged
+        }
+    });
+    let results = futures::future::join_all(adds).await;
+    let mut acknowledged = vec![0i64; items.len()];
+    for result in results {
+        for (product, count) in result.into_iter().enumerate() {
+            acknowledged[product] += count;
+        }
+    }
+    assert_eq!(
+        acknowledged.iter().sum::<i64>(),
+        64 * 50,
+        "every add was acknowledged"
+    );
+    let cart = ann.cart().await;
+    for (product, item) in items.iter().enumerate() {
+        assert_eq!(
+            quantity_of(&cart, item),
+            acknowledged[product],
+            "product {product}"
+        );
+    }
+    // Group commit: far fewer writes than adds.
+    let version = cart["version"].as_i64().unwrap();
+    assert!(version < 64 * 50, "version {version}");
+}
+
+#[tokio::test]
+async fn a_crashing_cart_is_restarted_loses_nothing_acknowledged_and_spares_other_carts() {
+    let ann = shopper().await;
+    let bob = shopper().await;
+    let items = products(&[1000]).await;
+    let admin = admin(&ann.client).await.access_token;
+    assert_eq!(ann.add(&items[0], 3).await.status(), StatusCode::OK);
+    assert_eq!(bob.add(&items[0], 1).await.status(), StatusCode::OK);
+
+    let crash = format!("{}/carts/{}/crash", common::env("SHOP_CART_URL"), ann.id);
+    let crashed = ann
+        .client
+        .post(&crash)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crashed.status(), StatusCode::ACCEPTED);
+    // Bob's cart goes on as if nothing happened, and so does Ann's once restarted.
+    for _ in 0..10 {
+        assert_eq!(bob.add(&items[0], 1).await.status(), StatusCode::OK);
+    }
+    let mut ann_ok = 0;
+    for _ in 0..5 {
+        if ann.add(&items[0], 1).await.status() == StatusCode::OK {
+            ann_ok += 1;
+        }
+    }
+    assert_eq!(ann_ok, 5);
+    assert_eq!(quantity_of(&ann.cart().await, &items[0]), 3 + 5);
+    assert_eq!(quantity_of(&bob.cart().await, &items[0]), 11);
+
+    let tree = get_json(
+        &ann.client,
+        format!("{}/admin/tree?sample=1000", common::env("SHOP_CART_URL")),
+        Some(&admin),
+    )
+    .await;
+    let registry = tree["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|child| child["name"] == "cart.registry")
+        .unwrap();
+    let ann_actor = registry["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|child| child["name"] == format!("cart:{}", ann.id))
+        .expect("Ann's cart is running");
+    assert_eq!(ann_actor["restarts"], 1);
+    assert_eq!(ann_actor["kind"], "cart");
+    assert_eq!(ann_actor["restart"], "transient");
+}
+
+#[tokio::test]
+async fn an_idle_cart_stops_and_comes_back_with_its_contents() {
+    let ann = shopper().await;
+    let items = products(&[10]).await;
+    assert_eq!(ann.add(&items[0], 4).await.status(), StatusCode::OK);
+    let admin = admin(&ann.client).await.access_token;
+    let tree_url = format!("{}/admin/tree?sample=1000", common::env("SHOP_CART_URL"));
+    let running = |tree: &Value| {
+        tree["children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|child| child["name"] == "cart.registry")
+            .flat_map(|registry| registry["children"].as_array().unwrap().clone())
+            .any(|cart| cart["name"] == format!("cart:{}", ann.id))
+    };
+    assert!(running(
+        &get_json(&ann.client, &tree_url, Some(&admin)).await
+    ));
+
+    // dev/test runs carts with SHOP_CART_IDLE=3s.
+    let mut passivated = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if !running(&get_json(&ann.client, &tree_url, Some(&admin)).await) {
+            passivated = true;
+            break;
+        }
+    }
+    assert!(passivated, "the idle cart is still running");
+    assert_eq!(quantity_of(&ann.cart().await, &items[0]), 4);
+    assert!(running(
+        &get_json(&ann.client, &tree_url, Some(&admin)).await
+    ));
+}
