@@ -24,6 +24,21 @@ use crate::tree::admin_token;
 pub enum LoadCommand {
     /// Concurrent adds to carts: one hot cart (`--hot`) or many users' carts.
     Cart(CartLoad),
+    /// The memory of many idle cart actors, and whether passivation gives it back.
+    IdleCarts(IdleCarts),
+}
+
+#[derive(Args, Clone)]
+pub struct IdleCarts {
+    /// Cart actors to start (one per made-up user; reading a cart starts its actor).
+    #[arg(long, default_value_t = 100_000)]
+    count: usize,
+    /// Requests at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// How long to wait for the carts to passivate (SHOP_CART_IDLE of the cart service, plus).
+    #[arg(long, default_value = "6m", value_parser = humantime::parse_duration)]
+    wait: Duration,
 }
 
 #[derive(Args, Clone)]
@@ -66,6 +81,7 @@ const LINE_CAP: u64 = 99;
 pub async fn run(settings: &Settings, command: LoadCommand) -> anyhow::Result<()> {
     match command {
         LoadCommand::Cart(args) => cart(settings, args).await,
+        LoadCommand::IdleCarts(args) => idle_carts(settings, args).await,
     }
 }
 
@@ -124,7 +140,10 @@ async fn cart(settings: &Settings, args: CartLoad) -> anyhow::Result<()> {
         users,
     )
     .await?;
-    empty_carts(setup, &gateway, &customers).await?;
+    // Setup and the final check go straight to the cart service: they are not what is measured,
+    // and through the gateway they would count against its per-client rate limit.
+    let cart_url = settings.cart.url.as_str().trim_end_matches('/').to_owned();
+    empty_carts(setup, &cart_url, &customers).await?;
 
     // A hot cart holds at most 50 lines of 99: that bounds a hot run.
     let cap = if args.hot {
@@ -159,7 +178,7 @@ async fn cart(settings: &Settings, args: CartLoad) -> anyhow::Result<()> {
     let outcome = send_adds(&clients, &gateway, &customers, &products, duration, budget).await;
     let lost = verify(
         setup,
-        &gateway,
+        &cart_url,
         &customers,
         &products,
         &outcome.acknowledged,
@@ -570,4 +589,93 @@ fn print_report(report: &Report) {
             );
         }
     }
+}
+
+/// `shop_cart_actors` and `process_resident_memory_bytes` of the cart service.
+async fn cart_figures(client: &reqwest::Client, cart_url: &str) -> anyhow::Result<(f64, f64)> {
+    let metrics = client
+        .get(format!("{cart_url}/metrics"))
+        .send()
+        .await
+        .context("reading the cart service's metrics")?
+        .text()
+        .await?;
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((
+        value("shop_cart_actors "),
+        value("process_resident_memory_bytes "),
+    ))
+}
+
+async fn idle_carts(settings: &Settings, args: IdleCarts) -> anyhow::Result<()> {
+    let cart_url = settings.cart.url.as_str().trim_end_matches('/').to_owned();
+    let client = reqwest::Client::new();
+    let admin = admin_token(&client, settings).await?;
+    let mib = |bytes: f64| bytes / (1024.0 * 1024.0);
+    let (actors_before, rss_before) = cart_figures(&client, &cart_url).await?;
+    println!(
+        "shop load idle-carts: {} cart actors; the cart service holds {:.0} MiB with {actors_before} running",
+        args.count,
+        mib(rss_before)
+    );
+
+    let bar = ProgressBar::new(args.count as u64);
+    bar.set_style(
+        ProgressStyle::with_template("starting cart actors [{bar:40}] {pos}/{len} ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let failures: usize = futures::stream::iter(0..args.count)
+        .map(|_| {
+            let (client, admin, cart_url, bar) =
+                (client.clone(), admin.clone(), cart_url.clone(), bar.clone());
+            async move {
+                // No such cart: the actor starts, finds nothing stored, answers 404, stays.
+                let status = client
+                    .get(format!("{cart_url}/carts/{}", uuid::Uuid::new_v4()))
+                    .bearer_auth(&admin)
+                    .send()
+                    .await
+                    .map(|response| response.status().as_u16());
+                bar.inc(1);
+                usize::from(!matches!(status, Ok(404)))
+            }
+        })
+        .buffer_unordered(args.concurrency.max(1))
+        .fold(0, |sum, failed| async move { sum + failed })
+        .await;
+    bar.finish_and_clear();
+    let (actors_full, rss_full) = cart_figures(&client, &cart_url).await?;
+    println!(
+        "  started in {:.1} s ({failures} failed); {actors_full} running, {:.0} MiB: {:.0} bytes per idle cart actor",
+        started.elapsed().as_secs_f64(),
+        mib(rss_full),
+        (rss_full - rss_before) / (actors_full - actors_before).max(1.0)
+    );
+
+    let deadline = Instant::now() + args.wait;
+    let (mut actors, mut rss) = (actors_full, rss_full);
+    while actors > actors_before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        (actors, rss) = cart_figures(&client, &cart_url).await?;
+    }
+    println!(
+        "  after passivation: {actors} running, {:.0} MiB ({:.0} MiB given back)",
+        mib(rss),
+        mib(rss_full - rss)
+    );
+    if actors > actors_before {
+        bail!(
+            "the carts did not passivate within {}",
+            humantime::format_duration(args.wait)
+        );
+    }
+    Ok(())
 }

@@ -87,7 +87,9 @@ impl Actor for CartActor {
         _myself: ActorRef<CartMsg>,
         state: &mut CartState,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(stored) = state.store.load(state.user_id).await? {
+        // Boxed: an actor's task is sized for its largest await, and a store call is large;
+        // boxing keeps the memory of a hundred thousand idle carts down.
+        if let Some(stored) = Box::pin(state.store.load(state.user_id)).await? {
             state.oldest = stored.version;
             state.working = stored.clone();
             state.durable = stored;
@@ -128,7 +130,7 @@ impl Actor for CartActor {
                     start_write(&myself, state);
                 }
             }
-            CartMsg::Written(outcome) => finish_write(&myself, state, outcome).await,
+            CartMsg::Written(outcome) => Box::pin(finish_write(&myself, state, outcome)).await,
             CartMsg::Passivate => {
                 if state.writing.is_none() && state.queued.is_empty() {
                     if state.durable.version > state.oldest.max(1) {

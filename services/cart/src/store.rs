@@ -100,6 +100,9 @@ impl CartStore {
         options.app_name = Some("shop-cart".to_owned());
         options.server_selection_timeout = Some(Duration::from_secs(5));
         options.connect_timeout = Some(Duration::from_secs(5));
+        // Writes are one per cart at a time (the actor) and batched (group commit); 32
+        // connections keep the store busy without flooding it.
+        options.max_pool_size = Some(32);
         // Acknowledged only once journaled on a majority: "durable" means durable.
         let mut durable = WriteConcern::majority();
         durable.journal = Some(true);

@@ -83,17 +83,9 @@ impl<E: Endpoint> Endpoint for HttpMetricsEndpoint<E> {
     }
 }
 
-/// The process's own figures (resident memory, CPU, threads), registered once.
-static PROCESS: LazyLock<()> = LazyLock::new(|| {
-    let collector = prometheus::process_collector::ProcessCollector::for_self();
-    if let Err(error) = prometheus::register(Box::new(collector)) {
-        tracing::warn!(%error, "process metrics unavailable");
-    }
-});
-
-/// The process's metrics in Prometheus' text format.
+/// The process's metrics in Prometheus' text format. The default registry includes the process's
+/// own figures (resident memory, CPU, threads) through the crate's `process` feature.
 pub fn render() -> String {
-    LazyLock::force(&PROCESS);
     let mut buffer = Vec::new();
     let encoder = TextEncoder::new();
     if let Err(error) = encoder.encode(&prometheus::gather(), &mut buffer) {
