@@ -1,5 +1,6 @@
 //! `shop`: one binary for every Shop service and the tools around them.
 
+mod api;
 mod bench;
 mod load;
 mod serve;

@@ -25,7 +25,7 @@ pub async fn run(settings: &Settings, args: TreeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| settings.auth.user_service_url.to_string());
     let token = match args.token {
         Some(token) => token,
-        None => admin_token(&client, settings).await?,
+        None => crate::api::admin_token(&client, settings).await?,
     };
     let response = client
         .get(format!("{}/admin/tree", url.trim_end_matches('/')))
@@ -47,34 +47,4 @@ pub async fn run(settings: &Settings, args: TreeArgs) -> anyhow::Result<()> {
         print!("{}", tree.render_text());
     }
     Ok(())
-}
-
-/// Signs in as the admin of the settings, for tools that need an admin token.
-pub async fn admin_token(client: &reqwest::Client, settings: &Settings) -> anyhow::Result<String> {
-    let Some(admin) = &settings.user.admin else {
-        bail!("no admin token: pass --token, or set SHOP_ADMIN_EMAIL and SHOP_ADMIN_PASSWORD");
-    };
-    let login = settings
-        .auth
-        .user_service_url
-        .join("users/login")
-        .context("the user service URL")?;
-    let response = client
-        .post(login)
-        .json(&serde_json::json!({ "email": admin.email, "password": admin.password.expose() }))
-        .send()
-        .await
-        .context("signing in as the admin")?;
-    if !response.status().is_success() {
-        bail!(
-            "signing in as {} failed: {}",
-            admin.email,
-            response.status()
-        );
-    }
-    let body: serde_json::Value = response.json().await?;
-    body["access_token"]
-        .as_str()
-        .map(str::to_owned)
-        .context("the login answer has no access_token")
 }

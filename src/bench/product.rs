@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
-use serde_json::{Value, json};
+use serde_json::json;
 use shop_config::Settings;
 
 use super::{client_from, load, loopback};
-use crate::tree::admin_token;
+use crate::api;
 
 #[derive(Args)]
 pub struct ProductBench {
@@ -41,21 +41,8 @@ pub async fn run(settings: &Settings, args: ProductBench) -> anyhow::Result<()> 
         .collect::<anyhow::Result<Vec<_>>>()?;
     let client = &clients[0];
 
-    let categories: Vec<Value> = client
-        .get(format!("{gateway}/categories"))
-        .send()
-        .await
-        .context("listing categories (is dev/up running?)")?
-        .json()
-        .await?;
-    let category_id = |name: &str| {
-        categories
-            .iter()
-            .find(|category| category["name"] == name)
-            .and_then(|category| category["id"].as_str())
-            .map(str::to_owned)
-    };
-    let (Some(kitchen), Some(books)) = (category_id("Kitchen"), category_id("Books")) else {
+    let seeded = |name| api::category(client, &gateway, None, name);
+    let (Some(kitchen), Some(books)) = (seeded("Kitchen").await?, seeded("Books").await?) else {
         bail!("the seeded catalogue is missing: run `shop seed` (dev/up does)");
     };
     let queries: Arc<Vec<String>> = Arc::new(
@@ -96,9 +83,17 @@ pub async fn run(settings: &Settings, args: ProductBench) -> anyhow::Result<()> 
 
     // The hot product: one product with plenty of stock, so every reservation can succeed and
     // what is measured is the contention on its one stock row.
-    let admin = admin_token(client, settings).await?;
-    let product = hot_product(client, &gateway, &admin, kitchen).await?;
-    let service_token = service_token(client, &gateway, settings).await?;
+    let admin = api::admin_token(client, settings).await?;
+    let product = api::product_with_plenty_of_stock(
+        client,
+        &gateway,
+        &admin,
+        &kitchen,
+        "Bench hot product",
+        999,
+    )
+    .await?;
+    let service_token = api::service_token(client, &gateway, settings).await?;
     let reservations = format!(
         "{}/internal/reservations",
         settings.product.url.as_str().trim_end_matches('/')
@@ -121,56 +116,4 @@ pub async fn run(settings: &Settings, args: ProductBench) -> anyhow::Result<()> 
     .await;
     reserved.print();
     Ok(())
-}
-
-async fn hot_product(
-    client: &reqwest::Client,
-    gateway: &str,
-    admin: &str,
-    category: String,
-) -> anyhow::Result<String> {
-    let created: Value = client
-        .post(format!("{gateway}/products"))
-        .bearer_auth(admin)
-        .json(&json!({
-            "sku": format!("BENCH-{}", uuid::Uuid::new_v4().simple()),
-            "name": "Bench hot product",
-            "price": { "amount": 999, "currency": "EUR" },
-            "category_id": category,
-            "stock": 1_000_000_000,
-        }))
-        .send()
-        .await?
-        .error_for_status()
-        .context("creating the hot product")?
-        .json()
-        .await?;
-    created["id"]
-        .as_str()
-        .map(str::to_owned)
-        .context("the created product has no id")
-}
-
-async fn service_token(
-    client: &reqwest::Client,
-    gateway: &str,
-    settings: &Settings,
-) -> anyhow::Result<String> {
-    let auth = &settings.auth;
-    let token: Value = client
-        .post(format!("{gateway}/users/service-token"))
-        .json(&json!({
-            "client_id": auth.service_client_id,
-            "client_secret": auth.service_client_secret.expose(),
-        }))
-        .send()
-        .await?
-        .error_for_status()
-        .context("getting a service token")?
-        .json()
-        .await?;
-    token["access_token"]
-        .as_str()
-        .map(str::to_owned)
-        .context("no access_token in the answer")
 }

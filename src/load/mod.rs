@@ -17,8 +17,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use shop_config::Settings;
 
+use crate::api::{self, admin_token};
 use crate::bench::{client_from, loopback};
-use crate::tree::admin_token;
 
 #[derive(Subcommand)]
 pub enum LoadCommand {
@@ -249,64 +249,17 @@ async fn load_products(
     gateway: &str,
     admin: &str,
 ) -> anyhow::Result<Vec<String>> {
-    let categories: Vec<Value> = client
-        .get(format!("{gateway}/categories"))
-        .send()
-        .await
-        .context("listing categories (is dev/up running?)")?
-        .json()
-        .await?;
-    let category = match categories.iter().find(|c| c["name"] == "Load test") {
-        Some(category) => category["id"].as_str().context("a category id")?.to_owned(),
-        None => {
-            let created: Value = client
-                .post(format!("{gateway}/categories"))
-                .bearer_auth(admin)
-                .json(&json!({ "name": "Load test", "description": "made by shop load" }))
-                .send()
-                .await?
-                .error_for_status()
-                .context("creating the load test category")?
-                .json()
-                .await?;
-            created["id"].as_str().context("a category id")?.to_owned()
-        }
-    };
-    let listed: Value = client
-        .get(format!(
-            "{gateway}/products?category={category}&per_page=100&sort=oldest"
-        ))
-        .send()
+    let category = api::category(client, gateway, Some(admin), "Load test")
         .await?
-        .json()
-        .await?;
-    let mut products: Vec<String> = listed["items"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|item| item["id"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+        .context("the load test category")?;
+    let mut products = api::products_in(client, gateway, &category).await?;
     while products.len() < PRODUCTS {
-        let created: Value = client
-            .post(format!("{gateway}/products"))
-            .bearer_auth(admin)
-            .json(&json!({
-                "sku": format!("LOAD-{}", uuid::Uuid::new_v4().simple()),
-                "name": format!("Load test product {}", products.len() + 1),
-                "price": { "amount": 100 + products.len() as i64, "currency": "EUR" },
-                "category_id": category,
-                "stock": 1_000_000_000,
-            }))
-            .send()
-            .await?
-            .error_for_status()
-            .context("creating a load test product")?
-            .json()
-            .await?;
-        products.push(created["id"].as_str().context("a product id")?.to_owned());
+        let name = format!("Load test product {}", products.len() + 1);
+        let price = 100 + products.len() as i64;
+        products.push(
+            api::product_with_plenty_of_stock(client, gateway, admin, &category, &name, price)
+                .await?,
+        );
     }
     products.truncate(PRODUCTS);
     Ok(products)
@@ -593,23 +546,9 @@ fn print_report(report: &Report) {
 
 /// `shop_cart_actors` and `process_resident_memory_bytes` of the cart service.
 async fn cart_figures(client: &reqwest::Client, cart_url: &str) -> anyhow::Result<(f64, f64)> {
-    let metrics = client
-        .get(format!("{cart_url}/metrics"))
-        .send()
-        .await
-        .context("reading the cart service's metrics")?
-        .text()
-        .await?;
-    let value = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
     Ok((
-        value("shop_cart_actors "),
-        value("process_resident_memory_bytes "),
+        api::metric(client, cart_url, "shop_cart_actors").await?,
+        api::metric(client, cart_url, "process_resident_memory_bytes").await?,
     ))
 }
 
