@@ -1,0 +1,301 @@
+use apache_avro::schema_compatibility::{Compatibility, SchemaCompatibility};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::*;
+use crate::registry::known_schemas;
+use crate::*;
+
+fn user(phone: Option<&str>) -> UserRegistered {
+    UserRegistered {
+        event_id: Uuid::from_u128(1),
+        occurred_at: 1_795_000_000_000,
+        user_id: Uuid::from_u128(2),
+        email: "ada@example.com".into(),
+        name: "Ada".into(),
+        phone: phone.map(str::to_owned),
+    }
+}
+
+fn known(name: &str, version: u32) -> &'static KnownSchema {
+    known_schemas()
+        .iter()
+        .find(|known| known.name == name && known.version == version)
+        .unwrap()
+}
+
+#[test]
+fn every_event_survives_a_round_trip() {
+    let order = Uuid::from_u128(10);
+    let customer = Uuid::from_u128(11);
+    let id = Uuid::from_u128(12);
+    let events: Vec<Envelope> = vec![
+        user(Some("+4915112345678")).into_envelope(),
+        OrderPlaced {
+            event_id: id,
+            occurred_at: 1,
+            order_id: order,
+            customer_id: customer,
+            customer_email: "c@example.com".into(),
+            customer_name: "C".into(),
+            lines: vec![OrderLine {
+                product_id: Uuid::from_u128(3),
+                name: "Mug".into(),
+                quantity: 2,
+                unit_price: 1299,
+            }],
+            total: 2598,
+            currency: "EUR".into(),
+            payment_method: "pm_card_visa".into(),
+            idempotency_key: "k-1".into(),
+        }
+        .into_envelope(),
+        OrderPaid {
+            event_id: id,
+            occurred_at: 2,
+            order_id: order,
+            customer_id: customer,
+            payment_id: id,
+            amount: 2598,
+            currency: "EUR".into(),
+        }
+        .into_envelope(),
+        OrderShipped {
+            event_id: id,
+            occurred_at: 3,
+            order_id: order,
+            customer_id: customer,
+            tracking_number: None,
+        }
+        .into_envelope(),
+        OrderDelivered {
+            event_id: id,
+            occurred_at: 4,
+            order_id: order,
+            customer_id: customer,
+        }
+        .into_envelope(),
+        OrderCancelled {
+            event_id: id,
+            occurred_at: 5,
+            order_id: order,
+            customer_id: customer,
+            reason: "customer".into(),
+            was_paid: true,
+        }
+        .into_envelope(),
+        PaymentSucceeded {
+            event_id: id,
+            occurred_at: 6,
+            payment_id: id,
+            order_id: order,
+            amount: 1,
+            currency: "EUR".into(),
+            provider_reference: "pi_1".into(),
+        }
+        .into_envelope(),
+        PaymentFailed {
+            event_id: id,
+            occurred_at: 7,
+            payment_id: id,
+            order_id: order,
+            amount: 1,
+            currency: "EUR".into(),
+            reason: "declined".into(),
+            code: Some("card_declined".into()),
+        }
+        .into_envelope(),
+        PaymentRefunded {
+            event_id: id,
+            occurred_at: 8,
+            payment_id: id,
+            order_id: order,
+            amount: 1,
+            currency: "EUR".into(),
+        }
+        .into_envelope(),
+    ];
+    for event in events {
+        let encoded = match &event {
+            Envelope::UserRegistered(e) => encode(e),
+            Envelope::OrderPlaced(e) => encode(e),
+            Envelope::OrderPaid(e) => encode(e),
+            Envelope::OrderShipped(e) => encode(e),
+            Envelope::OrderDelivered(e) => encode(e),
+            Envelope::OrderCancelled(e) => encode(e),
+            Envelope::PaymentSucceeded(e) => encode(e),
+            Envelope::PaymentFailed(e) => encode(e),
+            Envelope::PaymentRefunded(e) => encode(e),
+        }
+        .unwrap()
+        .0;
+        assert_eq!(decode(&encoded).unwrap().event, event, "{}", event.name());
+    }
+}
+
+/// CRC-64-AVRO exactly as the Avro specification gives it (its Java reference code).
+fn spec_fingerprint(canonical: &str) -> [u8; 8] {
+    const EMPTY: u64 = 0xc15d_213a_a4d7_a795;
+    let table: Vec<u64> = (0..256u64)
+        .map(|i| {
+            let mut fp = i;
+            for _ in 0..8 {
+                fp = (fp >> 1) ^ (EMPTY & (fp & 1).wrapping_neg());
+            }
+            fp
+        })
+        .collect();
+    let mut fp = EMPTY;
+    for byte in canonical.bytes() {
+        fp = (fp >> 8) ^ table[((fp ^ u64::from(byte)) & 0xff) as usize];
+    }
+    fp.to_le_bytes()
+}
+
+#[test]
+fn a_message_is_c3_01_then_the_specs_fingerprint_of_the_writer_schema_then_the_body() {
+    let (message, fingerprint) = encode(&user(None)).unwrap();
+    let newest = known("UserRegistered", 2);
+    assert_eq!(&message[..2], &[0xC3, 0x01]);
+    assert_eq!(
+        fingerprint,
+        spec_fingerprint(&newest.schema.canonical_form())
+    );
+    assert_eq!(&message[2..10], &fingerprint);
+}
+
+/// The Avro binary encoding by hand: zig-zag varint longs, length-prefixed strings, a union as
+/// its branch index then the value.
+fn zigzag(mut out: Vec<u8>, value: i64) -> Vec<u8> {
+    let mut n = ((value << 1) ^ (value >> 63)) as u64;
+    loop {
+        if n < 0x80 {
+            out.push(n as u8);
+            return out;
+        }
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+}
+
+fn string(out: Vec<u8>, text: &str) -> Vec<u8> {
+    let mut out = zigzag(out, text.len() as i64);
+    out.extend_from_slice(text.as_bytes());
+    out
+}
+
+#[test]
+fn the_body_is_the_avro_binary_encoding_of_the_specification() {
+    let event = user(Some("+49151"));
+    let (message, _) = encode(&event).unwrap();
+    let mut expected = string(Vec::new(), &event.event_id.to_string());
+    expected = zigzag(expected, event.occurred_at);
+    expected = string(expected, &event.user_id.to_string());
+    expected = string(expected, "ada@example.com");
+    expected = string(expected, "Ada");
+    expected = zigzag(expected, 1); // the union's second branch: string
+    expected = string(expected, "+49151");
+    assert_eq!(&message[10..], &expected[..]);
+}
+
+/// A writer that still has version 1 of UserRegistered.
+#[derive(Serialize)]
+struct UserRegisteredV1 {
+    event_id: String,
+    occurred_at: i64,
+    user_id: String,
+    email: String,
+    name: String,
+}
+
+fn written_with_v1() -> Vec<u8> {
+    let v1 = known("UserRegistered", 1);
+    let value = apache_avro::to_value(UserRegisteredV1 {
+        event_id: Uuid::from_u128(1).to_string(),
+        occurred_at: 1_795_000_000_000,
+        user_id: Uuid::from_u128(2).to_string(),
+        email: "ada@example.com".into(),
+        name: "Ada".into(),
+    })
+    .and_then(|value| value.resolve(&v1.schema))
+    .unwrap();
+    let body = GenericDatumWriter::builder(&v1.schema)
+        .build()
+        .unwrap()
+        .write_value_to_vec(value)
+        .unwrap();
+    [&MAGIC[..], &v1.fingerprint[..], &body[..]].concat()
+}
+
+#[test]
+fn a_v1_message_decodes_with_the_v2_reader() {
+    let decoded = decode(&written_with_v1()).unwrap();
+    assert_eq!(decoded.writer_version, 1);
+    assert_eq!(
+        decoded.event,
+        user(None).into_envelope(),
+        "phone takes its default"
+    );
+}
+
+#[test]
+fn a_v2_message_decodes_with_the_v1_reader() {
+    let (message, _) = encode(&user(Some("+4915112345678"))).unwrap();
+    let decoded = decode_as(&message, known("UserRegistered", 1)).unwrap();
+    assert_eq!(decoded.writer_version, 2);
+    // The v1 reader does not know the phone; the rest is all there.
+    assert_eq!(decoded.event, user(None).into_envelope());
+}
+
+#[test]
+fn consecutive_versions_of_every_event_are_fully_compatible_both_ways() {
+    let mut names: Vec<&str> = known_schemas().iter().map(|k| k.name.as_str()).collect();
+    names.sort();
+    names.dedup();
+    let mut pairs = 0;
+    for name in names {
+        let mut versions: Vec<&KnownSchema> =
+            known_schemas().iter().filter(|k| k.name == name).collect();
+        versions.sort_by_key(|k| k.version);
+        assert_eq!(versions[0].version, 1, "{name} starts at v1");
+        for pair in versions.windows(2) {
+            assert_eq!(
+                pair[1].version,
+                pair[0].version + 1,
+                "{name}: no gap in versions"
+            );
+            let compatibility = SchemaCompatibility::mutual_read(&pair[0].schema, &pair[1].schema);
+            assert_eq!(
+                compatibility.map_err(|e| e.to_string()),
+                Ok(Compatibility::Full),
+                "{name} v{} and v{}",
+                pair[0].version,
+                pair[1].version
+            );
+            pairs += 1;
+        }
+    }
+    assert!(pairs >= 1, "at least one event has two versions");
+}
+
+#[test]
+fn what_is_not_a_known_message_is_told_apart() {
+    assert_eq!(
+        decode(b"{\"json\": true}"),
+        Err(DecodeError::NotSingleObject)
+    );
+    assert_eq!(
+        decode(&[0xC3, 0x01, 1, 2]),
+        Err(DecodeError::NotSingleObject)
+    );
+    let unknown = [0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0];
+    assert!(matches!(
+        decode(&unknown),
+        Err(DecodeError::UnknownSchema(_))
+    ));
+    let (message, _) = encode(&user(None)).unwrap();
+    assert!(matches!(
+        decode(&message[..message.len() - 3]),
+        Err(DecodeError::Malformed { .. })
+    ));
+}
