@@ -1,1 +1,54 @@
+//! Kafka for Shop's services: one bridge actor per service (Avro topic messages in and out as actor
+//! messages), the outbox and its relay actor (events published exactly when their transaction
+//! commits, at least once), and the inbox (each event's effect applied once).
 
+mod bridge;
+pub mod inbox;
+pub mod kafka;
+mod metrics;
+pub mod outbox;
+
+pub use bridge::{
+    Ack, Bridge, BridgeArgs, BridgeMsg, Delivery, Subscriber, Subscriptions, publish_via,
+};
+pub use kafka::{BridgeError, Outgoing};
+pub use outbox::{OutboxRelay, RelayArgs};
+
+use shop_actors::{Child, Restart};
+use shop_config::KafkaSettings;
+
+/// The service's bridge, as a child of its root supervisor.
+pub fn bridge_child(
+    name: &str,
+    service: &'static str,
+    settings: &KafkaSettings,
+    subscriptions: Subscriptions,
+) -> Child {
+    let settings = settings.clone();
+    Child::actor(name, "bridge", Restart::Permanent, move || {
+        let args = BridgeArgs {
+            service,
+            settings: settings.clone(),
+            subscriptions: subscriptions.clone(),
+        };
+        (Bridge, args)
+    })
+}
+
+/// The service's outbox relay, publishing through the bridge called `bridge`.
+pub fn relay_child(
+    name: &str,
+    pool: sqlx::PgPool,
+    bridge: &str,
+    settings: &KafkaSettings,
+) -> Child {
+    let (bridge, poll) = (bridge.to_owned(), settings.outbox_poll);
+    Child::actor(name, "relay", Restart::Permanent, move || {
+        let args = RelayArgs {
+            pool: pool.clone(),
+            bridge: bridge.clone(),
+            poll,
+        };
+        (OutboxRelay, args)
+    })
+}

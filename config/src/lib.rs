@@ -30,6 +30,7 @@ pub struct Settings {
     pub user: UserSettings,
     pub product: ProductSettings,
     pub cart: CartSettings,
+    pub kafka: KafkaSettings,
     entries: Vec<Entry>,
 }
 
@@ -154,6 +155,20 @@ impl std::fmt::Debug for CartSettings {
             .field("test_hooks", &self.test_hooks)
             .finish()
     }
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// `host:port`, comma separated.
+    pub brokers: String,
+    /// Partitions of each topic the bridge creates.
+    pub partitions: u32,
+    /// Replicas of each topic the bridge creates.
+    pub replication: u32,
+    /// How often the outbox relay looks for rows when no notification came.
+    pub outbox_poll: Duration,
+    /// Deliveries of one message to a subscriber that keeps answering "retry", before the DLQ.
+    pub max_attempts: u32,
 }
 
 /// The admin that exists from the start.
@@ -435,6 +450,34 @@ impl Settings {
             test_hooks,
         };
 
+        let kafka = KafkaSettings {
+            brokers: r.get(
+                "SHOP_KAFKA_BROKERS",
+                "127.0.0.1:9092",
+                "Kafka bootstrap servers, host:port comma separated",
+            ),
+            partitions: r.get(
+                "SHOP_KAFKA_PARTITIONS",
+                "3",
+                "partitions of each topic created at start",
+            ),
+            replication: r.get(
+                "SHOP_KAFKA_REPLICATION",
+                "1",
+                "replicas of each topic created at start",
+            ),
+            outbox_poll: r.get(
+                "SHOP_OUTBOX_POLL",
+                "1s",
+                "how often the outbox relay looks for rows besides being notified",
+            ),
+            max_attempts: r.get(
+                "SHOP_EVENT_MAX_ATTEMPTS",
+                "5",
+                "deliveries of a message a subscriber keeps retrying, before it goes to the DLQ",
+            ),
+        };
+
         if !r.problems.is_empty() {
             return Err(ConfigError {
                 problems: r.problems,
@@ -451,6 +494,7 @@ impl Settings {
             user,
             product,
             cart,
+            kafka,
             entries: r.entries,
         })
     }

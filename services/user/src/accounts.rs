@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use email_address::{EmailAddress, Options};
 use sha2::{Digest, Sha256};
+use shop_bridge::outbox;
 use shop_config::Secret;
+use shop_schemas::UserRegistered;
 use shop_web::{Caller, Role};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -68,8 +70,10 @@ impl Accounts {
         let phone = phone.map(valid_phone).transpose()?;
         valid_password(password)?;
         let password_hash = self.hashers.hash(password).await?;
+        // The account and its UserRegistered event commit together, or neither does.
+        let mut transaction = self.pool.begin().await?;
         let user = store::insert_user(
-            &self.pool,
+            &mut *transaction,
             NewUser {
                 email: &email,
                 name: &name,
@@ -79,6 +83,17 @@ impl Accounts {
             },
         )
         .await?;
+        let event = UserRegistered {
+            event_id: Uuid::new_v4(),
+            occurred_at: shop_schemas::now_millis(),
+            user_id: user.id,
+            email: user.email.clone(),
+            name: user.name.clone(),
+            phone: user.phone.clone(),
+        };
+        let trace_id = shop_web::request_id::current();
+        outbox::enqueue(&mut transaction, &event, Some(&trace_id)).await?;
+        transaction.commit().await?;
         tracing::info!(user_id = %user.id, "registered");
         Ok(user)
     }

@@ -32,6 +32,8 @@ pub enum UserError {
     Signing(#[from] jsonwebtoken::errors::Error),
     #[error("hashing: {0}")]
     Hashing(String),
+    #[error("recording an event: {0}")]
+    Event(#[from] shop_bridge::BridgeError),
 }
 
 impl UserError {
@@ -59,9 +61,10 @@ impl UserError {
             UserError::Database(
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
             ) => ProblemKind::Unavailable,
-            UserError::Database(_) | UserError::Signing(_) | UserError::Hashing(_) => {
-                ProblemKind::Internal
-            }
+            UserError::Database(_)
+            | UserError::Signing(_)
+            | UserError::Hashing(_)
+            | UserError::Event(_) => ProblemKind::Internal,
         }
     }
 }

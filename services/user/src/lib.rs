@@ -5,7 +5,9 @@
 //! user                 supervisor, one-for-one, at most 5 restarts in 30 s
 //! ├── user.hasher      pool (ractor factory) of argon2id workers, one per core   permanent
 //! │   └── worker × N
-//! └── user.http        poem server: /users/*, /health, /ready, /metrics, /admin/tree   permanent
+//! ├── user.http        poem server: /users/*, /health, /ready, /metrics, /admin/tree   permanent
+//! ├── user.bridge      Kafka: publishes (it consumes nothing yet)                       permanent
+//! └── user.outbox      publishes UserRegistered rows of the outbox through the bridge   permanent
 //! ```
 //!
 //! PostgreSQL database `shop_user` (migrations in `migrations/`, applied at start). No actor owns
@@ -38,6 +40,8 @@ pub const DATABASE: &str = "shop_user";
 const ROOT: &str = "user";
 const HASHER: &str = "user.hasher";
 const HTTP: &str = "user.http";
+const BRIDGE: &str = "user.bridge";
+const OUTBOX: &str = "user.outbox";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -112,7 +116,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
         title: "Shop user service",
         root_actor: ROOT.to_owned(),
         verifier,
-        readiness: postgres::readiness(pool),
+        readiness: postgres::readiness(pool.clone()),
         body_limit: settings.http.body_limit,
     };
     let addr = SocketAddr::new(settings.http.bind_host, settings.user.port);
@@ -135,6 +139,18 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
         ))
         .child(shop_web::server::child(
             HTTP, SERVICE, addr, routes, shutdown, grace,
+        ))
+        .child(shop_bridge::bridge_child(
+            BRIDGE,
+            SERVICE,
+            &settings.kafka,
+            shop_bridge::Subscriptions::new(),
+        ))
+        .child(shop_bridge::relay_child(
+            OUTBOX,
+            pool,
+            BRIDGE,
+            &settings.kafka,
         ));
     Ok(shop_actors::service::start(tree).await?)
 }

@@ -40,7 +40,10 @@ pub struct UserChanges {
 
 const USER_COLUMNS: &str = "id, email, name, phone, role, password_hash, created_at, updated_at";
 
-pub async fn insert_user(pool: &PgPool, user: NewUser<'_>) -> Result<UserRow, UserError> {
+pub async fn insert_user(
+    executor: impl sqlx::PgExecutor<'_>,
+    user: NewUser<'_>,
+) -> Result<UserRow, UserError> {
     sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(format!(
         "insert into users (id, email, name, phone, role, password_hash)
          values ($1, $2, $3, $4, $5, $6)
@@ -52,7 +55,7 @@ pub async fn insert_user(pool: &PgPool, user: NewUser<'_>) -> Result<UserRow, Us
     .bind(user.phone)
     .bind(user.role)
     .bind(user.password_hash)
-    .fetch_one(pool)
+    .fetch_one(executor)
     .await
     .map_err(UserError::from_write)
 }

@@ -1,0 +1,360 @@
+//! The bridge actor: the service's one door to Kafka.
+//!
+//! Out: it publishes what the outbox relay hands it, with the service's one idempotent producer.
+//! In: its consumer (in the group named after the service) reads the topics its subscribers care
+//! about, decodes each message, and delivers the event to every subscribed actor as an actor
+//! message with a reply port. The offset is committed only once every subscriber has answered
+//! `Done`. `Retry` redelivers after a backoff; `Reject`, too many retries, or a message that does
+//! not decode go to `<topic>.dlq` with the reason, and the consumer moves on.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+use shop_config::KafkaSettings;
+use shop_schemas::{Envelope, Event, dead_letter_topic, decode};
+use tokio::task::AbortHandle;
+
+use crate::kafka::{self, BridgeError, Outgoing, header};
+use crate::metrics;
+
+/// A subscriber's answer to a delivered event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ack {
+    /// Handled (or seen before): the offset may move on.
+    Done,
+    /// Not now (a dependency is down): deliver again after a backoff.
+    Retry(String),
+    /// Never: the message goes to the dead-letter topic.
+    Reject(String),
+}
+
+/// An event delivered to a subscriber, who answers on `reply`.
+pub struct Delivery {
+    pub event: Envelope,
+    pub trace_id: Option<String>,
+    pub reply: RpcReplyPort<Ack>,
+}
+
+type Deliver = dyn Fn(&ActorCell, Delivery) -> bool + Send + Sync;
+
+/// An actor, found by name at each delivery (so it may restart), and how to wrap an event in its
+/// message type.
+#[derive(Clone)]
+pub struct Subscriber {
+    actor: String,
+    deliver: Arc<Deliver>,
+}
+
+impl Subscriber {
+    pub fn new<M: ractor::Message>(
+        actor: impl Into<String>,
+        message: impl Fn(Delivery) -> M + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            actor: actor.into(),
+            deliver: Arc::new(move |cell, delivery| {
+                let actor: ActorRef<M> = cell.clone().into();
+                actor.send_message(message(delivery)).is_ok()
+            }),
+        }
+    }
+}
+
+/// Which actors hear which events.
+#[derive(Clone, Default)]
+pub struct Subscriptions {
+    by_event: HashMap<&'static str, Vec<Subscriber>>,
+    topics: Vec<&'static str>,
+}
+
+impl Subscriptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `subscriber` hears every `E`.
+    pub fn on<E: Event>(mut self, subscriber: Subscriber) -> Self {
+        self.by_event.entry(E::NAME).or_default().push(subscriber);
+        if !self.topics.contains(&E::TOPIC) {
+            self.topics.push(E::TOPIC);
+        }
+        self
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_event.is_empty()
+    }
+}
+
+pub struct Bridge;
+
+pub struct BridgeArgs {
+    /// The consumer group: the service's name.
+    pub service: &'static str,
+    pub settings: KafkaSettings,
+    pub subscriptions: Subscriptions,
+}
+
+pub enum BridgeMsg {
+    /// Publish these, and answer once Kafka has them all.
+    Publish(Vec<Outgoing>, RpcReplyPort<Result<(), String>>),
+    /// The consuming task ended: the actor fails, and its supervisor starts a new one.
+    ConsumerStopped(String),
+}
+
+pub struct BridgeState {
+    producer: FutureProducer,
+    /// Held for its `Drop`, which stops the consumer with the actor.
+    _consuming: Option<Consuming>,
+}
+
+struct Consuming(AbortHandle);
+
+impl Drop for Consuming {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How long a subscriber may take to answer one delivery before it counts as "retry".
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Actor for Bridge {
+    type Msg = BridgeMsg;
+    type State = BridgeState;
+    type Arguments = BridgeArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<BridgeMsg>,
+        args: BridgeArgs,
+    ) -> Result<BridgeState, ActorProcessingErr> {
+        let producer = kafka::producer(&args.settings)?;
+        // Topics are made in the background: a broker that is down at start delays them, and
+        // must not fail the service.
+        let settings = args.settings.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_millis(500);
+            while let Err(error) = kafka::ensure_topics(&settings).await {
+                tracing::warn!(%error, "creating the topics failed; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        });
+        let consuming = if args.subscriptions.is_empty() {
+            None
+        } else {
+            let consumer = kafka::consumer(&args.settings, args.service)?;
+            consumer.subscribe(&args.subscriptions.topics)?;
+            let context = Arc::new(Context {
+                service: args.service,
+                consumer,
+                producer: producer.clone(),
+                subscriptions: args.subscriptions,
+                max_attempts: args.settings.max_attempts.max(1),
+            });
+            let task = tokio::spawn(consume(context));
+            let abort = task.abort_handle();
+            tokio::spawn(async move {
+                let why = match task.await {
+                    Ok(why) => why,
+                    Err(error) if error.is_cancelled() => return,
+                    Err(error) => error.to_string(),
+                };
+                let _ = myself.send_message(BridgeMsg::ConsumerStopped(why));
+            });
+            Some(Consuming(abort))
+        };
+        Ok(BridgeState {
+            producer,
+            _consuming: consuming,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<BridgeMsg>,
+        message: BridgeMsg,
+        state: &mut BridgeState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            BridgeMsg::Publish(messages, reply) => {
+                // Off the mailbox: deliveries take a broker round trip.
+                let producer = state.producer.clone();
+                tokio::spawn(async move {
+                    let sends = messages
+                        .iter()
+                        .map(|message| kafka::publish(&producer, message));
+                    let results = futures::future::join_all(sends).await;
+                    let published = results.iter().filter(|result| result.is_ok()).count();
+                    metrics::PUBLISHED.inc_by(published as u64);
+                    let outcome = match results.into_iter().find_map(Result::err) {
+                        Some(error) => Err(error.to_string()),
+                        None => Ok(()),
+                    };
+                    let _ = reply.send(outcome);
+                });
+                Ok(())
+            }
+            BridgeMsg::ConsumerStopped(why) => Err(format!("the consumer stopped: {why}").into()),
+        }
+    }
+}
+
+struct Context {
+    service: &'static str,
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    subscriptions: Subscriptions,
+    max_attempts: u32,
+}
+
+enum Outcome {
+    Handled,
+    DeadLetter(String),
+}
+
+/// Reads, delivers, commits — one message at a time, so one key's events are handled in order.
+async fn consume(context: Arc<Context>) -> String {
+    loop {
+        let message = match context.consumer.recv().await {
+            Ok(message) => message.detach(),
+            Err(error) => {
+                tracing::warn!(%error, "reading from kafka failed; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let headers = kafka::read_headers(message.headers().map(|h| h.as_borrowed()));
+        let trace_id = headers
+            .iter()
+            .find(|(key, _)| key == header::TRACE_ID)
+            .map(|(_, value)| value.clone());
+        let payload = message.payload().unwrap_or_default();
+        let outcome = match decode(payload) {
+            Err(error) => Outcome::DeadLetter(format!("undecodable: {error}")),
+            Ok(decoded) => deliver(&context, decoded.event, trace_id).await,
+        };
+        if let Outcome::DeadLetter(reason) = outcome {
+            let dead = Outgoing {
+                topic: dead_letter_topic(message.topic()),
+                key: message
+                    .key()
+                    .map(|key| String::from_utf8_lossy(key).into_owned())
+                    .unwrap_or_default(),
+                payload: payload.to_vec(),
+                headers: headers
+                    .into_iter()
+                    .chain([
+                        (header::DLQ_REASON.to_owned(), reason.clone()),
+                        (header::DLQ_TOPIC.to_owned(), message.topic().to_owned()),
+                        (
+                            header::DLQ_PARTITION.to_owned(),
+                            message.partition().to_string(),
+                        ),
+                        (header::DLQ_OFFSET.to_owned(), message.offset().to_string()),
+                        (header::DLQ_CONSUMER.to_owned(), context.service.to_owned()),
+                    ])
+                    .collect(),
+            };
+            tracing::warn!(topic = message.topic(), offset = message.offset(), %reason, "message sent to the dead-letter topic");
+            // Not committed until the dead letter is safe: otherwise it would be lost.
+            let mut wait = Duration::from_millis(200);
+            while let Err(error) = kafka::publish(&context.producer, &dead).await {
+                tracing::warn!(%error, "publishing a dead letter failed; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            metrics::DEAD_LETTERS.inc();
+        }
+        let mut position = TopicPartitionList::new();
+        let next = Offset::Offset(message.offset() + 1);
+        if let Err(error) =
+            position.add_partition_offset(message.topic(), message.partition(), next)
+        {
+            return format!("recording the offset: {error}");
+        }
+        if let Err(error) = context.consumer.commit(&position, CommitMode::Async) {
+            tracing::warn!(%error, "committing an offset failed; the message may come again");
+        }
+        metrics::CONSUMED.inc();
+    }
+}
+
+/// Delivers `event` to each subscriber until each has answered `Done`.
+async fn deliver(context: &Context, event: Envelope, trace_id: Option<String>) -> Outcome {
+    let Some(subscribers) = context.subscriptions.by_event.get(event.name()) else {
+        return Outcome::Handled;
+    };
+    for subscriber in subscribers {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match ask(subscriber, &event, trace_id.clone()).await {
+                Ack::Done => break,
+                Ack::Reject(reason) => {
+                    return Outcome::DeadLetter(format!(
+                        "rejected by {}: {reason}",
+                        subscriber.actor
+                    ));
+                }
+                Ack::Retry(reason) if attempt >= context.max_attempts => {
+                    return Outcome::DeadLetter(format!(
+                        "{} asked to retry {attempt} times: {reason}",
+                        subscriber.actor
+                    ));
+                }
+                Ack::Retry(reason) => {
+                    let wait = Duration::from_millis(100 * (1 << attempt.min(6)));
+                    tracing::info!(subscriber = %subscriber.actor, attempt, %reason, "redelivering after a backoff");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+    Outcome::Handled
+}
+
+async fn ask(subscriber: &Subscriber, event: &Envelope, trace_id: Option<String>) -> Ack {
+    let Some(cell) = ractor::registry::where_is(subscriber.actor.clone()) else {
+        return Ack::Retry(format!("{} is not running", subscriber.actor));
+    };
+    let (sender, answer) = ractor::concurrency::oneshot();
+    let delivery = Delivery {
+        event: event.clone(),
+        trace_id,
+        reply: sender.into(),
+    };
+    if !(subscriber.deliver)(&cell, delivery) {
+        return Ack::Retry(format!("{} did not take the delivery", subscriber.actor));
+    }
+    match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+        Ok(Ok(ack)) => ack,
+        Ok(Err(_)) => Ack::Retry(format!("{} stopped before answering", subscriber.actor)),
+        Err(_) => Ack::Retry(format!("{} did not answer in time", subscriber.actor)),
+    }
+}
+
+/// Publishes through the bridge named `bridge` and waits until Kafka has every message.
+pub async fn publish_via(bridge: &str, messages: Vec<Outgoing>) -> Result<(), BridgeError> {
+    let cell = ractor::registry::where_is(bridge)
+        .ok_or_else(|| BridgeError::Publish(format!("the bridge {bridge} is not running")))?;
+    let bridge: ActorRef<BridgeMsg> = cell.into();
+    match bridge
+        .call(
+            |reply| BridgeMsg::Publish(messages, reply),
+            Some(Duration::from_secs(30)),
+        )
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(Ok(()))) => Ok(()),
+        Ok(ractor::rpc::CallResult::Success(Err(reason))) => Err(BridgeError::Publish(reason)),
+        _ => Err(BridgeError::Publish("the bridge did not answer".into())),
+    }
+}

@@ -1,0 +1,174 @@
+//! The Kafka side: the producer, the consumer, the topics, and the headers every message carries.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use shop_config::KafkaSettings;
+use shop_schemas::{TOPICS, dead_letter_topic};
+
+pub const CONTENT_TYPE: &str = "application/vnd.apache.avro+binary; encoding=single-object";
+
+/// The header names on every Shop message, readable with `kcat -J` without decoding.
+pub mod header {
+    pub const EVENT_TYPE: &str = "event-type";
+    pub const EVENT_ID: &str = "event-id";
+    pub const FINGERPRINT: &str = "schema-fingerprint";
+    pub const CONTENT_TYPE: &str = "content-type";
+    pub const TRACE_ID: &str = "trace-id";
+    pub const DLQ_REASON: &str = "dlq-reason";
+    pub const DLQ_TOPIC: &str = "dlq-original-topic";
+    pub const DLQ_PARTITION: &str = "dlq-original-partition";
+    pub const DLQ_OFFSET: &str = "dlq-original-offset";
+    pub const DLQ_CONSUMER: &str = "dlq-consumer";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("creating topic {topic}: {code}")]
+    Topic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error("encoding an event: {0}")]
+    Encode(#[from] shop_schemas::EncodeError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("publishing: {0}")]
+    Publish(String),
+}
+
+/// A message ready to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub topic: String,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// The headers of an event message.
+pub fn event_headers(
+    event_type: &str,
+    event_id: &str,
+    fingerprint: &str,
+    trace_id: Option<&str>,
+) -> Vec<(String, String)> {
+    let mut headers = vec![
+        (header::EVENT_TYPE.to_owned(), event_type.to_owned()),
+        (header::EVENT_ID.to_owned(), event_id.to_owned()),
+        (header::FINGERPRINT.to_owned(), fingerprint.to_owned()),
+        (header::CONTENT_TYPE.to_owned(), CONTENT_TYPE.to_owned()),
+    ];
+    if let Some(trace_id) = trace_id {
+        headers.push((header::TRACE_ID.to_owned(), trace_id.to_owned()));
+    }
+    headers
+}
+
+pub(crate) fn owned_headers(headers: &[(String, String)]) -> OwnedHeaders {
+    headers
+        .iter()
+        .fold(OwnedHeaders::new(), |all, (key, value)| {
+            all.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        })
+}
+
+pub(crate) fn read_headers(
+    headers: Option<&rdkafka::message::BorrowedHeaders>,
+) -> Vec<(String, String)> {
+    headers.map_or_else(Vec::new, |headers| {
+        headers
+            .iter()
+            .map(|header| {
+                (
+                    header.key.to_owned(),
+                    header
+                        .value
+                        .map(|value| String::from_utf8_lossy(value).into_owned())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect()
+    })
+}
+
+fn base_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &settings.brokers);
+    config
+}
+
+/// The service's producer: idempotent, every write acknowledged by all in-sync replicas.
+pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, BridgeError> {
+    Ok(base_config(settings)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "15000")
+        .set("linger.ms", "2")
+        .create()?)
+}
+
+/// The service's consumer in the group named after the service; offsets are committed by hand,
+/// after every subscriber acknowledged.
+pub fn consumer(settings: &KafkaSettings, group: &str) -> Result<StreamConsumer, BridgeError> {
+    Ok(base_config(settings)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        // Quick rebalances when a consumer goes away (a killed bridge, a restarted replica).
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .create()?)
+}
+
+/// Creates every Shop topic and its dead-letter topic if absent.
+pub async fn ensure_topics(settings: &KafkaSettings) -> Result<(), BridgeError> {
+    let admin: AdminClient<DefaultClientContext> = base_config(settings).create()?;
+    let names: Vec<String> = TOPICS
+        .iter()
+        .flat_map(|topic| [(*topic).to_owned(), dead_letter_topic(topic)])
+        .collect();
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                i32::try_from(settings.partitions).unwrap_or(3),
+                TopicReplication::Fixed(i32::try_from(settings.replication).unwrap_or(1)),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&topics, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(BridgeError::Topic { topic, code }),
+        }
+    }
+    Ok(())
+}
+
+/// Publishes one message and waits until Kafka has it.
+pub async fn publish(producer: &FutureProducer, message: &Outgoing) -> Result<(), BridgeError> {
+    let record = FutureRecord::to(&message.topic)
+        .key(&message.key)
+        .payload(&message.payload)
+        .headers(owned_headers(&message.headers));
+    producer
+        .send(record, Duration::from_secs(15))
+        .await
+        .map(|_| ())
+        .map_err(|(error, _)| BridgeError::Kafka(error))
+}

@@ -1,0 +1,34 @@
+//! The bridge's figures on `/metrics`.
+
+use std::sync::LazyLock;
+
+use prometheus::{IntCounter, IntGauge, register_int_counter, register_int_gauge};
+
+pub static PUBLISHED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("shop_events_published_total", "events Kafka acknowledged")
+        .expect("the metric is registered once")
+});
+
+pub static CONSUMED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "shop_events_consumed_total",
+        "messages handled and committed by the bridge"
+    )
+    .expect("the metric is registered once")
+});
+
+pub static DEAD_LETTERS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "shop_events_dead_lettered_total",
+        "messages sent to a dead-letter topic"
+    )
+    .expect("the metric is registered once")
+});
+
+pub static OUTBOX_PENDING: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "shop_outbox_pending",
+        "outbox rows not yet published, as last seen by the relay"
+    )
+    .expect("the metric is registered once")
+});
