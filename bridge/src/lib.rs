@@ -15,6 +15,10 @@ pub use kafka::{BridgeError, Outgoing};
 pub use outbox::{OutboxRelay, RelayArgs};
 
 use shop_actors::{Child, Restart};
+
+/// The outbox and inbox tables in a database of their own (tests, benchmarks). Services define
+/// the same tables in their own migrations.
+pub static STANDALONE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 use shop_config::KafkaSettings;
 
 /// The service's bridge, as a child of its root supervisor.

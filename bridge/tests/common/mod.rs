@@ -1,0 +1,232 @@
+//! Shared by the bridge's tests: real Kafka and PostgreSQL (as dev/test starts them), a database
+//! of the tests' own for the outbox and inbox, and subscriber actors that record what they get.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use shop_bridge::{Ack, Delivery, Subscriber, Subscriptions};
+use shop_config::Settings;
+use shop_schemas::{Envelope, UserRegistered};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub fn settings() -> Settings {
+    Settings::from_env().expect("the settings dev/test exports are valid")
+}
+
+/// The bridge tests' own database, with the outbox and inbox tables and a table of effects.
+pub async fn database(settings: &Settings) -> PgPool {
+    let pool = shop_web::postgres::connect(
+        &settings.postgres,
+        "shop_bridge_test",
+        &shop_bridge::STANDALONE_MIGRATOR,
+    )
+    .await
+    .expect("the test database");
+    sqlx::query(
+        "create table if not exists effects (event_id uuid not null, effect text not null)",
+    )
+    .execute(&pool)
+    .await
+    .expect("the effects table");
+    pool
+}
+
+/// A name no other test of this run uses (actor names and consumer groups are global).
+pub fn unique(prefix: &str) -> &'static str {
+    Box::leak(format!("{prefix}-{}", Uuid::new_v4().simple()).into_boxed_str())
+}
+
+pub fn user_registered(name: &str) -> UserRegistered {
+    UserRegistered {
+        event_id: Uuid::new_v4(),
+        occurred_at: shop_schemas::now_millis(),
+        user_id: Uuid::new_v4(),
+        email: format!("{}@bridge.test", Uuid::new_v4().simple()),
+        name: name.to_owned(),
+        phone: None,
+    }
+}
+
+/// What a recorder answers an event with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Done,
+    /// Keep the reply port of events whose user is named `hold me` and never answer them
+    /// (answer the rest).
+    Hold,
+    /// Record the effect through the inbox, then answer Done.
+    OnceThroughTheInbox,
+}
+
+/// A subscriber that records every event it gets, answering per `answer`. Events whose user
+/// is named `reject me` are rejected.
+pub struct Recorder;
+
+pub struct RecorderArgs {
+    pub seen: Arc<Mutex<Vec<Envelope>>>,
+    pub answer: Answer,
+    pub pool: Option<PgPool>,
+    pub consumer: &'static str,
+}
+
+pub struct RecorderState {
+    args: RecorderArgs,
+    held: Vec<RpcReplyPort<Ack>>,
+}
+
+pub enum RecorderMsg {
+    Event(Delivery),
+}
+
+impl Actor for Recorder {
+    type Msg = RecorderMsg;
+    type State = RecorderState;
+    type Arguments = RecorderArgs;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<RecorderMsg>,
+        args: RecorderArgs,
+    ) -> Result<RecorderState, ActorProcessingErr> {
+        Ok(RecorderState {
+            args,
+            held: Vec::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<RecorderMsg>,
+        RecorderMsg::Event(delivery): RecorderMsg,
+        state: &mut RecorderState,
+    ) -> Result<(), ActorProcessingErr> {
+        state
+            .args
+            .seen
+            .lock()
+            .expect("the lock")
+            .push(delivery.event.clone());
+        if let Envelope::UserRegistered(event) = &delivery.event
+            && event.name == "reject me"
+        {
+            let _ = delivery.reply.send(Ack::Reject("told to reject".into()));
+            return Ok(());
+        }
+        match state.args.answer {
+            Answer::Done => {
+                let _ = delivery.reply.send(Ack::Done);
+            }
+            Answer::Hold => {
+                let hold =
+                    matches!(&delivery.event, Envelope::UserRegistered(e) if e.name == "hold me");
+                if hold {
+                    state.held.push(delivery.reply);
+                } else {
+                    let _ = delivery.reply.send(Ack::Done);
+                }
+            }
+            Answer::OnceThroughTheInbox => {
+                let pool = state.args.pool.as_ref().expect("a pool for the inbox");
+                let mut transaction = pool.begin().await?;
+                let event_id = delivery.event.event_id();
+                if shop_bridge::inbox::first_time(&mut transaction, state.args.consumer, event_id)
+                    .await?
+                {
+                    sqlx::query("insert into effects (event_id, effect) values ($1, 'welcome')")
+                        .bind(event_id)
+                        .execute(&mut *transaction)
+                        .await?;
+                }
+                transaction.commit().await?;
+                let _ = delivery.reply.send(Ack::Done);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts a recorder named `name`; returns what it has seen.
+pub async fn recorder(
+    name: &str,
+    answer: Answer,
+    pool: Option<PgPool>,
+) -> (ActorRef<RecorderMsg>, Arc<Mutex<Vec<Envelope>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let args = RecorderArgs {
+        seen: seen.clone(),
+        answer,
+        pool,
+        consumer: unique("consumer"),
+    };
+    let (actor, _) = Actor::spawn(Some(name.to_owned()), Recorder, args)
+        .await
+        .expect("the recorder starts");
+    (actor, seen)
+}
+
+pub fn subscriptions(recorder: &str) -> Subscriptions {
+    Subscriptions::new().on::<UserRegistered>(Subscriber::new(recorder, RecorderMsg::Event))
+}
+
+/// Starts a bridge named `name` in consumer group `group`.
+pub async fn bridge(
+    name: &str,
+    group: &'static str,
+    settings: &Settings,
+    subscriptions: Subscriptions,
+) -> ActorRef<shop_bridge::BridgeMsg> {
+    let args = shop_bridge::BridgeArgs {
+        service: group,
+        settings: settings.kafka.clone(),
+        subscriptions,
+    };
+    let (actor, _) = Actor::spawn(Some(name.to_owned()), shop_bridge::Bridge, args)
+        .await
+        .expect("the bridge starts");
+    actor
+}
+
+/// Starts an outbox relay over `pool` publishing through the bridge called `bridge`.
+pub async fn relay(name: &str, pool: PgPool, bridge: &str, settings: &Settings) {
+    let args = shop_bridge::RelayArgs {
+        pool,
+        bridge: bridge.to_owned(),
+        poll: settings.kafka.outbox_poll,
+    };
+    Actor::spawn(Some(name.to_owned()), shop_bridge::OutboxRelay, args)
+        .await
+        .expect("the relay starts");
+}
+
+/// Writes `event` to the outbox in a transaction of its own.
+pub async fn enqueue(pool: &PgPool, event: &UserRegistered) {
+    let mut transaction = pool.begin().await.expect("a transaction");
+    shop_bridge::outbox::enqueue(&mut transaction, event, Some("bridge-test"))
+        .await
+        .expect("the outbox row");
+    transaction.commit().await.expect("the commit");
+}
+
+/// Waits until `seen` holds events matching `count_of` at least `count` times.
+pub async fn wait_for(
+    seen: &Arc<Mutex<Vec<Envelope>>>,
+    count: usize,
+    matches: impl Fn(&Envelope) -> bool,
+) -> bool {
+    for _ in 0..1200 {
+        let found = seen
+            .lock()
+            .expect("the lock")
+            .iter()
+            .filter(|e| matches(e))
+            .count();
+        if found >= count {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
