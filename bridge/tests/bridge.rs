@@ -38,12 +38,14 @@ async fn an_event_written_to_the_outbox_reaches_a_subscribed_actor() {
         wait_for(&seen, 1, is_event(event.event_id)).await,
         "the event never arrived"
     );
-    let seen = seen.lock().unwrap();
     let arrived = seen
+        .lock()
+        .unwrap()
         .iter()
         .find(|e| e.event_id() == event.event_id)
+        .cloned()
         .unwrap();
-    assert_eq!(arrived, &Envelope::UserRegistered(event.clone()));
+    assert_eq!(arrived, Envelope::UserRegistered(event.clone()));
     let sent: Option<chrono::DateTime<chrono::Utc>> =
         sqlx::query_scalar("select sent_at from outbox where event_id = $1")
             .bind(event.event_id)
