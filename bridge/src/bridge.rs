@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
@@ -79,10 +79,15 @@ impl Subscriptions {
     }
 
     /// `subscriber` hears every `E`.
-    pub fn on<E: Event>(mut self, subscriber: Subscriber) -> Self {
+    pub fn on<E: Event>(self, subscriber: Subscriber) -> Self {
+        self.on_topic::<E>(E::TOPIC, subscriber)
+    }
+
+    /// `subscriber` hears every `E` on `topic` rather than the event's own topic (benchmarks).
+    pub fn on_topic<E: Event>(mut self, topic: &'static str, subscriber: Subscriber) -> Self {
         self.by_event.entry(E::NAME).or_default().push(subscriber);
-        if !self.topics.contains(&E::TOPIC) {
-            self.topics.push(E::TOPIC);
+        if !self.topics.contains(&topic) {
+            self.topics.push(topic);
         }
         self
     }
@@ -220,7 +225,7 @@ enum Outcome {
     DeadLetter(String),
 }
 
-/// Reads, delivers, commits — one message at a time, so one key's events are handled in order.
+/// Reads, delivers, stores the offset — one message at a time, so one key's events are handled in order.
 async fn consume(context: Arc<Context>) -> String {
     loop {
         let message = match context.consumer.recv().await {
@@ -280,8 +285,9 @@ async fn consume(context: Arc<Context>) -> String {
         {
             return format!("recording the offset: {error}");
         }
-        if let Err(error) = context.consumer.commit(&position, CommitMode::Async) {
-            tracing::warn!(%error, "committing an offset failed; the message may come again");
+        // Stored, and committed with the next periodic commit: never before the acknowledgement.
+        if let Err(error) = context.consumer.store_offsets(&position) {
+            tracing::warn!(%error, "storing an offset failed; the message may come again");
         }
         metrics::CONSUMED.inc();
     }

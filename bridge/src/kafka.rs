@@ -119,12 +119,15 @@ pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, BridgeError>
         .create()?)
 }
 
-/// The service's consumer in the group named after the service; offsets are committed by hand,
-/// after every subscriber acknowledged.
+/// The service's consumer in the group named after the service. An offset is *stored* only after
+/// every subscriber acknowledged its message; librdkafka commits the stored offsets every 200 ms
+/// and when the consumer closes or loses a partition. (A commit request per message floods the
+/// group coordinator: at a few thousand events/s the requests queue up and time out.)
 pub fn consumer(settings: &KafkaSettings, group: &str) -> Result<StreamConsumer, BridgeError> {
     Ok(base_config(settings)
         .set("group.id", group)
-        .set("enable.auto.commit", "false")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "200")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         // Quick rebalances when a consumer goes away (a killed bridge, a restarted replica).
@@ -135,11 +138,16 @@ pub fn consumer(settings: &KafkaSettings, group: &str) -> Result<StreamConsumer,
 
 /// Creates every Shop topic and its dead-letter topic if absent.
 pub async fn ensure_topics(settings: &KafkaSettings) -> Result<(), BridgeError> {
-    let admin: AdminClient<DefaultClientContext> = base_config(settings).create()?;
     let names: Vec<String> = TOPICS
         .iter()
         .flat_map(|topic| [(*topic).to_owned(), dead_letter_topic(topic)])
         .collect();
+    create_topics(settings, &names).await
+}
+
+/// Creates these topics if absent, with the configured partitions and replication.
+pub async fn create_topics(settings: &KafkaSettings, names: &[String]) -> Result<(), BridgeError> {
+    let admin: AdminClient<DefaultClientContext> = base_config(settings).create()?;
     let topics: Vec<NewTopic> = names
         .iter()
         .map(|name| {
@@ -154,6 +162,19 @@ pub async fn ensure_topics(settings: &KafkaSettings) -> Result<(), BridgeError> 
     for result in admin.create_topics(&topics, &options).await? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(BridgeError::Topic { topic, code }),
+        }
+    }
+    Ok(())
+}
+
+/// Deletes these topics (benchmarks and tests clean up after themselves).
+pub async fn delete_topics(settings: &KafkaSettings, names: &[&str]) -> Result<(), BridgeError> {
+    let admin: AdminClient<DefaultClientContext> = base_config(settings).create()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.delete_topics(names, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
             Err((topic, code)) => return Err(BridgeError::Topic { topic, code }),
         }
     }

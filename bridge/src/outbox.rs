@@ -32,12 +32,22 @@ pub async fn enqueue<E: Event>(
     event: &E,
     trace_id: Option<&str>,
 ) -> Result<(), BridgeError> {
+    enqueue_to(transaction, E::TOPIC, event, trace_id).await
+}
+
+/// [`enqueue`] to another topic than the event's own (benchmarks keep off the real topics).
+pub async fn enqueue_to<E: Event>(
+    transaction: &mut Transaction<'_, Postgres>,
+    topic: &str,
+    event: &E,
+    trace_id: Option<&str>,
+) -> Result<(), BridgeError> {
     let (payload, fingerprint) = encode(event)?;
     sqlx::query(
         "insert into outbox (topic, message_key, event_type, event_id, payload, fingerprint, trace_id)
          values ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(E::TOPIC)
+    .bind(topic)
     .bind(event.aggregate_id().to_string())
     .bind(E::NAME)
     .bind(event.event_id())

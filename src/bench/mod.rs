@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use shop_config::Settings;
 
+mod events;
 mod product;
 mod user;
 
@@ -20,12 +21,15 @@ pub enum BenchCommand {
     /// Filtered and searched GET /products through nginx over the seeded catalogue, and
     /// reservations/s of one hot product by many concurrent clients.
     Product(product::ProductBench),
+    /// Events through outbox -> Kafka -> bridge -> actor, and commit-to-delivery latency.
+    Events(events::EventsBench),
 }
 
 pub async fn run(settings: &Settings, command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::User(args) => user::run(settings, args).await,
         BenchCommand::Product(args) => product::run(settings, args).await,
+        BenchCommand::Events(args) => events::run(settings, args).await,
     }
 }
 
