@@ -475,3 +475,35 @@ async fn every_user_endpoint_answers_bad_input_with_a_problem() {
         .unwrap();
     problem(wrong_method, 405).await;
 }
+
+#[tokio::test]
+async fn registering_publishes_user_registered_with_the_request_id_as_trace() {
+    let events = common::events::Events::watch().await;
+    let client = client();
+    let email = unique_email();
+    let request_id = format!("register-{}", uuid::Uuid::new_v4().simple());
+    let response = client
+        .post(url("/users/register"))
+        .header("x-request-id", &request_id)
+        .json(&json!({ "email": email, "password": PASSWORD, "name": "Grace Hopper" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let user: Value = response.json().await.unwrap();
+    let id: uuid::Uuid = user["id"].as_str().unwrap().parse().unwrap();
+
+    let seen = events.wait_for(id, "UserRegistered").await;
+    let shop_schemas::Envelope::UserRegistered(event) = seen.event else {
+        unreachable!("wait_for matched the name")
+    };
+    assert_eq!(event.email, email);
+    assert_eq!(event.name, "Grace Hopper");
+    assert_eq!(seen.trace_id.as_deref(), Some(request_id.as_str()));
+
+    // A refused registration (the email is taken) publishes nothing.
+    let again = register(&client, &email, PASSWORD).await;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(events.about(id).len(), 1, "exactly one UserRegistered");
+}

@@ -2,6 +2,8 @@
 //! like a client would.
 #![allow(dead_code)]
 
+pub mod events;
+
 use std::net::{IpAddr, Ipv4Addr};
 
 use reqwest::{Client, Response, StatusCode};

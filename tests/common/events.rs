@@ -1,0 +1,121 @@
+//! Watching what the services publish: a bridge of the test's own, in a consumer group of its
+//! own (so it reads every topic from the start), delivering every event to a collecting actor.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use shop_bridge::{Ack, Delivery, Subscriber, Subscriptions};
+use shop_config::Settings;
+use shop_schemas::{
+    Envelope, OrderCancelled, OrderDelivered, OrderPaid, OrderPlaced, OrderShipped, PaymentFailed,
+    PaymentRefunded, PaymentSucceeded, UserRegistered,
+};
+use uuid::Uuid;
+
+/// An event as it arrived, with the trace id its message carried.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub event: Envelope,
+    pub trace_id: Option<String>,
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+
+struct Collector;
+
+impl Actor for Collector {
+    type Msg = Delivery;
+    type State = Log;
+    type Arguments = Log;
+
+    async fn pre_start(&self, _: ActorRef<Delivery>, log: Log) -> Result<Log, ActorProcessingErr> {
+        Ok(log)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Delivery>,
+        delivery: Delivery,
+        log: &mut Log,
+    ) -> Result<(), ActorProcessingErr> {
+        log.lock().expect("the log").push(Seen {
+            event: delivery.event,
+            trace_id: delivery.trace_id,
+        });
+        let _ = delivery.reply.send(Ack::Done);
+        Ok(())
+    }
+}
+
+/// Every event on every Shop topic, from the beginning.
+pub struct Events {
+    log: Log,
+}
+
+impl Events {
+    pub async fn watch() -> Self {
+        let settings = Settings::from_env().expect("the settings dev/test exports are valid");
+        let run = Uuid::new_v4().simple().to_string();
+        let collector = format!("test.events.{run}");
+        let log: Log = Arc::default();
+        Actor::spawn(Some(collector.clone()), Collector, log.clone())
+            .await
+            .expect("the collector starts");
+        let to = |_: ()| Subscriber::new(collector.clone(), |delivery: Delivery| delivery);
+        let subscriptions = Subscriptions::new()
+            .on::<UserRegistered>(to(()))
+            .on::<OrderPlaced>(to(()))
+            .on::<OrderPaid>(to(()))
+            .on::<OrderShipped>(to(()))
+            .on::<OrderDelivered>(to(()))
+            .on::<OrderCancelled>(to(()))
+            .on::<PaymentSucceeded>(to(()))
+            .on::<PaymentFailed>(to(()))
+            .on::<PaymentRefunded>(to(()));
+        let args = shop_bridge::BridgeArgs {
+            service: Box::leak(format!("test-watcher-{run}").into_boxed_str()),
+            settings: settings.kafka.clone(),
+            subscriptions,
+        };
+        Actor::spawn(
+            Some(format!("test.bridge.{run}")),
+            shop_bridge::Bridge,
+            args,
+        )
+        .await
+        .expect("the watching bridge starts");
+        Self { log }
+    }
+
+    /// The events about `aggregate` seen so far, in order.
+    pub fn about(&self, aggregate: Uuid) -> Vec<Seen> {
+        self.log
+            .lock()
+            .expect("the log")
+            .iter()
+            .filter(|seen| seen.event.aggregate_id() == aggregate)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits (up to 30 s) for an event about `aggregate` named `name`.
+    pub async fn wait_for(&self, aggregate: Uuid, name: &str) -> Seen {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(seen) = self
+                .about(aggregate)
+                .into_iter()
+                .find(|seen| seen.event.name() == name)
+            {
+                return seen;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {name} about {aggregate} within 30 s; seen: {:?}",
+                self.about(aggregate)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
