@@ -9,6 +9,7 @@
 //! Supervision itself is `ractor-supervisor`'s (OTP-style one-for-one, meltdown, backoff); see
 //! `README.md` for the semantics.
 
+pub mod entities;
 pub mod meta;
 pub mod policy;
 pub mod service;

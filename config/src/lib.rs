@@ -30,6 +30,7 @@ pub struct Settings {
     pub user: UserSettings,
     pub product: ProductSettings,
     pub cart: CartSettings,
+    pub order: OrderSettings,
     pub kafka: KafkaSettings,
     entries: Vec<Entry>,
 }
@@ -155,6 +156,17 @@ impl std::fmt::Debug for CartSettings {
             .field("test_hooks", &self.test_hooks)
             .finish()
     }
+}
+
+#[derive(Debug, Clone)]
+pub struct OrderSettings {
+    pub port: u16,
+    /// Where tools reach the order service directly.
+    pub url: Url,
+    /// An order not paid this long after it was placed is cancelled and its stock released.
+    pub payment_grace: Duration,
+    /// An order actor with no message for this long stops; the next command brings it back.
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -450,6 +462,32 @@ impl Settings {
             test_hooks,
         };
 
+        let Port(order_port) = r.get("SHOP_ORDER_PORT", "8104", "order service HTTP port");
+        let order = OrderSettings {
+            port: order_port,
+            url: r.get(
+                "SHOP_ORDER_URL",
+                "http://127.0.0.1:8104",
+                "where tools reach the order service directly",
+            ),
+            payment_grace: r.get(
+                "SHOP_ORDER_PAYMENT_GRACE",
+                "15m",
+                "an order unpaid this long after checkout is cancelled and its stock released",
+            ),
+            idle_timeout: r.get(
+                "SHOP_ORDER_IDLE",
+                "1m",
+                "an order actor idle this long stops; the next command reloads it",
+            ),
+        };
+        if order.payment_grace.is_zero() {
+            r.problems.push(Problem {
+                name: "SHOP_ORDER_PAYMENT_GRACE",
+                message: "expected more than 0".to_owned(),
+            });
+        }
+
         let kafka = KafkaSettings {
             brokers: r.get(
                 "SHOP_KAFKA_BROKERS",
@@ -494,6 +532,7 @@ impl Settings {
             user,
             product,
             cart,
+            order,
             kafka,
             entries: r.entries,
         })

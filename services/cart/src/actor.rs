@@ -15,6 +15,7 @@ use crate::store::{CartStore, StoreError};
 
 pub type Reply = RpcReplyPort<Result<Cart, CartError>>;
 
+#[derive(Default)]
 pub struct CartActor;
 
 pub struct CartArgs {
@@ -108,13 +109,19 @@ impl Actor for CartActor {
                 let _ = reply.send(Ok(state.durable.clone()));
             }
             CartMsg::Change(change, reply) => {
-                let before = (state.working.items.clone(), state.working.currency.clone());
+                let snapshot = |cart: &Cart| {
+                    (
+                        cart.items.clone(),
+                        cart.currency.clone(),
+                        cart.ordered.last().cloned(),
+                    )
+                };
+                let before = snapshot(&state.working);
                 if let Err(error) = state.working.apply(&change) {
                     let _ = reply.send(Err(error));
                     return Ok(());
                 }
-                let unchanged =
-                    before == (state.working.items.clone(), state.working.currency.clone());
+                let unchanged = before == snapshot(&state.working);
                 let needs_creating = matches!(change, Change::Create) && !state.working.exists();
                 if unchanged
                     && !needs_creating

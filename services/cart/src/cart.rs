@@ -19,6 +19,9 @@ pub struct Cart {
     /// Every line is in this currency (the first line's).
     pub currency: Option<String>,
     pub items: Vec<Item>,
+    /// The latest orders taken out of this cart, newest last: an order's event delivered
+    /// again takes nothing twice.
+    pub ordered: Vec<String>,
     pub updated_at: bson::DateTime,
 }
 
@@ -62,7 +65,15 @@ pub enum Change {
         product_id: Uuid,
     },
     Empty,
+    /// These lines were ordered (`OrderPlaced`): take them out, as far as they are still in.
+    Ordered {
+        order_id: Uuid,
+        lines: Vec<(Uuid, i32)>,
+    },
 }
+
+/// Orders remembered per cart, for taking each out once.
+const REMEMBERED_ORDERS: usize = 20;
 
 impl Cart {
     pub fn empty(user_id: Uuid) -> Self {
@@ -71,6 +82,7 @@ impl Cart {
             version: 0,
             currency: None,
             items: Vec::new(),
+            ordered: Vec::new(),
             updated_at: bson::DateTime::now(),
         }
     }
@@ -124,6 +136,26 @@ impl Cart {
             Change::Empty => {
                 self.items.clear();
                 self.currency = None;
+                Ok(())
+            }
+            Change::Ordered { order_id, lines } => {
+                let order_id = order_id.to_string();
+                if !self.exists() || self.ordered.contains(&order_id) {
+                    return Ok(());
+                }
+                for (product_id, quantity) in lines {
+                    let id = product_id.to_string();
+                    for item in self.items.iter_mut().filter(|item| item.product_id == id) {
+                        item.quantity -= quantity;
+                    }
+                }
+                self.items.retain(|item| item.quantity > 0);
+                if self.items.is_empty() {
+                    self.currency = None;
+                }
+                self.ordered.push(order_id);
+                let excess = self.ordered.len().saturating_sub(REMEMBERED_ORDERS);
+                self.ordered.drain(..excess);
                 Ok(())
             }
         }

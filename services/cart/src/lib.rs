@@ -3,9 +3,11 @@
 //! ```text
 //! cart                   supervisor, one-for-one, at most 5 restarts in 30 s
 //! ├── cart.http          poem server: /carts/*, /health, /ready, /metrics, /admin/tree   permanent
-//! └── cart.registry      starts carts on demand, passivates idle ones                    permanent
-//!     └── cart:<user> × N   one per user with a recent request; restarted from the store
-//!                           when it fails (at most 3 times in 10 s)                     transient
+//! ├── cart.registry      starts carts on demand, passivates idle ones                    permanent
+//! │   └── cart:<user> × N   one per user with a recent request; restarted from the store
+//! │                         when it fails (at most 3 times in 10 s)                     transient
+//! ├── cart.orders        OrderPlaced -> takes the ordered lines out of the cart         permanent
+//! └── cart.bridge        Kafka: hears shop.orders                                       permanent
 //! ```
 //!
 //! Each cart actor is the only writer of its document and answers a change once it is durable;
@@ -18,6 +20,7 @@ mod cart;
 mod error;
 mod http;
 mod metrics;
+mod orders;
 mod products;
 mod registry;
 mod store;
@@ -26,7 +29,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use shop_actors::{Child, Intensity, Restart, Service, SupervisorSpec};
+use shop_bridge::{Delivery, Subscriber, Subscriptions};
 use shop_config::Settings;
+use shop_schemas::OrderPlaced;
 use shop_web::server::Shutdown;
 use shop_web::{ServiceWeb, TokenVerifier};
 
@@ -38,6 +43,8 @@ pub const SERVICE: &str = "cart";
 const ROOT: &str = "cart";
 const HTTP: &str = "cart.http";
 const REGISTRY: &str = "cart.registry";
+const ORDERS: &str = "cart.orders";
+const BRIDGE: &str = "cart.bridge";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -87,6 +94,9 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
     });
     let addr = SocketAddr::new(settings.http.bind_host, settings.cart.port);
     let idle_timeout = settings.cart.idle_timeout;
+    let order_carts = carts.clone();
+    let subscriptions = Subscriptions::new()
+        .on::<OrderPlaced>(Subscriber::new(ORDERS, |delivery: Delivery| delivery));
 
     let tree = SupervisorSpec::new(ROOT)
         .intensity(Intensity::default())
@@ -104,12 +114,26 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
             Restart::Permanent,
             move || {
                 let args = registry::RegistryArgs {
-                    store: store.clone(),
-                    carts: carts.clone(),
+                    kind: registry::CartKind {
+                        store: store.clone(),
+                    },
+                    entities: carts.entities().clone(),
                     idle_timeout,
                 };
-                (registry::CartRegistry, args)
+                (registry::CartRegistry::default(), args)
             },
+        ))
+        .child(Child::actor(
+            ORDERS,
+            "subscriber",
+            Restart::Permanent,
+            move || (orders::OrderEvents, order_carts.clone()),
+        ))
+        .child(shop_bridge::bridge_child(
+            BRIDGE,
+            SERVICE,
+            &settings.kafka,
+            subscriptions,
         ));
     Ok(shop_actors::service::start(tree).await?)
 }

@@ -52,6 +52,9 @@ struct Version {
     version: i64,
     currency: Option<String>,
     items: Vec<Item>,
+    /// Absent in versions written before orders existed.
+    #[serde(default)]
+    ordered: Vec<String>,
     updated_at: bson::DateTime,
 }
 
@@ -74,6 +77,7 @@ impl From<Version> for Cart {
             version: stored.version,
             currency: stored.currency,
             items: stored.items,
+            ordered: stored.ordered,
             updated_at: stored.updated_at,
         }
     }
@@ -168,6 +172,7 @@ impl CartStore {
             version,
             currency: cart.currency.clone(),
             items: cart.items.clone(),
+            ordered: cart.ordered.clone(),
             updated_at: cart.updated_at,
         };
         match in_time(self.versions.insert_one(&stored).into_future()).await {

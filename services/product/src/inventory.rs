@@ -404,11 +404,19 @@ enum Closing {
     Commit,
     /// The units go back to available.
     Release,
+    /// Sold units come back on hand (a paid order cancelled before it shipped).
+    Return,
 }
 
 /// Turns a reservation into a sale. Committing it again changes nothing.
 pub async fn commit(pool: &PgPool, order_id: Uuid) -> Result<Reservation, ProductError> {
     close(pool, order_id, Closing::Commit).await
+}
+
+/// Puts a sold order's units back on hand (it was cancelled after payment, before shipping).
+/// Returning it again changes nothing; a reservation never sold answers 409.
+pub async fn return_sold(pool: &PgPool, order_id: Uuid) -> Result<Reservation, ProductError> {
+    close(pool, order_id, Closing::Return).await
 }
 
 /// Gives a reservation's stock back. Releasing it again, or releasing an expired one, changes
@@ -422,17 +430,19 @@ async fn close(
     order_id: Uuid,
     closing: Closing,
 ) -> Result<Reservation, ProductError> {
-    let status = match closing {
-        Closing::Commit => "committed",
-        Closing::Release => "released",
+    let (from, status) = match closing {
+        Closing::Commit => ("reserved", "committed"),
+        Closing::Release => ("reserved", "released"),
+        Closing::Return => ("committed", "returned"),
     };
     let mut transaction = pool.begin().await?;
     let closed = sqlx::query(
         "update reservations set status = $2, updated_at = now()
-         where order_id = $1 and status = 'reserved'",
+         where order_id = $1 and status = $3",
     )
     .bind(order_id)
     .bind(status)
+    .bind(from)
     .execute(&mut *transaction)
     .await?
     .rows_affected();
@@ -466,18 +476,24 @@ async fn give_back(
     .bind(order_ids)
     .fetch_all(&mut **transaction)
     .await?;
-    let on_hand_too = closing == Closing::Commit;
+    // How each closing moves reserved and on hand, per unit of the order's lines.
+    let (reserved, on_hand) = match closing {
+        Closing::Commit => (-1, -1),
+        Closing::Release => (-1, 0),
+        Closing::Return => (0, 1),
+    };
     sqlx::query(
         "update stock set
-             reserved = stock.reserved - line.quantity,
-             on_hand = stock.on_hand - case when $2 then line.quantity else 0 end,
+             reserved = stock.reserved + $2 * line.quantity,
+             on_hand = stock.on_hand + $3 * line.quantity,
              updated_at = now()
          from (select product_id, sum(quantity)::int as quantity from reservation_lines
                where order_id = any($1) group by product_id) as line
          where stock.product_id = line.product_id",
     )
     .bind(order_ids)
-    .bind(on_hand_too)
+    .bind(reserved)
+    .bind(on_hand)
     .execute(&mut **transaction)
     .await?;
     Ok(())

@@ -6,7 +6,10 @@
 //! ├── product.http             poem server: /products/*, /categories/*,
 //! │                            /internal/reservations/*, /health, /ready, /metrics,
 //! │                            /admin/tree                                          permanent
-//! └── product.reservations     expires reservations past their time, on a timer   permanent
+//! ├── product.reservations     expires reservations past their time, on a timer   permanent
+//! ├── product.orders           OrderPaid -> sells the reservation; OrderCancelled ->
+//! │                            gives its stock back                                permanent
+//! └── product.bridge           Kafka: hears shop.orders                            permanent
 //! ```
 //!
 //! PostgreSQL database `shop_product`. No actor owns stock: its correctness must hold across
@@ -18,6 +21,7 @@ mod error;
 mod expiry;
 mod http;
 mod inventory;
+mod orders;
 mod seed;
 mod store;
 
@@ -25,7 +29,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use shop_actors::{Child, Intensity, Restart, Service, SupervisorSpec};
+use shop_bridge::{Delivery, Subscriber, Subscriptions};
 use shop_config::Settings;
+use shop_schemas::{OrderCancelled, OrderPaid};
 use shop_web::server::Shutdown;
 use shop_web::{ServiceWeb, TokenVerifier, postgres};
 use sqlx::PgPool;
@@ -38,6 +44,8 @@ pub const DATABASE: &str = "shop_product";
 const ROOT: &str = "product";
 const HTTP: &str = "product.http";
 const EXPIRY: &str = "product.reservations";
+const ORDERS: &str = "product.orders";
+const BRIDGE: &str = "product.bridge";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -94,6 +102,12 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
     let grace = settings.http.shutdown_grace;
     let sweep = settings.product.reservation_sweep;
 
+    let to_orders = Subscriber::new(ORDERS, |delivery: Delivery| delivery);
+    let subscriptions = Subscriptions::new()
+        .on::<OrderPaid>(to_orders.clone())
+        .on::<OrderCancelled>(to_orders);
+    let orders_pool = pool.clone();
+
     let tree = SupervisorSpec::new(ROOT)
         .intensity(Intensity::default())
         .child(shop_web::server::child(
@@ -110,6 +124,18 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
                 };
                 (expiry::ReservationExpiry, args)
             },
+        ))
+        .child(Child::actor(
+            ORDERS,
+            "subscriber",
+            Restart::Permanent,
+            move || (orders::OrderEvents, orders_pool.clone()),
+        ))
+        .child(shop_bridge::bridge_child(
+            BRIDGE,
+            SERVICE,
+            &settings.kafka,
+            subscriptions,
         ));
     Ok(shop_actors::service::start(tree).await?)
 }

@@ -17,8 +17,10 @@ pub mod postgres;
 pub mod problem;
 pub mod request_id;
 pub mod server;
+pub mod service_token;
 
 pub use app::{ReadinessCheck, ServiceWeb};
 pub use auth::{BearerAuth, Caller, Claims, Role, TokenVerifier};
 pub use problem::{ApiError, ProblemKind};
 pub use server::{HttpServer, HttpServerArgs, RouteFactory, Shutdown};
+pub use service_token::{ServiceTokenError, ServiceTokens};

@@ -49,6 +49,8 @@ enum ReservationStatus {
     Committed,
     Released,
     Expired,
+    /// Sold, then the order was cancelled before shipping: the units are back on hand.
+    Returned,
 }
 
 #[derive(Debug, Object)]
@@ -67,6 +69,7 @@ impl From<Reservation> for ReservationBody {
             "committed" => ReservationStatus::Committed,
             "released" => ReservationStatus::Released,
             "expired" => ReservationStatus::Expired,
+            "returned" => ReservationStatus::Returned,
             _ => ReservationStatus::Reserved,
         };
         Self {

@@ -1,0 +1,437 @@
+//! The `shop_order` database: orders, their lines and history, the outbox and the inbox.
+//!
+//! Every change of an order is one transaction: the new state (guarded by the version the actor
+//! last saw), a history row, the event in the outbox and, for a change caused by an event, the
+//! event's id in the inbox.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use shop_schemas::{
+    OrderCancelled, OrderDelivered, OrderLine, OrderPaid, OrderPlaced, OrderShipped,
+};
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Transaction};
+use uuid::Uuid;
+
+use crate::error::OrderError;
+use crate::state::State;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The inbox's name for this service's consumers.
+pub const CONSUMER: &str = "order";
+
+#[derive(Debug, Clone, FromRow)]
+pub struct OrderRow {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    pub customer_email: String,
+    pub customer_name: String,
+    pub state: String,
+    pub version: i64,
+    pub currency: String,
+    pub total: i64,
+    pub payment_method: String,
+    pub idempotency_key: String,
+    pub request_hash: Vec<u8>,
+    pub payment_id: Option<Uuid>,
+    pub tracking_number: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub pay_by: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl OrderRow {
+    pub fn state(&self) -> State {
+        // The table's check allows only the names `State` knows.
+        State::parse(&self.state).unwrap_or(State::Pending)
+    }
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct LineRow {
+    pub product_id: Uuid,
+    pub name: String,
+    pub quantity: i32,
+    pub unit_price: i64,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct HistoryRow {
+    pub from_state: Option<String>,
+    pub to_state: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// An order with its lines.
+#[derive(Debug, Clone)]
+pub struct Order {
+    pub row: OrderRow,
+    pub lines: Vec<LineRow>,
+}
+
+const COLUMNS: &str = "id, customer_id, customer_email, customer_name, state, version, currency,
+    total, payment_method, idempotency_key, request_hash, payment_id, tracking_number,
+    cancel_reason, pay_by, created_at, updated_at";
+
+pub async fn order(pool: &PgPool, id: Uuid) -> Result<Option<Order>, OrderError> {
+    let row: Option<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from orders where id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let lines = lines(pool, &[id]).await?;
+    Ok(Some(Order { row, lines }))
+}
+
+async fn lines(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<LineRow>, OrderError> {
+    Ok(sqlx::query_as(
+        "select product_id, name, quantity, unit_price from order_lines
+         where order_id = any($1) order by order_id, line_no",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn by_key(
+    pool: &PgPool,
+    customer_id: Uuid,
+    key: &str,
+) -> Result<Option<Order>, OrderError> {
+    let id: Option<Uuid> =
+        sqlx::query_scalar("select id from orders where customer_id = $1 and idempotency_key = $2")
+            .bind(customer_id)
+            .bind(key)
+            .fetch_optional(pool)
+            .await?;
+    match id {
+        Some(id) => order(pool, id).await,
+        None => Ok(None),
+    }
+}
+
+pub async fn history(pool: &PgPool, id: Uuid) -> Result<Vec<HistoryRow>, OrderError> {
+    Ok(sqlx::query_as(
+        "select from_state, to_state, actor, reason, at from order_history
+         where order_id = $1 order by id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Which orders a listing shows.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub customer_id: Option<Uuid>,
+    pub state: Option<State>,
+    pub page: u32,
+    pub per_page: u32,
+}
+
+/// One page of orders, newest first, with their lines; and how many match in all.
+pub async fn list(pool: &PgPool, filter: &Filter) -> Result<(Vec<Order>, i64), OrderError> {
+    let mut query = QueryBuilder::<Postgres>::new(format!(
+        "select {COLUMNS}, count(*) over () as matching from orders where true"
+    ));
+    if let Some(customer) = filter.customer_id {
+        query.push(" and customer_id = ").push_bind(customer);
+    }
+    if let Some(state) = filter.state {
+        query.push(" and state = ").push_bind(state.as_str());
+    }
+    query
+        .push(" order by created_at desc, id desc limit ")
+        .push_bind(i64::from(filter.per_page))
+        .push(" offset ")
+        .push_bind(i64::from(filter.page.saturating_sub(1)) * i64::from(filter.per_page));
+
+    #[derive(FromRow)]
+    struct Listed {
+        #[sqlx(flatten)]
+        row: OrderRow,
+        matching: i64,
+    }
+    let listed: Vec<Listed> = query.build_query_as().fetch_all(pool).await?;
+    let total = match listed.first() {
+        Some(first) => first.matching,
+        None => count(pool, filter).await?,
+    };
+    let ids: Vec<Uuid> = listed.iter().map(|listed| listed.row.id).collect();
+    let mut lines_of: HashMap<Uuid, Vec<LineRow>> = HashMap::new();
+    let rows: Vec<(Uuid, Uuid, String, i32, i64)> = sqlx::query_as(
+        "select order_id, product_id, name, quantity, unit_price from order_lines
+         where order_id = any($1) order by order_id, line_no",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    for (order_id, product_id, name, quantity, unit_price) in rows {
+        lines_of.entry(order_id).or_default().push(LineRow {
+            product_id,
+            name,
+            quantity,
+            unit_price,
+        });
+    }
+    let orders = listed
+        .into_iter()
+        .map(|listed| Order {
+            lines: lines_of.remove(&listed.row.id).unwrap_or_default(),
+            row: listed.row,
+        })
+        .collect();
+    Ok((orders, total))
+}
+
+/// Orders on a page past the last still need the total.
+async fn count(pool: &PgPool, filter: &Filter) -> Result<i64, OrderError> {
+    Ok(sqlx::query_scalar(
+        "select count(*) from orders
+         where ($1::uuid is null or customer_id = $1) and ($2::text is null or state = $2)",
+    )
+    .bind(filter.customer_id)
+    .bind(filter.state.map(State::as_str))
+    .fetch_one(pool)
+    .await?)
+}
+
+/// A new order, as checkout stores it.
+pub struct NewOrder {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    pub customer_email: String,
+    pub customer_name: String,
+    pub currency: String,
+    pub lines: Vec<LineRow>,
+    pub payment_method: String,
+    pub idempotency_key: String,
+    pub request_hash: Vec<u8>,
+    pub pay_by: DateTime<Utc>,
+}
+
+impl NewOrder {
+    pub fn total(&self) -> i64 {
+        self.lines
+            .iter()
+            .map(|line| line.unit_price * i64::from(line.quantity))
+            .sum()
+    }
+}
+
+/// Stores a pending order, its first history row and `OrderPlaced`, in one transaction.
+/// `Ok(false)`: an order with this customer's idempotency key exists already.
+pub async fn insert(
+    pool: &PgPool,
+    order: &NewOrder,
+    trace_id: Option<&str>,
+) -> Result<bool, OrderError> {
+    let mut transaction = pool.begin().await?;
+    let inserted = sqlx::query(
+        "insert into orders (id, customer_id, customer_email, customer_name, state, currency,
+             total, payment_method, idempotency_key, request_hash, pay_by)
+         values ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10)
+         on conflict do nothing",
+    )
+    .bind(order.id)
+    .bind(order.customer_id)
+    .bind(&order.customer_email)
+    .bind(&order.customer_name)
+    .bind(&order.currency)
+    .bind(order.total())
+    .bind(&order.payment_method)
+    .bind(&order.idempotency_key)
+    .bind(&order.request_hash)
+    .bind(order.pay_by)
+    .execute(&mut *transaction)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(false);
+    }
+    let mut lines = QueryBuilder::<Postgres>::new(
+        "insert into order_lines (order_id, line_no, product_id, name, quantity, unit_price) ",
+    );
+    lines.push_values(order.lines.iter().enumerate(), |mut row, (number, line)| {
+        row.push_bind(order.id)
+            .push_bind(i32::try_from(number).unwrap_or(i32::MAX))
+            .push_bind(line.product_id)
+            .push_bind(&line.name)
+            .push_bind(line.quantity)
+            .push_bind(line.unit_price);
+    });
+    lines.build().execute(&mut *transaction).await?;
+    record_history(
+        &mut transaction,
+        order.id,
+        None,
+        State::Pending,
+        &order.customer_id.to_string(),
+        Some("checkout"),
+    )
+    .await?;
+    let placed = OrderPlaced {
+        event_id: Uuid::new_v4(),
+        occurred_at: shop_schemas::now_millis(),
+        order_id: order.id,
+        customer_id: order.customer_id,
+        customer_email: order.customer_email.clone(),
+        customer_name: order.customer_name.clone(),
+        lines: order
+            .lines
+            .iter()
+            .map(|line| OrderLine {
+                product_id: line.product_id,
+                name: line.name.clone(),
+                quantity: line.quantity,
+                unit_price: line.unit_price,
+            })
+            .collect(),
+        total: order.total(),
+        currency: order.currency.clone(),
+        payment_method: order.payment_method.clone(),
+        idempotency_key: order.idempotency_key.clone(),
+    };
+    shop_bridge::outbox::enqueue(&mut transaction, &placed, trace_id).await?;
+    transaction.commit().await?;
+    Ok(true)
+}
+
+async fn record_history(
+    transaction: &mut Transaction<'_, Postgres>,
+    order_id: Uuid,
+    from: Option<State>,
+    to: State,
+    actor: &str,
+    reason: Option<&str>,
+) -> Result<(), OrderError> {
+    sqlx::query(
+        "insert into order_history (order_id, from_state, to_state, actor, reason)
+         values ($1, $2, $3, $4, $5)",
+    )
+    .bind(order_id)
+    .bind(from.map(State::as_str))
+    .bind(to.as_str())
+    .bind(actor)
+    .bind(reason)
+    .execute(&mut **transaction)
+    .await?;
+    Ok(())
+}
+
+/// The event a transition publishes.
+pub enum Published {
+    Paid(OrderPaid),
+    Shipped(OrderShipped),
+    Delivered(OrderDelivered),
+    Cancelled(OrderCancelled),
+    Nothing,
+}
+
+/// One transition, as the order actor asks for it.
+pub struct Transition<'a> {
+    pub order_id: Uuid,
+    pub from: State,
+    pub to: State,
+    /// The version the actor holds; another process's change since then refuses this one.
+    pub version: i64,
+    pub actor: &'a str,
+    pub reason: Option<&'a str>,
+    pub payment_id: Option<Uuid>,
+    pub tracking_number: Option<&'a str>,
+    pub event: Published,
+    /// The event that caused it (recorded in the inbox in the same transaction).
+    pub caused_by: Option<Uuid>,
+    pub trace_id: Option<&'a str>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Stored, at this version.
+    Done(i64),
+    /// Someone else changed the order since `version`: reload and decide again.
+    Stale,
+    /// The causing event was handled before: nothing changed.
+    SeenBefore,
+}
+
+pub async fn apply(pool: &PgPool, change: Transition<'_>) -> Result<Applied, OrderError> {
+    let mut transaction = pool.begin().await?;
+    if let Some(event_id) = change.caused_by
+        && !shop_bridge::inbox::first_time(&mut transaction, CONSUMER, event_id).await?
+    {
+        return Ok(Applied::SeenBefore);
+    }
+    let version: Option<i64> = sqlx::query_scalar(
+        "update orders set state = $3, version = version + 1, updated_at = now(),
+             payment_id = coalesce($4, payment_id),
+             tracking_number = coalesce($5, tracking_number),
+             cancel_reason = case when $3 = 'cancelled' then $6 else cancel_reason end
+         where id = $1 and version = $2
+         returning version",
+    )
+    .bind(change.order_id)
+    .bind(change.version)
+    .bind(change.to.as_str())
+    .bind(change.payment_id)
+    .bind(change.tracking_number)
+    .bind(change.reason)
+    .fetch_optional(&mut *transaction)
+    .await?;
+    let Some(version) = version else {
+        return Ok(Applied::Stale);
+    };
+    record_history(
+        &mut transaction,
+        change.order_id,
+        Some(change.from),
+        change.to,
+        change.actor,
+        change.reason,
+    )
+    .await?;
+    let trace = change.trace_id;
+    match &change.event {
+        Published::Paid(event) => {
+            shop_bridge::outbox::enqueue(&mut transaction, event, trace).await?
+        }
+        Published::Shipped(event) => {
+            shop_bridge::outbox::enqueue(&mut transaction, event, trace).await?;
+        }
+        Published::Delivered(event) => {
+            shop_bridge::outbox::enqueue(&mut transaction, event, trace).await?;
+        }
+        Published::Cancelled(event) => {
+            shop_bridge::outbox::enqueue(&mut transaction, event, trace).await?;
+        }
+        Published::Nothing => {}
+    }
+    transaction.commit().await?;
+    Ok(Applied::Done(version))
+}
+
+/// Records an event that changes nothing (it came too late, or does not apply), so it is not
+/// looked at again.
+pub async fn mark_seen(pool: &PgPool, event_id: Uuid) -> Result<(), OrderError> {
+    let mut transaction = pool.begin().await?;
+    shop_bridge::inbox::first_time(&mut transaction, CONSUMER, event_id).await?;
+    transaction.commit().await?;
+    Ok(())
+}
+
+/// Pending orders whose time to be paid is up.
+pub async fn overdue(pool: &PgPool, limit: i64) -> Result<Vec<Uuid>, OrderError> {
+    Ok(sqlx::query_scalar(
+        "select id from orders where state = 'pending' and pay_by <= now()
+         order by pay_by limit $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}

@@ -1,0 +1,74 @@
+//! What the product service does when orders move: `OrderPaid` turns the order's reservation into
+//! a sale, `OrderCancelled` gives the stock back (released if it was only reserved, returned to
+//! on hand if it was sold). Each of these is idempotent on the reservation's status, so an event
+//! delivered twice changes stock once without an inbox.
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use shop_bridge::{Ack, Delivery};
+use shop_schemas::Envelope;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::ProductError;
+use crate::inventory;
+
+pub struct OrderEvents;
+
+impl Actor for OrderEvents {
+    type Msg = Delivery;
+    type State = PgPool;
+    type Arguments = PgPool;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<Delivery>,
+        pool: PgPool,
+    ) -> Result<PgPool, ActorProcessingErr> {
+        Ok(pool)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Delivery>,
+        delivery: Delivery,
+        pool: &mut PgPool,
+    ) -> Result<(), ActorProcessingErr> {
+        let ack = match &delivery.event {
+            Envelope::OrderPaid(paid) => answer(
+                paid.order_id,
+                "commit",
+                inventory::commit(pool, paid.order_id).await,
+            ),
+            Envelope::OrderCancelled(cancelled) => {
+                let order_id = cancelled.order_id;
+                let given_back = match inventory::release(pool, order_id).await {
+                    // Sold already (the cancel came after payment): back on hand.
+                    Err(ProductError::ReservationClosed(status)) if status == "committed" => {
+                        inventory::return_sold(pool, order_id).await
+                    }
+                    Err(ProductError::ReservationClosed(status)) if status == "returned" => {
+                        Ok(inventory::reservation(pool, order_id).await?)
+                    }
+                    other => other,
+                };
+                answer(order_id, "release", given_back)
+            }
+            _ => Ack::Done,
+        };
+        let _ = delivery.reply.send(ack);
+        Ok(())
+    }
+}
+
+fn answer<T>(order_id: Uuid, what: &str, result: Result<T, ProductError>) -> Ack {
+    match result {
+        Ok(_) => Ack::Done,
+        Err(error @ ProductError::Database(_)) => Ack::Retry(error.to_string()),
+        Err(error) => {
+            // A reservation that is not there or closed otherwise: nothing to do, but worth a
+            // look (a payment that came after the reservation expired sold nothing).
+            tracing::error!(%order_id, %error, what, "an order event could not change the reservation");
+            Ack::Done
+        }
+    }
+}
