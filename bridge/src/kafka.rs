@@ -54,6 +54,27 @@ pub struct Outgoing {
     pub headers: Vec<(String, String)>,
 }
 
+impl Outgoing {
+    /// `event` as a message of its own topic, keyed by its aggregate id.
+    pub fn event<E: shop_schemas::Event>(
+        event: &E,
+        trace_id: Option<&str>,
+    ) -> Result<Self, BridgeError> {
+        let (payload, fingerprint) = shop_schemas::encode(event)?;
+        Ok(Self {
+            topic: E::TOPIC.to_owned(),
+            key: event.aggregate_id().to_string(),
+            payload,
+            headers: event_headers(
+                E::NAME,
+                &event.event_id().to_string(),
+                &shop_schemas::fingerprint_hex(&fingerprint),
+                trace_id,
+            ),
+        })
+    }
+}
+
 /// The headers of an event message.
 pub fn event_headers(
     event_type: &str,

@@ -119,3 +119,27 @@ impl Events {
         }
     }
 }
+
+/// Publishes `event` to its topic as its producing service would (the tests stand in for a
+/// service that is not built yet).
+pub async fn publish<E: shop_schemas::Event>(event: &E) {
+    let settings = Settings::from_env().expect("the settings dev/test exports are valid");
+    let producer = shop_bridge::kafka::producer(&settings.kafka).expect("a producer");
+    let message = shop_bridge::Outgoing::event(event, None).expect("the event encodes");
+    shop_bridge::kafka::publish(&producer, &message)
+        .await
+        .expect("Kafka takes the event");
+}
+
+/// `PaymentSucceeded` for an order, as the payment service will publish it.
+pub fn payment_succeeded(order_id: Uuid, amount: i64) -> PaymentSucceeded {
+    PaymentSucceeded {
+        event_id: Uuid::new_v4(),
+        occurred_at: shop_schemas::now_millis(),
+        payment_id: Uuid::new_v4(),
+        order_id,
+        amount,
+        currency: "EUR".to_owned(),
+        provider_reference: format!("pi_test_{}", Uuid::new_v4().simple()),
+    }
+}

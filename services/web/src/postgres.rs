@@ -91,8 +91,10 @@ async fn ensure_database(settings: &PostgresSettings, database: &str) -> Result<
         .await;
         match created {
             Ok(_) => tracing::info!(database, "created database"),
-            // Another process (shop migrate, a replica) created it first.
-            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => {}
+            // Another process (shop migrate, a replica) created it first: 42P04 when it had
+            // committed, 23505 on the catalogue's unique index when both were creating it at once.
+            Err(sqlx::Error::Database(error))
+                if matches!(error.code().as_deref(), Some("42P04" | "23505")) => {}
             Err(source) => {
                 return Err(DatabaseError::Create {
                     database: database.to_owned(),

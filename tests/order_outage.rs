@@ -1,0 +1,95 @@
+//! Checkout while the product or the cart service is down: 503, and nothing half done — no
+//! order without a reservation, no reservation without an order. Alone in its test binary: it
+//! stops services of the system dev/test started, and starts them again.
+
+mod common;
+
+use std::process::Command;
+
+use common::{admin, category, client, customer, get_json, problem, product, url};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Runs a function of dev/lib.sh against the instance dev/test started.
+fn dev(function: &str) {
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source dev/lib.sh && SHOP_BIN=$ROOT/target/debug/shop && {function}"
+        ))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SHOP_DEV_INSTANCE", "test")
+        .env("SHOP_DEV_PORT_OFFSET", "10000")
+        .status()
+        .expect("bash runs");
+    assert!(status.success(), "dev/lib.sh {function} failed");
+}
+
+#[tokio::test]
+async fn checkout_with_a_service_down_is_503_and_leaves_nothing_behind() {
+    let client = client();
+    let admin = admin(&client).await.access_token;
+    let shelf = category(&client, &admin, None).await;
+    let thing = product(
+        &client,
+        &admin,
+        shelf["id"].as_str().unwrap(),
+        "Outage thing",
+        500,
+        5,
+    )
+    .await;
+    let thing = thing["id"].as_str().unwrap();
+    let shopper = customer(&client).await;
+    let added = client
+        .post(url("/carts/me/items"))
+        .bearer_auth(&shopper.access_token)
+        .json(&json!({ "product_id": thing, "quantity": 2 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), StatusCode::OK);
+    let checkout = |key: &'static str| {
+        client
+            .post(url("/orders"))
+            .bearer_auth(&shopper.access_token)
+            .header("idempotency-key", key)
+            .json(&json!({ "payment_method": "pm_card_visa" }))
+            .send()
+    };
+    let orders = || get_json(&client, url("/orders"), Some(&shopper.access_token));
+
+    dev("stop_pid product");
+    let body = problem(checkout("outage-1").await.unwrap(), 503).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("product"),
+        "{body}"
+    );
+    dev("start_services");
+    assert_eq!(orders().await["total"], 0, "no order without a reservation");
+    let stock: Value = get_json(
+        &client,
+        url(&format!("/products/{thing}/stock")),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(stock["reserved"], 0);
+
+    dev("stop_pid cart");
+    let body = problem(checkout("outage-2").await.unwrap(), 503).await;
+    assert!(body["detail"].as_str().unwrap().contains("cart"), "{body}");
+    dev("start_services");
+    assert_eq!(orders().await["total"], 0);
+    let stock: Value = get_json(
+        &client,
+        url(&format!("/products/{thing}/stock")),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(stock["reserved"], 0, "no reservation without an order");
+
+    // Back up: the same key that failed now places the order.
+    let placed = checkout("outage-1").await.unwrap();
+    assert_eq!(placed.status(), StatusCode::CREATED);
+    assert_eq!(orders().await["total"], 1);
+}
