@@ -8,7 +8,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+pub use rdkafka::producer::FutureProducer;
+use rdkafka::producer::FutureRecord;
 use shop_config::KafkaSettings;
 use shop_schemas::{TOPICS, dead_letter_topic};
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use shop_config::Settings;
 
+mod checkout;
 mod events;
 mod product;
 mod user;
@@ -23,6 +24,9 @@ pub enum BenchCommand {
     Product(product::ProductBench),
     /// Events through outbox -> Kafka -> bridge -> actor, and commit-to-delivery latency.
     Events(events::EventsBench),
+    /// Checkouts through nginx with payments published as the payment service would, and the
+    /// time from POST /orders to OrderPaid.
+    Checkout(checkout::CheckoutBench),
 }
 
 pub async fn run(settings: &Settings, command: BenchCommand) -> anyhow::Result<()> {
@@ -30,6 +34,7 @@ pub async fn run(settings: &Settings, command: BenchCommand) -> anyhow::Result<(
         BenchCommand::User(args) => user::run(settings, args).await,
         BenchCommand::Product(args) => product::run(settings, args).await,
         BenchCommand::Events(args) => events::run(settings, args).await,
+        BenchCommand::Checkout(args) => checkout::run(settings, args).await,
     }
 }
 

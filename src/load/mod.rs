@@ -2,7 +2,7 @@
 //! no acknowledged add was lost — and, beside it, what the store itself manages (`--raw-store`).
 
 mod raw;
-mod users;
+pub(crate) mod users;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

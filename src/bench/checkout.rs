@@ -1,0 +1,273 @@
+//! `shop bench checkout`: checkouts through nginx (cart → `POST /orders` → stock reserved → order
+//! stored with `OrderPlaced`), each followed by the payment outcome the payment service would
+//! publish, and the time from `POST /orders` until the order service published `OrderPaid`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::{Value, json};
+use shop_bridge::{Ack, Delivery, Subscriber, Subscriptions};
+use shop_config::Settings;
+use shop_schemas::{Envelope, OrderPaid, PaymentSucceeded};
+use uuid::Uuid;
+
+use crate::api;
+use crate::load::users;
+
+#[derive(Args)]
+pub struct CheckoutBench {
+    /// How long shoppers check out, e.g. 20s.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Concurrent shoppers, each adding one item and checking out, back to back.
+    #[arg(long, default_value_t = 16)]
+    shoppers: usize,
+    /// The gateway.
+    #[arg(
+        long,
+        env = "SHOP_GATEWAY_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    gateway: String,
+}
+
+type Times = Arc<Mutex<HashMap<Uuid, Instant>>>;
+
+/// Notes when each order's `OrderPaid` arrives.
+struct PaidWatcher;
+
+impl Actor for PaidWatcher {
+    type Msg = Delivery;
+    type State = Times;
+    type Arguments = Times;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<Delivery>,
+        paid: Times,
+    ) -> Result<Times, ActorProcessingErr> {
+        Ok(paid)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Delivery>,
+        delivery: Delivery,
+        paid: &mut Times,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Envelope::OrderPaid(event) = &delivery.event
+            && let Ok(mut paid) = paid.lock()
+        {
+            paid.entry(event.order_id).or_insert_with(Instant::now);
+        }
+        let _ = delivery.reply.send(Ack::Done);
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    placed: Vec<(Uuid, Instant, Duration)>,
+    failed: HashMap<u16, u64>,
+}
+
+pub async fn run(settings: &Settings, args: CheckoutBench) -> anyhow::Result<()> {
+    let gateway = args.gateway.trim_end_matches('/').to_owned();
+    let client = reqwest::Client::new();
+    let admin = api::admin_token(&client, settings).await?;
+    let category = api::category(&client, &gateway, Some(&admin), "Benchmarks")
+        .await?
+        .context("making the Benchmarks category")?;
+    let product = api::product_with_plenty_of_stock(
+        &client,
+        &gateway,
+        &admin,
+        &category,
+        "Checkout bench widget",
+        1999,
+    )
+    .await?;
+    let user_url = settings
+        .auth
+        .user_service_url
+        .as_str()
+        .trim_end_matches('/');
+    let customers = users::customers(
+        &client,
+        user_url,
+        &users::pool_file(&settings.data_dir),
+        args.shoppers.max(1),
+    )
+    .await?;
+
+    let run = Uuid::new_v4().simple().to_string();
+    let paid: Times = Arc::default();
+    let watcher = format!("bench.paid.{run}");
+    Actor::spawn(Some(watcher.clone()), PaidWatcher, paid.clone()).await?;
+    let bridge_args = shop_bridge::BridgeArgs {
+        service: Box::leak(format!("bench-checkout-{run}").into_boxed_str()),
+        settings: settings.kafka.clone(),
+        subscriptions: Subscriptions::new()
+            .on::<OrderPaid>(Subscriber::new(watcher, |delivery: Delivery| delivery)),
+    };
+    Actor::spawn(
+        Some(format!("bench.bridge.{run}")),
+        shop_bridge::Bridge,
+        bridge_args,
+    )
+    .await?;
+    let producer = shop_bridge::kafka::producer(&settings.kafka)?;
+    println!(
+        "shop bench checkout: {} shoppers for {}, one item each time; payments published as the payment service would",
+        args.shoppers,
+        humantime::format_duration(args.duration)
+    );
+    // Let the watcher's consumer group settle before timing anything.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let started = Instant::now();
+    let shoppers: Vec<_> = customers
+        .into_iter()
+        .map(|customer| {
+            let (client, gateway, product) = (client.clone(), gateway.clone(), product.clone());
+            let (tally, producer) = (tally.clone(), producer.clone());
+            let duration = args.duration;
+            tokio::spawn(async move {
+                while started.elapsed() < duration {
+                    let outcome =
+                        checkout_once(&client, &gateway, &customer.token, &product, &producer)
+                            .await;
+                    let Ok(mut tally) = tally.lock() else { return };
+                    match outcome {
+                        Ok((order_id, at, took)) => tally.placed.push((order_id, at, took)),
+                        Err(status) => *tally.failed.entry(status).or_default() += 1,
+                    }
+                }
+            })
+        })
+        .collect();
+    for shopper in shoppers {
+        shopper.await?;
+    }
+    let elapsed = started.elapsed();
+
+    // Wait for the last orders to be paid.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (placed, failed) = {
+        let tally = tally
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a poisoned lock"))?;
+        (tally.placed.clone(), tally.failed.clone())
+    };
+    loop {
+        let arrived = {
+            let paid = paid
+                .lock()
+                .map_err(|_| anyhow::anyhow!("a poisoned lock"))?;
+            placed
+                .iter()
+                .filter(|(id, _, _)| paid.contains_key(id))
+                .count()
+        };
+        if arrived >= placed.len() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let paid = paid
+        .lock()
+        .map_err(|_| anyhow::anyhow!("a poisoned lock"))?;
+    let mut posting: Vec<Duration> = placed.iter().map(|(_, _, took)| *took).collect();
+    let mut to_paid: Vec<Duration> = placed
+        .iter()
+        .filter_map(|(id, at, _)| paid.get(id).map(|when| when.saturating_duration_since(*at)))
+        .collect();
+    posting.sort();
+    to_paid.sort();
+    let at = |sorted: &[Duration], p: f64| {
+        sorted
+            .get(((sorted.len().saturating_sub(1)) as f64 * p).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!(
+        "  checkouts placed (201)      {} in {:.1} s = {:.1}/s; refused or failed: {:?}",
+        placed.len(),
+        elapsed.as_secs_f64(),
+        placed.len() as f64 / elapsed.as_secs_f64(),
+        failed
+    );
+    println!(
+        "  POST /orders                p50 {:.1} ms, p99 {:.1} ms",
+        at(&posting, 0.5),
+        at(&posting, 0.99)
+    );
+    println!(
+        "  POST /orders -> OrderPaid   p50 {:.1} ms, p99 {:.1} ms ({} of {} paid)",
+        at(&to_paid, 0.5),
+        at(&to_paid, 0.99),
+        to_paid.len(),
+        placed.len()
+    );
+    if to_paid.len() < placed.len() {
+        anyhow::bail!("{} orders were never paid", placed.len() - to_paid.len());
+    }
+    Ok(())
+}
+
+/// One item into the cart, checkout, and the payment's success published; the order id, when the
+/// checkout started and how long `POST /orders` took — or the status that refused it.
+async fn checkout_once(
+    client: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    product: &str,
+    producer: &shop_bridge::kafka::FutureProducer,
+) -> Result<(Uuid, Instant, Duration), u16> {
+    let added = client
+        .post(format!("{gateway}/carts/me/items"))
+        .bearer_auth(token)
+        .json(&json!({ "product_id": product, "quantity": 1 }))
+        .send()
+        .await
+        .map_err(|_| 0_u16)?;
+    if !added.status().is_success() {
+        return Err(added.status().as_u16());
+    }
+    let at = Instant::now();
+    let response = client
+        .post(format!("{gateway}/orders"))
+        .bearer_auth(token)
+        .header("idempotency-key", Uuid::new_v4().to_string())
+        .json(&json!({ "payment_method": "pm_card_visa" }))
+        .send()
+        .await
+        .map_err(|_| 0_u16)?;
+    let took = at.elapsed();
+    if response.status() != reqwest::StatusCode::CREATED {
+        return Err(response.status().as_u16());
+    }
+    let order: Value = response.json().await.map_err(|_| 0_u16)?;
+    let order_id: Uuid = order["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .ok_or(0_u16)?;
+    let payment = PaymentSucceeded {
+        event_id: Uuid::new_v4(),
+        occurred_at: shop_schemas::now_millis(),
+        payment_id: Uuid::new_v4(),
+        order_id,
+        amount: order["total"].as_i64().unwrap_or_default(),
+        currency: "EUR".to_owned(),
+        provider_reference: format!("pi_bench_{}", Uuid::new_v4().simple()),
+    };
+    let message = shop_bridge::Outgoing::event(&payment, None).map_err(|_| 0_u16)?;
+    shop_bridge::kafka::publish(producer, &message)
+        .await
+        .map_err(|_| 0_u16)?;
+    Ok((order_id, at, took))
+}
