@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{admin, category, client, customer, get, get_json, problem, product, put_json, url};
+use common::{admin, client, customer, get, get_json, problem, put_json, url};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
@@ -43,23 +43,7 @@ impl Shopper {
 
 /// Products (as the admin) with the given stock, in a category of their own.
 async fn products(stock: &[i32]) -> Vec<String> {
-    let client = client();
-    let admin = admin(&client).await.access_token;
-    let shelf = category(&client, &admin, None).await;
-    let mut ids = Vec::new();
-    for (index, units) in stock.iter().enumerate() {
-        let created = product(
-            &client,
-            &admin,
-            shelf["id"].as_str().unwrap(),
-            &format!("Cart thing {index}"),
-            250 + index as i64,
-            *units,
-        )
-        .await;
-        ids.push(created["id"].as_str().unwrap().to_owned());
-    }
-    ids
+    common::products_on_a_shelf("Cart thing", 250, stock).await
 }
 
 fn quantity_of(cart: &Value, product: &str) -> i64 {

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::events::{Events, payment_succeeded, publish};
-use common::{admin, category, client, customer, get, get_json, problem, product, url};
+use common::{admin, client, customer, get, get_json, problem, url};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use shop_schemas::{Envelope, PaymentFailed, PaymentRefunded};
@@ -84,23 +84,7 @@ impl Shopper {
 
 /// Products (as the admin) with the given stock and price 1000 + index cents.
 async fn products(stock: &[i32]) -> Vec<String> {
-    let client = client();
-    let admin = admin(&client).await.access_token;
-    let shelf = category(&client, &admin, None).await;
-    let mut ids = Vec::new();
-    for (index, units) in stock.iter().enumerate() {
-        let created = product(
-            &client,
-            &admin,
-            shelf["id"].as_str().unwrap(),
-            &format!("Order thing {index}"),
-            1000 + index as i64,
-            *units,
-        )
-        .await;
-        ids.push(created["id"].as_str().unwrap().to_owned());
-    }
-    ids
+    common::products_on_a_shelf("Order thing", 1000, stock).await
 }
 
 async fn stock(product: &str) -> Value {

@@ -284,3 +284,25 @@ pub async fn create_status(client: &Client, url: &str, token: &str, body: Value)
         .status()
         .as_u16()
 }
+
+/// Products (as the admin) named `name N`, priced `base_price + N` minor units, with the given
+/// stock, in a category of their own; their ids.
+pub async fn products_on_a_shelf(name: &str, base_price: i64, stock: &[i32]) -> Vec<String> {
+    let client = client();
+    let admin = admin(&client).await.access_token;
+    let shelf = category(&client, &admin, None).await;
+    let mut ids = Vec::new();
+    for (index, units) in stock.iter().enumerate() {
+        let created = product(
+            &client,
+            &admin,
+            shelf["id"].as_str().unwrap(),
+            &format!("{name} {index}"),
+            base_price + index as i64,
+            *units,
+        )
+        .await;
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
