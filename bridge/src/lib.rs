@@ -16,9 +16,13 @@ pub use outbox::{OutboxRelay, RelayArgs};
 
 use shop_actors::{Child, Restart};
 
-/// The outbox and inbox tables in a database of their own (tests, benchmarks). Services define
-/// the same tables in their own migrations.
-pub static STANDALONE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The outbox and inbox tables, for any database that publishes or consumes events. Tracked in
+/// a table of their own, so their versions never meet those of the service's own migrations.
+pub fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.dangerous_set_table_name("_shop_bridge_migrations");
+    migrator
+}
 use shop_config::KafkaSettings;
 
 /// The service's bridge, as a child of its root supervisor.

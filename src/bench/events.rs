@@ -61,7 +61,7 @@ pub async fn run(settings: &Settings, args: EventsBench) -> anyhow::Result<()> {
     let pool = shop_web::postgres::connect(
         &settings.postgres,
         "shop_bench_events",
-        &shop_bridge::STANDALONE_MIGRATOR,
+        &[&shop_bridge::migrator()],
     )
     .await?;
     let run = Uuid::new_v4().simple().to_string();

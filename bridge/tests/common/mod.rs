@@ -21,7 +21,7 @@ pub async fn database(settings: &Settings) -> PgPool {
     let pool = shop_web::postgres::connect(
         &settings.postgres,
         "shop_bridge_test",
-        &shop_bridge::STANDALONE_MIGRATOR,
+        &[&shop_bridge::migrator()],
     )
     .await
     .expect("the test database");

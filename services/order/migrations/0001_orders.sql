@@ -52,26 +52,4 @@ create table order_history (
 
 create index order_history_order_idx on order_history (order_id, id);
 
--- Events waiting to be published, written in the same transaction as the change they report
--- (bridge/src/outbox.rs), and events already handled (bridge/src/inbox.rs).
-create table outbox (
-    id           bigint generated always as identity primary key,
-    topic        text not null,
-    message_key  text not null,
-    event_type   text not null,
-    event_id     uuid not null unique,
-    payload      bytea not null,
-    fingerprint  text not null,
-    trace_id     text,
-    created_at   timestamptz not null default now(),
-    sent_at      timestamptz
-);
-
-create index outbox_pending_idx on outbox (id) where sent_at is null;
-
-create table processed_events (
-    event_id     uuid not null,
-    consumer     text not null,
-    processed_at timestamptz not null default now(),
-    primary key (event_id, consumer)
-);
+-- The outbox and the inbox are the bridge's (bridge/migrations), applied next to these.

@@ -64,7 +64,12 @@ pub enum StartError {
 
 /// Creates and migrates `shop_order`.
 pub async fn migrate(settings: &Settings) -> Result<PgPool, StartError> {
-    Ok(postgres::connect(&settings.postgres, DATABASE, &store::MIGRATOR).await?)
+    Ok(postgres::connect(
+        &settings.postgres,
+        DATABASE,
+        &[&store::MIGRATOR, &shop_bridge::migrator()],
+    )
+    .await?)
 }
 
 /// Starts the order service's supervision tree.

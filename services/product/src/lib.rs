@@ -59,7 +59,7 @@ pub enum StartError {
 
 /// Creates and migrates `shop_product`.
 pub async fn migrate(settings: &Settings) -> Result<PgPool, StartError> {
-    Ok(postgres::connect(&settings.postgres, DATABASE, &store::MIGRATOR).await?)
+    Ok(postgres::connect(&settings.postgres, DATABASE, &[&store::MIGRATOR]).await?)
 }
 
 /// `shop seed`: the demo catalogue.

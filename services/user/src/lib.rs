@@ -59,7 +59,12 @@ pub enum StartError {
 
 /// Creates and migrates `shop_user`.
 pub async fn migrate(settings: &Settings) -> Result<PgPool, StartError> {
-    Ok(postgres::connect(&settings.postgres, DATABASE, &store::MIGRATOR).await?)
+    Ok(postgres::connect(
+        &settings.postgres,
+        DATABASE,
+        &[&store::MIGRATOR, &shop_bridge::migrator()],
+    )
+    .await?)
 }
 
 /// `shop user create-admin`: creates the admin, or promotes the account and sets its password.

@@ -30,11 +30,12 @@ pub enum DatabaseError {
 }
 
 /// Connects to `database` on the server of `settings`, creating it if it does not exist and
-/// applying `migrator`'s migrations.
+/// applying each migrator's migrations in turn (the service's own, then shared ones such as the
+/// bridge's outbox and inbox, each tracked in its own table).
 pub async fn connect(
     settings: &PostgresSettings,
     database: &str,
-    migrator: &Migrator,
+    migrators: &[&Migrator],
 ) -> Result<PgPool, DatabaseError> {
     ensure_database(settings, database).await?;
     let url = settings.database_url(database);
@@ -48,13 +49,15 @@ pub async fn connect(
             url: redacted(&url),
             source,
         })?;
-    migrator
-        .run(&pool)
-        .await
-        .map_err(|source| DatabaseError::Migrate {
-            database: database.to_owned(),
-            source,
-        })?;
+    for migrator in migrators {
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|source| DatabaseError::Migrate {
+                database: database.to_owned(),
+                source,
+            })?;
+    }
     Ok(pool)
 }
 
