@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use shop_schemas::{Event, encode, fingerprint_hex};
+use shop_schemas::{Envelope, fingerprint_hex};
 use sqlx::postgres::PgListener;
 use sqlx::{FromRow, PgPool, Postgres, Transaction};
 use tokio::task::AbortHandle;
@@ -27,29 +27,30 @@ pub const CHANNEL: &str = "shop_outbox";
 const BATCH: i64 = 200;
 
 /// Writes `event` to the outbox in `transaction`: it is published once the transaction commits.
-pub async fn enqueue<E: Event>(
+pub async fn enqueue(
     transaction: &mut Transaction<'_, Postgres>,
-    event: &E,
+    event: impl Into<Envelope>,
     trace_id: Option<&str>,
 ) -> Result<(), BridgeError> {
-    enqueue_to(transaction, E::TOPIC, event, trace_id).await
+    let event = event.into();
+    enqueue_to(transaction, event.topic(), &event, trace_id).await
 }
 
 /// [`enqueue`] to another topic than the event's own (benchmarks keep off the real topics).
-pub async fn enqueue_to<E: Event>(
+pub async fn enqueue_to(
     transaction: &mut Transaction<'_, Postgres>,
     topic: &str,
-    event: &E,
+    event: &Envelope,
     trace_id: Option<&str>,
 ) -> Result<(), BridgeError> {
-    let (payload, fingerprint) = encode(event)?;
+    let (payload, fingerprint) = event.encode()?;
     sqlx::query(
         "insert into outbox (topic, message_key, event_type, event_id, payload, fingerprint, trace_id)
          values ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(topic)
     .bind(event.aggregate_id().to_string())
-    .bind(E::NAME)
+    .bind(event.name())
     .bind(event.event_id())
     .bind(payload)
     .bind(fingerprint_hex(&fingerprint))

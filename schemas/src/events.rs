@@ -191,8 +191,11 @@ macro_rules! events {
                 fn aggregate_id(&self) -> Uuid {
                     self.$key
                 }
-                fn into_envelope(self) -> Envelope {
-                    Envelope::$name(self)
+            }
+
+            impl From<$name> for Envelope {
+                fn from(event: $name) -> Self {
+                    Envelope::$name(event)
                 }
             }
         )*
@@ -214,6 +217,21 @@ macro_rules! events {
             pub fn aggregate_id(&self) -> Uuid {
                 match self {
                     $(Envelope::$name(event) => event.$key,)*
+                }
+            }
+
+            /// The topic the event is published on.
+            pub fn topic(&self) -> &'static str {
+                match self {
+                    $(Envelope::$name(_) => <$name as Event>::TOPIC,)*
+                }
+            }
+
+            /// The event as a single-object message, with its schema's fingerprint
+            /// (see [`crate::encode`]).
+            pub fn encode(&self) -> Result<(Vec<u8>, [u8; 8]), crate::EncodeError> {
+                match self {
+                    $(Envelope::$name(event) => crate::encode(event),)*
                 }
             }
 

@@ -16,7 +16,9 @@ pub use events::*;
 pub use registry::{KnownSchema, known_schemas};
 
 /// What every event type offers the codec and the bridge.
-pub trait Event: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + 'static {
+pub trait Event:
+    serde::Serialize + serde::de::DeserializeOwned + Clone + Send + Into<Envelope> + 'static
+{
     /// The schema's name (`UserRegistered`); its full name is `shop.events.<NAME>`.
     const NAME: &'static str;
     /// The topic it is published on.
@@ -26,7 +28,9 @@ pub trait Event: serde::Serialize + serde::de::DeserializeOwned + Clone + Send +
     /// The aggregate the event belongs to: the message key, so one aggregate's events stay in
     /// order on one partition.
     fn aggregate_id(&self) -> uuid::Uuid;
-    fn into_envelope(self) -> Envelope;
+    fn into_envelope(self) -> Envelope {
+        self.into()
+    }
 }
 
 pub const USERS: &str = "shop.users";

@@ -106,14 +106,14 @@ pub async fn run(settings: &Settings, args: EventsBench) -> anyhow::Result<()> {
             let (pool, committed) = (pool.clone(), committed.clone());
             tokio::spawn(async move {
                 while started.elapsed() < args.duration {
-                    let event = UserRegistered {
+                    let event = shop_schemas::Envelope::from(UserRegistered {
                         event_id: Uuid::new_v4(),
                         occurred_at: shop_schemas::now_millis(),
                         user_id: Uuid::new_v4(),
                         email: "bench@shop.test".to_owned(),
                         name: "Bench".to_owned(),
                         phone: None,
-                    };
+                    });
                     let Ok(mut transaction) = pool.begin().await else {
                         continue;
                     };
@@ -126,7 +126,7 @@ pub async fn run(settings: &Settings, args: EventsBench) -> anyhow::Result<()> {
                     if transaction.commit().await.is_ok()
                         && let Ok(mut committed) = committed.lock()
                     {
-                        committed.insert(event.event_id, Instant::now());
+                        committed.insert(event.event_id(), Instant::now());
                     }
                 }
             })

@@ -204,7 +204,7 @@ pub async fn relay(name: &str, pool: PgPool, bridge: &str, settings: &Settings) 
 /// Writes `event` to the outbox in a transaction of its own.
 pub async fn enqueue(pool: &PgPool, event: &UserRegistered) {
     let mut transaction = pool.begin().await.expect("a transaction");
-    shop_bridge::outbox::enqueue(&mut transaction, event, Some("bridge-test"))
+    shop_bridge::outbox::enqueue(&mut transaction, event.clone(), Some("bridge-test"))
         .await
         .expect("the outbox row");
     transaction.commit().await.expect("the commit");

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::error::OrderError;
 use crate::state::{Command, State, next};
-use crate::store::{self, Applied, Order, Published, Transition};
+use crate::store::{self, Applied, Order, Transition};
 
 pub type Answer = RpcReplyPort<Result<Order, OrderError>>;
 
@@ -267,11 +267,11 @@ impl OrderState {
 }
 
 /// The event a transition publishes.
-fn published(order: &Order, from: State, to: State, change: &Change<'_>) -> Published {
+fn published(order: &Order, from: State, to: State, change: &Change<'_>) -> Option<Envelope> {
     let row = &order.row;
     let (event_id, occurred_at) = (Uuid::new_v4(), shop_schemas::now_millis());
     match to {
-        State::Paid => Published::Paid(OrderPaid {
+        State::Paid => Some(Envelope::OrderPaid(OrderPaid {
             event_id,
             occurred_at,
             order_id: row.id,
@@ -279,28 +279,28 @@ fn published(order: &Order, from: State, to: State, change: &Change<'_>) -> Publ
             payment_id: change.payment_id.or(row.payment_id).unwrap_or_default(),
             amount: row.total,
             currency: row.currency.clone(),
-        }),
-        State::Shipped => Published::Shipped(OrderShipped {
+        })),
+        State::Shipped => Some(Envelope::OrderShipped(OrderShipped {
             event_id,
             occurred_at,
             order_id: row.id,
             customer_id: row.customer_id,
             tracking_number: change.tracking_number.map(str::to_owned),
-        }),
-        State::Delivered => Published::Delivered(OrderDelivered {
+        })),
+        State::Delivered => Some(Envelope::OrderDelivered(OrderDelivered {
             event_id,
             occurred_at,
             order_id: row.id,
             customer_id: row.customer_id,
-        }),
-        State::Cancelled => Published::Cancelled(OrderCancelled {
+        })),
+        State::Cancelled => Some(Envelope::OrderCancelled(OrderCancelled {
             event_id,
             occurred_at,
             order_id: row.id,
             customer_id: row.customer_id,
             reason: change.reason.unwrap_or("cancelled").to_owned(),
             was_paid: from == State::Paid,
-        }),
-        State::Pending | State::Refunded => Published::Nothing,
+        })),
+        State::Pending | State::Refunded => None,
     }
 }

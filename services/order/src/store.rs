@@ -7,9 +7,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use shop_schemas::{
-    OrderCancelled, OrderDelivered, OrderLine, OrderPaid, OrderPlaced, OrderShipped,
-};
+use shop_schemas::{Envelope, OrderLine, OrderPlaced};
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
@@ -298,7 +296,7 @@ pub async fn insert(
         payment_method: order.payment_method.clone(),
         idempotency_key: order.idempotency_key.clone(),
     };
-    shop_bridge::outbox::enqueue(&mut transaction, &placed, trace_id).await?;
+    shop_bridge::outbox::enqueue(&mut transaction, placed, trace_id).await?;
     transaction.commit().await?;
     Ok(true)
 }
@@ -325,15 +323,6 @@ async fn record_history(
     Ok(())
 }
 
-/// The event a transition publishes.
-pub enum Published {
-    Paid(OrderPaid),
-    Shipped(OrderShipped),
-    Delivered(OrderDelivered),
-    Cancelled(OrderCancelled),
-    Nothing,
-}
-
 /// One transition, as the order actor asks for it.
 pub struct Transition<'a> {
     pub order_id: Uuid,
@@ -345,7 +334,8 @@ pub struct Transition<'a> {
     pub reason: Option<&'a str>,
     pub payment_id: Option<Uuid>,
     pub tracking_number: Option<&'a str>,
-    pub event: Published,
+    /// What it publishes, if anything.
+    pub event: Option<Envelope>,
     /// The event that caused it (recorded in the inbox in the same transaction).
     pub caused_by: Option<Uuid>,
     pub trace_id: Option<&'a str>,
@@ -396,21 +386,8 @@ pub async fn apply(pool: &PgPool, change: Transition<'_>) -> Result<Applied, Ord
         change.reason,
     )
     .await?;
-    let trace = change.trace_id;
-    match &change.event {
-        Published::Paid(event) => {
-            shop_bridge::outbox::enqueue(&mut transaction, event, trace).await?
-        }
-        Published::Shipped(event) => {
-            shop_bridge::outbox::enqueue(&mut transaction, event, trace).await?;
-        }
-        Published::Delivered(event) => {
-            shop_bridge::outbox::enqueue(&mut transaction, event, trace).await?;
-        }
-        Published::Cancelled(event) => {
-            shop_bridge::outbox::enqueue(&mut transaction, event, trace).await?;
-        }
-        Published::Nothing => {}
+    if let Some(event) = change.event {
+        shop_bridge::outbox::enqueue(&mut transaction, event, change.trace_id).await?;
     }
     transaction.commit().await?;
     Ok(Applied::Done(version))

@@ -92,7 +92,7 @@ impl Accounts {
             phone: user.phone.clone(),
         };
         let trace_id = shop_web::request_id::current();
-        outbox::enqueue(&mut transaction, &event, Some(&trace_id)).await?;
+        outbox::enqueue(&mut transaction, event, Some(&trace_id)).await?;
         transaction.commit().await?;
         tracing::info!(user_id = %user.id, "registered");
         Ok(user)
