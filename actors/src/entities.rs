@@ -178,6 +178,23 @@ impl<M: ractor::Message> Entities<M> {
     }
 }
 
+/// The registry of `kind`'s entities, as a permanent child of the service's root supervisor.
+pub fn registry_child<K: EntityKind + Clone>(
+    name: &str,
+    kind: K,
+    entities: Entities<K::Msg>,
+    idle_timeout: Duration,
+) -> crate::Child {
+    crate::Child::actor(name, "registry", Restart::Permanent, move || {
+        let args = RegistryArgs {
+            kind: kind.clone(),
+            entities: entities.clone(),
+            idle_timeout,
+        };
+        (EntityRegistry::<K>::default(), args)
+    })
+}
+
 /// The registry actor: starts, supervises and passivates entities of one kind.
 pub struct EntityRegistry<K: EntityKind>(std::marker::PhantomData<K>);
 

@@ -66,6 +66,13 @@ impl Subscriber {
     }
 }
 
+impl Subscriber {
+    /// An actor whose messages are the deliveries themselves.
+    pub fn deliveries(actor: impl Into<String>) -> Self {
+        Self::new(actor, |delivery: Delivery| delivery)
+    }
+}
+
 /// Which actors hear which events.
 #[derive(Clone, Default)]
 pub struct Subscriptions {

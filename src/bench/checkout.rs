@@ -111,8 +111,7 @@ pub async fn run(settings: &Settings, args: CheckoutBench) -> anyhow::Result<()>
     let bridge_args = shop_bridge::BridgeArgs {
         service: Box::leak(format!("bench-checkout-{run}").into_boxed_str()),
         settings: settings.kafka.clone(),
-        subscriptions: Subscriptions::new()
-            .on::<OrderPaid>(Subscriber::new(watcher, |delivery: Delivery| delivery)),
+        subscriptions: Subscriptions::new().on::<OrderPaid>(Subscriber::deliveries(watcher)),
     };
     Actor::spawn(
         Some(format!("bench.bridge.{run}")),

@@ -73,10 +73,8 @@ pub async fn run(settings: &Settings, args: EventsBench) -> anyhow::Result<()> {
     // A topic of the run's own: the services' consumers never see benchmark events.
     let topic: &'static str = Box::leak(name("events").into_boxed_str());
     shop_bridge::kafka::create_topics(&settings.kafka, &[topic.to_owned()]).await?;
-    let subscriptions = Subscriptions::new().on_topic::<UserRegistered>(
-        topic,
-        Subscriber::new(name("receiver"), |delivery: Delivery| delivery),
-    );
+    let subscriptions = Subscriptions::new()
+        .on_topic::<UserRegistered>(topic, Subscriber::deliveries(name("receiver")));
     let group: &'static str = Box::leak(name("group").into_boxed_str());
     let bridge = name("bridge");
     let bridge_args = shop_bridge::BridgeArgs {

@@ -62,7 +62,7 @@ impl Events {
         Actor::spawn(Some(collector.clone()), Collector, log.clone())
             .await
             .expect("the collector starts");
-        let to = |_: ()| Subscriber::new(collector.clone(), |delivery: Delivery| delivery);
+        let to = |_: ()| Subscriber::deliveries(collector.clone());
         let subscriptions = Subscriptions::new()
             .on::<UserRegistered>(to(()))
             .on::<OrderPlaced>(to(()))

@@ -28,8 +28,9 @@ mod store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use shop_actors::entities;
 use shop_actors::{Child, Intensity, Restart, Service, SupervisorSpec};
-use shop_bridge::{Delivery, Subscriber, Subscriptions};
+use shop_bridge::{Subscriber, Subscriptions};
 use shop_config::Settings;
 use shop_schemas::OrderPlaced;
 use shop_web::server::Shutdown;
@@ -95,8 +96,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
     let addr = SocketAddr::new(settings.http.bind_host, settings.cart.port);
     let idle_timeout = settings.cart.idle_timeout;
     let order_carts = carts.clone();
-    let subscriptions = Subscriptions::new()
-        .on::<OrderPlaced>(Subscriber::new(ORDERS, |delivery: Delivery| delivery));
+    let subscriptions = Subscriptions::new().on::<OrderPlaced>(Subscriber::deliveries(ORDERS));
 
     let tree = SupervisorSpec::new(ROOT)
         .intensity(Intensity::default())
@@ -108,20 +108,11 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
             shutdown,
             settings.http.shutdown_grace,
         ))
-        .child(Child::actor(
+        .child(entities::registry_child(
             REGISTRY,
-            "registry",
-            Restart::Permanent,
-            move || {
-                let args = registry::RegistryArgs {
-                    kind: registry::CartKind {
-                        store: store.clone(),
-                    },
-                    entities: carts.entities().clone(),
-                    idle_timeout,
-                };
-                (registry::CartRegistry::default(), args)
-            },
+            registry::CartKind { store },
+            carts.entities().clone(),
+            idle_timeout,
         ))
         .child(Child::actor(
             ORDERS,

@@ -11,9 +11,7 @@ use crate::error::CartError;
 use crate::metrics;
 use crate::store::CartStore;
 
-pub type CartRegistry = entities::EntityRegistry<CartKind>;
-pub type RegistryArgs = entities::RegistryArgs<CartKind>;
-
+#[derive(Clone)]
 pub struct CartKind {
     pub store: CartStore,
 }

@@ -28,9 +28,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shop_actors::entities::EntityKind;
+use shop_actors::entities::{self, EntityKind};
 use shop_actors::{Child, Intensity, Restart, Service, SupervisorSpec};
-use shop_bridge::{Delivery, Subscriber, Subscriptions};
+use shop_bridge::{Subscriber, Subscriptions};
 use shop_config::Settings;
 use shop_schemas::{PaymentFailed, PaymentRefunded, PaymentSucceeded};
 use shop_web::server::Shutdown;
@@ -119,13 +119,12 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
     let sweep =
         (settings.order.payment_grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
 
-    let to_orders = Subscriber::new(PAYMENTS, |delivery: Delivery| delivery);
+    let to_orders = Subscriber::deliveries(PAYMENTS);
     let subscriptions = Subscriptions::new()
         .on::<PaymentSucceeded>(to_orders.clone())
         .on::<PaymentFailed>(to_orders.clone())
         .on::<PaymentRefunded>(to_orders);
 
-    let (registry_pool, registry_orders) = (pool.clone(), orders.clone());
     let payment_orders = orders.clone();
     let sweeper_pool = pool.clone();
     let tree = SupervisorSpec::new(ROOT)
@@ -138,20 +137,11 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
             shutdown,
             settings.http.shutdown_grace,
         ))
-        .child(Child::actor(
+        .child(entities::registry_child(
             REGISTRY,
-            "registry",
-            Restart::Permanent,
-            move || {
-                let args = orders::RegistryArgs {
-                    kind: orders::OrderKind {
-                        pool: registry_pool.clone(),
-                    },
-                    entities: registry_orders.clone(),
-                    idle_timeout,
-                };
-                (orders::OrderRegistry::default(), args)
-            },
+            orders::OrderKind { pool: pool.clone() },
+            orders.clone(),
+            idle_timeout,
         ))
         .child(Child::actor(
             PAYMENTS,

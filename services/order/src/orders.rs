@@ -13,10 +13,9 @@ use uuid::Uuid;
 use crate::actor::{OrderActor, OrderArgs, OrderMsg};
 use crate::store;
 
-pub type OrderRegistry = entities::EntityRegistry<OrderKind>;
-pub type RegistryArgs = entities::RegistryArgs<OrderKind>;
 pub type Orders = entities::Entities<OrderMsg>;
 
+#[derive(Clone)]
 pub struct OrderKind {
     pub pool: PgPool,
 }

@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use shop_actors::{Child, Intensity, Restart, Service, SupervisorSpec};
-use shop_bridge::{Delivery, Subscriber, Subscriptions};
+use shop_bridge::{Subscriber, Subscriptions};
 use shop_config::Settings;
 use shop_schemas::{OrderCancelled, OrderPaid};
 use shop_web::server::Shutdown;
@@ -102,7 +102,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
     let grace = settings.http.shutdown_grace;
     let sweep = settings.product.reservation_sweep;
 
-    let to_orders = Subscriber::new(ORDERS, |delivery: Delivery| delivery);
+    let to_orders = Subscriber::deliveries(ORDERS);
     let subscriptions = Subscriptions::new()
         .on::<OrderPaid>(to_orders.clone())
         .on::<OrderCancelled>(to_orders);
