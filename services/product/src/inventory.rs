@@ -413,10 +413,19 @@ pub async fn commit(pool: &PgPool, order_id: Uuid) -> Result<Reservation, Produc
     close(pool, order_id, Closing::Commit).await
 }
 
-/// Puts a sold order's units back on hand (it was cancelled after payment, before shipping).
-/// Returning it again changes nothing; a reservation never sold answers 409.
-pub async fn return_sold(pool: &PgPool, order_id: Uuid) -> Result<Reservation, ProductError> {
-    close(pool, order_id, Closing::Return).await
+/// The order was cancelled: its stock comes back, whatever became of the reservation — reserved
+/// units are released, sold ones return on hand (cancelled after payment, before shipping).
+/// Cancelling again, or an expired reservation, changes nothing.
+pub async fn cancel(pool: &PgPool, order_id: Uuid) -> Result<Reservation, ProductError> {
+    match close(pool, order_id, Closing::Release).await {
+        Err(ProductError::ReservationClosed(status)) if status == "committed" => {
+            close(pool, order_id, Closing::Return).await
+        }
+        Err(ProductError::ReservationClosed(status)) if status == "returned" => {
+            reservation(pool, order_id).await
+        }
+        other => other,
+    }
 }
 
 /// Gives a reservation's stock back. Releasing it again, or releasing an expired one, changes

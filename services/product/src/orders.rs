@@ -39,20 +39,11 @@ impl Actor for OrderEvents {
                 "commit",
                 inventory::commit(pool, paid.order_id).await,
             ),
-            Envelope::OrderCancelled(cancelled) => {
-                let order_id = cancelled.order_id;
-                let given_back = match inventory::release(pool, order_id).await {
-                    // Sold already (the cancel came after payment): back on hand.
-                    Err(ProductError::ReservationClosed(status)) if status == "committed" => {
-                        inventory::return_sold(pool, order_id).await
-                    }
-                    Err(ProductError::ReservationClosed(status)) if status == "returned" => {
-                        Ok(inventory::reservation(pool, order_id).await?)
-                    }
-                    other => other,
-                };
-                answer(order_id, "release", given_back)
-            }
+            Envelope::OrderCancelled(cancelled) => answer(
+                cancelled.order_id,
+                "give back",
+                inventory::cancel(pool, cancelled.order_id).await,
+            ),
             _ => Ack::Done,
         };
         let _ = delivery.reply.send(ack);
