@@ -5,41 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{admin, client, customer, get, get_json, problem, put_json, url};
-use reqwest::{Client, StatusCode};
+use common::{Shopper, admin, client, get, get_json, problem, put_json, url};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-struct Shopper {
-    client: Client,
-    token: String,
-    id: String,
-}
-
-async fn shopper() -> Shopper {
-    let client = client();
-    let account = customer(&client).await;
-    Shopper {
-        client,
-        token: account.access_token,
-        id: account.id,
-    }
-}
-
-impl Shopper {
-    async fn add(&self, product: &str, quantity: i64) -> reqwest::Response {
-        self.client
-            .post(url("/carts/me/items"))
-            .bearer_auth(&self.token)
-            .json(&json!({ "product_id": product, "quantity": quantity }))
-            .send()
-            .await
-            .expect("the gateway answers")
-    }
-
-    async fn cart(&self) -> Value {
-        get_json(&self.client, url("/carts/me"), Some(&self.token)).await
-    }
-}
 
 /// Products (as the admin) with the given stock, in a category of their own.
 async fn products(stock: &[i32]) -> Vec<String> {
@@ -57,7 +25,7 @@ fn quantity_of(cart: &Value, product: &str) -> i64 {
 
 #[tokio::test]
 async fn a_customer_opens_fills_changes_and_empties_a_cart() {
-    let ann = shopper().await;
+    let ann = Shopper::customer().await;
     let items = products(&[10, 10]).await;
 
     problem(
@@ -162,8 +130,8 @@ async fn a_customer_opens_fills_changes_and_empties_a_cart() {
 
 #[tokio::test]
 async fn an_admin_reads_any_cart_a_customer_only_their_own() {
-    let ann = shopper().await;
-    let bob = shopper().await;
+    let ann = Shopper::customer().await;
+    let bob = Shopper::customer().await;
     let items = products(&[5]).await;
     ann.add(&items[0], 1).await;
     let path = format!("/carts/{}", ann.id);
@@ -189,7 +157,7 @@ async fn an_admin_reads_any_cart_a_customer_only_their_own() {
 
 #[tokio::test]
 async fn every_cart_rule_is_enforced_with_a_problem() {
-    let ann = shopper().await;
+    let ann = Shopper::customer().await;
     let items = products(&[3, 100]).await;
 
     for quantity in [0, -1, 100] {
@@ -262,7 +230,7 @@ async fn every_cart_rule_is_enforced_with_a_problem() {
 
 #[tokio::test]
 async fn a_cart_holds_at_most_fifty_lines() {
-    let ann = shopper().await;
+    let ann = Shopper::customer().await;
     let items = products(&[5; 51]).await;
     for item in &items[..50] {
         assert_eq!(ann.add(item, 1).await.status(), StatusCode::OK);
@@ -273,7 +241,7 @@ async fn a_cart_holds_at_most_fifty_lines() {
 
 #[tokio::test]
 async fn sixty_four_clients_adding_fifty_times_to_one_cart_lose_nothing() {
-    let ann = shopper().await;
+    let ann = Shopper::customer().await;
     // 40 products: 3200 adds make 80 of each, under the 99 a line holds.
     let items = products(&[1000; 40]).await;
     let adds = (0..64).map(|client_index| {
@@ -324,8 +292,8 @@ async fn sixty_four_clients_adding_fifty_times_to_one_cart_lose_nothing() {
 
 #[tokio::test]
 async fn a_crashing_cart_is_restarted_loses_nothing_acknowledged_and_spares_other_carts() {
-    let ann = shopper().await;
-    let bob = shopper().await;
+    let ann = Shopper::customer().await;
+    let bob = Shopper::customer().await;
     let items = products(&[1000]).await;
     let admin = admin(&ann.client).await.access_token;
     assert_eq!(ann.add(&items[0], 3).await.status(), StatusCode::OK);
@@ -396,7 +364,7 @@ async fn a_crashing_cart_is_restarted_loses_nothing_acknowledged_and_spares_othe
 
 #[tokio::test]
 async fn an_idle_cart_stops_and_comes_back_with_its_contents() {
-    let ann = shopper().await;
+    let ann = Shopper::customer().await;
     let items = products(&[10]).await;
     assert_eq!(ann.add(&items[0], 4).await.status(), StatusCode::OK);
     let admin = admin(&ann.client).await.access_token;

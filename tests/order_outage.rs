@@ -1,6 +1,7 @@
 //! Checkout while the product or the cart service is down: 503, and nothing half done — no
-//! order without a reservation, no reservation without an order. Alone in its test binary: it
-//! stops services of the system dev/test started, and starts them again.
+//! order without a reservation, no reservation without an order; and an unpaid order whose time
+//! ran out while the order service was down is cancelled when it is back. Alone in its test
+//! binary: it stops services of the system dev/test started, and starts them again.
 
 mod common;
 
@@ -92,4 +93,44 @@ async fn checkout_with_a_service_down_is_503_and_leaves_nothing_behind() {
     let placed = checkout("outage-1").await.unwrap();
     assert_eq!(placed.status(), StatusCode::CREATED);
     assert_eq!(orders().await["total"], 1);
+    let placed: Value = placed.json().await.unwrap();
+
+    // The order service dies while the order waits for payment, and is down when its grace
+    // period (15 s under dev/test) ends: started again, it cancels the order all the same.
+    dev("stop_pid order");
+    let pay_by: chrono::DateTime<chrono::Utc> = placed["pay_by"].as_str().unwrap().parse().unwrap();
+    let left = (pay_by - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(left + std::time::Duration::from_secs(1)).await;
+    dev("start_services");
+    let path = format!("/orders/{}", placed["id"].as_str().unwrap());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let order = get_json(&client, url(&path), Some(&shopper.access_token)).await;
+        if order["state"] == "cancelled" {
+            assert_eq!(order["history"][1]["by"], "system");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never cancelled: {order}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let stock: Value = get_json(
+            &client,
+            url(&format!("/products/{thing}/stock")),
+            Some(&admin),
+        )
+        .await;
+        if stock["reserved"] == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stock never released: {stock}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -6,39 +6,27 @@ mod common;
 use std::time::Duration;
 
 use common::events::{Events, payment_succeeded, publish};
-use common::{admin, client, customer, get, get_json, problem, url};
-use reqwest::{Client, StatusCode};
+use common::{Shopper, client, get, get_json, problem, url};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
-use shop_schemas::{Envelope, PaymentFailed, PaymentRefunded};
+use shop_schemas::{Envelope, OrderLine, OrderPlaced, PaymentFailed, PaymentRefunded};
 use uuid::Uuid;
 
-struct Shopper {
-    client: Client,
-    token: String,
-    id: Uuid,
+/// What the order tests ask of a shopper, besides the shared basics.
+trait Ordering {
+    async fn put_in_cart(&self, product: &str, quantity: i64);
+    async fn checkout_with(&self, key: &str, payment_method: &str) -> reqwest::Response;
+    async fn checkout(&self) -> Value;
+    async fn order(&self, id: &str) -> Value;
 }
 
-async fn new_shopper() -> Shopper {
-    let client = client();
-    let account = customer(&client).await;
-    Shopper {
-        client,
-        token: account.access_token,
-        id: account.id.parse().unwrap(),
-    }
-}
-
-impl Shopper {
-    async fn add(&self, product: &str, quantity: i64) {
-        let response = self
-            .client
-            .post(url("/carts/me/items"))
-            .bearer_auth(&self.token)
-            .json(&json!({ "product_id": product, "quantity": quantity }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "adding to the cart");
+impl Ordering for Shopper {
+    async fn put_in_cart(&self, product: &str, quantity: i64) {
+        assert_eq!(
+            self.add(product, quantity).await.status(),
+            StatusCode::OK,
+            "adding to the cart"
+        );
     }
 
     async fn checkout_with(&self, key: &str, payment_method: &str) -> reqwest::Response {
@@ -71,15 +59,6 @@ impl Shopper {
         )
         .await
     }
-
-    async fn post(&self, path: &str) -> reqwest::Response {
-        self.client
-            .post(url(path))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-    }
 }
 
 /// Products (as the admin) with the given stock and price 1000 + index cents.
@@ -88,14 +67,13 @@ async fn products(stock: &[i32]) -> Vec<String> {
 }
 
 async fn stock(product: &str) -> Value {
-    let client = client();
-    let admin = admin(&client).await.access_token;
-    get_json(
-        &client,
-        url(&format!("/products/{product}/stock")),
-        Some(&admin),
-    )
-    .await
+    let admin = Shopper::admin().await;
+    admin
+        .get(&format!("/products/{product}/stock"))
+        .await
+        .json()
+        .await
+        .unwrap()
 }
 
 /// Waits (up to 30 s) until `check` holds for the order as its customer sees it.
@@ -147,13 +125,13 @@ fn uuid(value: &Value) -> Uuid {
 async fn a_whole_checkout_goes_from_cart_to_delivered() {
     let events = Events::watch().await;
     let ids = products(&[10, 5]).await;
-    let shopper = new_shopper().await;
-    shopper.add(&ids[0], 2).await;
-    shopper.add(&ids[1], 1).await;
+    let shopper = Shopper::customer().await;
+    shopper.put_in_cart(&ids[0], 2).await;
+    shopper.put_in_cart(&ids[1], 1).await;
 
     let order = shopper.checkout().await;
     assert_eq!(order["state"], "pending");
-    assert_eq!(order["customer_id"], shopper.id.to_string());
+    assert_eq!(order["customer_id"], shopper.id);
     assert_eq!(order["currency"], "EUR");
     assert_eq!(order["total"], 2 * 1000 + 1001);
     assert_eq!(order["lines"].as_array().unwrap().len(), 2);
@@ -166,7 +144,7 @@ async fn a_whole_checkout_goes_from_cart_to_delivered() {
         unreachable!()
     };
     assert_eq!(placed.total, 3001);
-    assert_eq!(placed.customer_id, shopper.id);
+    assert_eq!(placed.customer_id, shopper.uuid());
     assert!(placed.customer_email.ends_with("@shop.test") || placed.customer_email.contains('@'));
     assert_eq!(placed.payment_method, "pm_card_visa");
     assert_eq!(placed.lines.len(), 2);
@@ -187,7 +165,7 @@ async fn a_whole_checkout_goes_from_cart_to_delivered() {
     }
 
     // Paid: the reservation becomes a sale.
-    publish(&payment_succeeded(order_id, 3001)).await;
+    publish(payment_succeeded(order_id, 3001)).await;
     let paid = state_becomes(&shopper, &id, "paid").await;
     assert!(paid["payment_id"].is_string());
     events.wait_for(order_id, "OrderPaid").await;
@@ -197,14 +175,10 @@ async fn a_whole_checkout_goes_from_cart_to_delivered() {
     // Shipping and delivery are for admins.
     let refused = shopper.post(&format!("/orders/{id}/ship")).await;
     problem(refused, 403).await;
-    let client = client();
-    let admin = admin(&client).await.access_token;
-    let shipped: Value = client
-        .post(url(&format!("/orders/{id}/ship?tracking_number=TRACK-123")))
-        .bearer_auth(&admin)
-        .send()
+    let admin = Shopper::admin().await;
+    let shipped: Value = admin
+        .post(&format!("/orders/{id}/ship?tracking_number=TRACK-123"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -216,12 +190,9 @@ async fn a_whole_checkout_goes_from_cart_to_delivered() {
     };
     assert_eq!(shipped_event.tracking_number.as_deref(), Some("TRACK-123"));
 
-    let delivered: Value = client
-        .post(url(&format!("/orders/{id}/deliver")))
-        .bearer_auth(&admin)
-        .send()
+    let delivered: Value = admin
+        .post(&format!("/orders/{id}/deliver"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -247,8 +218,8 @@ async fn a_whole_checkout_goes_from_cart_to_delivered() {
 #[tokio::test]
 async fn the_same_idempotency_key_answers_the_same_order_and_another_body_is_refused() {
     let ids = products(&[20]).await;
-    let shopper = new_shopper().await;
-    shopper.add(&ids[0], 1).await;
+    let shopper = Shopper::customer().await;
+    shopper.put_in_cart(&ids[0], 1).await;
     let key = Uuid::new_v4().to_string();
 
     // Eight identical requests at once: one order.
@@ -286,7 +257,7 @@ async fn the_same_idempotency_key_answers_the_same_order_and_another_body_is_ref
 #[tokio::test]
 async fn bad_checkouts_and_order_requests_answer_problems() {
     let ids = products(&[5]).await;
-    let shopper = new_shopper().await;
+    let shopper = Shopper::customer().await;
 
     // An empty cart (none at all, then an emptied one).
     problem(
@@ -294,7 +265,7 @@ async fn bad_checkouts_and_order_requests_answer_problems() {
         422,
     )
     .await;
-    shopper.add(&ids[0], 1).await;
+    shopper.put_in_cart(&ids[0], 1).await;
     let emptied = shopper
         .client
         .delete(url("/carts/me"))
@@ -308,7 +279,7 @@ async fn bad_checkouts_and_order_requests_answer_problems() {
         422,
     )
     .await;
-    shopper.add(&ids[0], 1).await;
+    shopper.put_in_cart(&ids[0], 1).await;
 
     // No key; a key that is not visible ASCII; no or empty payment method; unknown fields.
     let no_key = shopper
@@ -373,7 +344,7 @@ async fn bad_checkouts_and_order_requests_answer_problems() {
     problem(shopper.post(&format!("{missing}/cancel")).await, 404).await;
     let order = shopper.checkout().await;
     let id = order["id"].as_str().unwrap();
-    let stranger = new_shopper().await;
+    let stranger = Shopper::customer().await;
     problem(
         get(
             &stranger.client,
@@ -418,35 +389,28 @@ async fn bad_checkouts_and_order_requests_answer_problems() {
     .await;
 
     // An admin sees it, and can filter by customer and state.
-    let client = client();
-    let admin = admin(&client).await.access_token;
-    let filtered = get_json(
-        &client,
-        url(&format!("/orders?customer_id={}&state=pending", shopper.id)),
-        Some(&admin),
-    )
-    .await;
+    let admin = Shopper::admin().await;
+    let filtered: Value = admin
+        .get(&format!("/orders?customer_id={}&state=pending", shopper.id))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(filtered["total"], 1);
     assert_eq!(filtered["items"][0]["id"], id);
     let long_tracking = format!("/orders/{id}/ship?tracking_number={}", "x".repeat(101));
-    let refused = client
-        .post(url(&long_tracking))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
-    problem(refused, 422).await;
+    problem(admin.post(&long_tracking).await, 422).await;
 }
 
 #[tokio::test]
 async fn a_short_line_is_409_naming_the_product_and_reserves_nothing() {
     let ids = products(&[3, 1]).await;
-    let shopper = new_shopper().await;
-    shopper.add(&ids[0], 2).await;
-    shopper.add(&ids[1], 1).await;
+    let shopper = Shopper::customer().await;
+    shopper.put_in_cart(&ids[0], 2).await;
+    shopper.put_in_cart(&ids[1], 1).await;
     // Someone else buys the last unit of the second product first.
-    let rival = new_shopper().await;
-    rival.add(&ids[1], 1).await;
+    let rival = Shopper::customer().await;
+    rival.put_in_cart(&ids[1], 1).await;
     rival.checkout().await;
 
     let refused = shopper.checkout_with("short-1", "pm_card_visa").await;
@@ -462,8 +426,8 @@ async fn a_short_line_is_409_naming_the_product_and_reserves_nothing() {
 async fn a_customer_cancels_before_payment_and_the_stock_comes_back() {
     let events = Events::watch().await;
     let ids = products(&[4]).await;
-    let shopper = new_shopper().await;
-    shopper.add(&ids[0], 3).await;
+    let shopper = Shopper::customer().await;
+    shopper.put_in_cart(&ids[0], 3).await;
     let order = shopper.checkout().await;
     let id = order["id"].as_str().unwrap();
     stock_until(&ids[0], 4, 3).await;
@@ -481,7 +445,7 @@ async fn a_customer_cancels_before_payment_and_the_stock_comes_back() {
     stock_until(&ids[0], 4, 0).await;
 
     // A payment that arrives after the cancel changes nothing here.
-    publish(&payment_succeeded(uuid(&order["id"]), 3003)).await;
+    publish(payment_succeeded(uuid(&order["id"]), 3003)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(shopper.order(id).await["state"], "cancelled");
     let again = shopper.post(&format!("/orders/{id}/cancel")).await;
@@ -493,12 +457,12 @@ async fn a_customer_cancels_before_payment_and_the_stock_comes_back() {
 async fn a_paid_order_cancelled_before_shipping_returns_its_stock_and_is_refunded() {
     let events = Events::watch().await;
     let ids = products(&[6]).await;
-    let shopper = new_shopper().await;
-    shopper.add(&ids[0], 2).await;
+    let shopper = Shopper::customer().await;
+    shopper.put_in_cart(&ids[0], 2).await;
     let order = shopper.checkout().await;
     let (id, order_id) = (order["id"].as_str().unwrap(), uuid(&order["id"]));
     let payment = payment_succeeded(order_id, 2000);
-    publish(&payment).await;
+    publish(payment.clone()).await;
     state_becomes(&shopper, id, "paid").await;
     stock_until(&ids[0], 4, 0).await;
 
@@ -509,14 +473,24 @@ async fn a_paid_order_cancelled_before_shipping_returns_its_stock_and_is_refunde
         .await
         .unwrap();
     assert_eq!(cancelled["state"], "cancelled");
-    let event = events.wait_for(order_id, "OrderCancelled").await;
-    let Envelope::OrderCancelled(event) = event.event else {
+    let cancelled_event = events.wait_for(order_id, "OrderCancelled").await.event;
+    let Envelope::OrderCancelled(event) = &cancelled_event else {
         unreachable!()
     };
     assert!(event.was_paid, "a paid order's cancel asks for a refund");
     stock_until(&ids[0], 6, 0).await;
 
-    publish(&PaymentRefunded {
+    // Both events delivered to the product service again move no stock.
+    publish(events.wait_for(order_id, "OrderPaid").await.event).await;
+    publish(cancelled_event).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let now = stock(&ids[0]).await;
+    assert_eq!(
+        (now["on_hand"].as_i64(), now["reserved"].as_i64()),
+        (Some(6), Some(0))
+    );
+
+    publish(PaymentRefunded {
         event_id: Uuid::new_v4(),
         occurred_at: shop_schemas::now_millis(),
         payment_id: payment.payment_id,
@@ -531,12 +505,12 @@ async fn a_paid_order_cancelled_before_shipping_returns_its_stock_and_is_refunde
 #[tokio::test]
 async fn a_failed_payment_cancels_the_order_and_releases_its_stock() {
     let ids = products(&[5]).await;
-    let shopper = new_shopper().await;
-    shopper.add(&ids[0], 5).await;
+    let shopper = Shopper::customer().await;
+    shopper.put_in_cart(&ids[0], 5).await;
     let order = shopper.checkout().await;
     let (id, order_id) = (order["id"].as_str().unwrap(), uuid(&order["id"]));
     stock_until(&ids[0], 5, 5).await;
-    publish(&PaymentFailed {
+    publish(PaymentFailed {
         event_id: Uuid::new_v4(),
         occurred_at: shop_schemas::now_millis(),
         payment_id: Uuid::new_v4(),
@@ -558,8 +532,8 @@ async fn a_failed_payment_cancels_the_order_and_releases_its_stock() {
 #[tokio::test]
 async fn an_unpaid_order_is_cancelled_by_its_timer_when_the_grace_period_ends() {
     let ids = products(&[2]).await;
-    let shopper = new_shopper().await;
-    shopper.add(&ids[0], 2).await;
+    let shopper = Shopper::customer().await;
+    shopper.put_in_cart(&ids[0], 2).await;
     let order = shopper.checkout().await;
     let id = order["id"].as_str().unwrap();
     // dev/test sets a 15 s grace period.
@@ -579,16 +553,16 @@ async fn an_unpaid_order_is_cancelled_by_its_timer_when_the_grace_period_ends() 
 #[tokio::test]
 async fn a_payment_event_delivered_twice_moves_the_order_once() {
     let ids = products(&[5]).await;
-    let shopper = new_shopper().await;
-    shopper.add(&ids[0], 1).await;
+    let shopper = Shopper::customer().await;
+    shopper.put_in_cart(&ids[0], 1).await;
     let order = shopper.checkout().await;
     let (id, order_id) = (order["id"].as_str().unwrap(), uuid(&order["id"]));
     let payment = payment_succeeded(order_id, 1000);
-    publish(&payment).await;
-    publish(&payment).await;
+    publish(payment.clone()).await;
+    publish(payment.clone()).await;
     state_becomes(&shopper, id, "paid").await;
     // And a second, different success for the same order is not a second payment.
-    publish(&payment_succeeded(order_id, 1000)).await;
+    publish(payment_succeeded(order_id, 1000)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let order = shopper.order(id).await;
     let paid = order["history"]
@@ -607,8 +581,8 @@ async fn sixty_four_customers_checking_out_the_last_ten_units_get_ten_orders() {
     let ids = products(&[10]).await;
     let mut shoppers = Vec::new();
     for _ in 0..64 {
-        let shopper = new_shopper().await;
-        shopper.add(&ids[0], 1).await;
+        let shopper = Shopper::customer().await;
+        shopper.put_in_cart(&ids[0], 1).await;
         shoppers.push(shopper);
     }
     let checkouts = shoppers
@@ -640,29 +614,21 @@ async fn sixty_four_customers_checking_out_the_last_ten_units_get_ten_orders() {
 #[tokio::test]
 async fn an_illegal_transition_is_409_with_the_current_state() {
     let ids = products(&[5]).await;
-    let shopper = new_shopper().await;
-    shopper.add(&ids[0], 1).await;
+    let shopper = Shopper::customer().await;
+    shopper.put_in_cart(&ids[0], 1).await;
     let order = shopper.checkout().await;
     let id = order["id"].as_str().unwrap();
-    let client = client();
-    let admin = admin(&client).await.access_token;
+    let admin = Shopper::admin().await;
     let admin_post = |path: String| {
-        let (client, admin) = (client.clone(), admin.clone());
-        async move {
-            client
-                .post(url(&path))
-                .bearer_auth(&admin)
-                .send()
-                .await
-                .unwrap()
-        }
+        let admin = &admin;
+        async move { admin.post(&path).await }
     };
 
     for (action, state) in [("deliver", "pending"), ("ship", "pending")] {
         let body = problem(admin_post(format!("/orders/{id}/{action}")).await, 409).await;
         assert_eq!(body["state"], state, "{action}");
     }
-    publish(&payment_succeeded(uuid(&order["id"]), 1000)).await;
+    publish(payment_succeeded(uuid(&order["id"]), 1000)).await;
     state_becomes(&shopper, id, "paid").await;
     let body = problem(admin_post(format!("/orders/{id}/deliver")).await, 409).await;
     assert_eq!(body["state"], "paid");
@@ -680,4 +646,62 @@ async fn an_illegal_transition_is_409_with_the_current_state() {
         let body = problem(admin_post(format!("/orders/{id}/{action}")).await, 409).await;
         assert_eq!(body["state"], "delivered", "{action}");
     }
+}
+
+#[tokio::test]
+async fn order_placed_delivered_twice_takes_the_ordered_lines_out_of_the_cart_once() {
+    let ids = products(&[10, 10]).await;
+    let shopper = Shopper::customer().await;
+    shopper.put_in_cart(&ids[0], 3).await;
+    shopper.put_in_cart(&ids[1], 2).await;
+    // One unit of the first product was ordered (as the order service would announce it).
+    let placed = OrderPlaced {
+        event_id: Uuid::new_v4(),
+        occurred_at: shop_schemas::now_millis(),
+        order_id: Uuid::now_v7(),
+        customer_id: shopper.uuid(),
+        customer_email: "twice@shop.test".to_owned(),
+        customer_name: "Twice".to_owned(),
+        lines: vec![OrderLine {
+            product_id: ids[0].parse().unwrap(),
+            name: "Order thing 0".to_owned(),
+            quantity: 1,
+            unit_price: 1000,
+        }],
+        total: 1000,
+        currency: "EUR".to_owned(),
+        payment_method: "pm_card_visa".to_owned(),
+        idempotency_key: "twice".to_owned(),
+    };
+    publish(placed.clone()).await;
+    publish(placed).await;
+
+    let quantity = |cart: &Value, product: &str| {
+        cart["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|line| line["product_id"] == product)
+            .map_or(0, |line| line["quantity"].as_i64().unwrap())
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let cart = get_json(&shopper.client, url("/carts/me"), Some(&shopper.token)).await;
+        if quantity(&cart, &ids[0]) == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the line never went down: {cart}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cart = get_json(&shopper.client, url("/carts/me"), Some(&shopper.token)).await;
+    assert_eq!(quantity(&cart, &ids[0]), 2, "taken out once: {cart}");
+    assert_eq!(
+        quantity(&cart, &ids[1]),
+        2,
+        "a line not ordered stays: {cart}"
+    );
 }

@@ -171,11 +171,6 @@ impl<M: ractor::Message> Entities<M> {
             .get(&id)
             .is_some_and(|entry| entry.actor.send_message(message).is_ok())
     }
-
-    /// Entities running now.
-    pub fn running(&self) -> usize {
-        self.running.len()
-    }
 }
 
 /// The registry of `kind`'s entities, as a permanent child of the service's root supervisor.

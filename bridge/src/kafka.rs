@@ -57,17 +57,17 @@ pub struct Outgoing {
 
 impl Outgoing {
     /// `event` as a message of its own topic, keyed by its aggregate id.
-    pub fn event<E: shop_schemas::Event>(
-        event: &E,
+    pub fn event(
+        event: &shop_schemas::Envelope,
         trace_id: Option<&str>,
     ) -> Result<Self, BridgeError> {
-        let (payload, fingerprint) = shop_schemas::encode(event)?;
+        let (payload, fingerprint) = event.encode()?;
         Ok(Self {
-            topic: E::TOPIC.to_owned(),
+            topic: event.topic().to_owned(),
             key: event.aggregate_id().to_string(),
             payload,
             headers: event_headers(
-                E::NAME,
+                event.name(),
                 &event.event_id().to_string(),
                 &shop_schemas::fingerprint_hex(&fingerprint),
                 trace_id,

@@ -59,17 +59,7 @@ async fn an_event_written_to_the_outbox_reaches_a_subscribed_actor() {
 async fn the_same_event_delivered_twice_has_its_effect_once() {
     let settings = common::settings();
     let pool = common::database(&settings).await;
-    let recorder = unique("recorder");
-    let (_, seen) =
-        common::recorder(recorder, Answer::OnceThroughTheInbox, Some(pool.clone())).await;
-    let bridge = unique("bridge");
-    common::bridge(
-        bridge,
-        unique("group"),
-        &settings,
-        common::subscriptions(recorder),
-    )
-    .await;
+    let (bridge, seen) = common::consumer_through_the_inbox(&settings, &pool).await;
 
     // The same message twice, as Kafka may deliver it (a relay that published, then died before
     // marking the row).

@@ -27,17 +27,7 @@ fn dev(function: &str) {
 async fn events_written_while_kafka_is_down_are_all_published_once_it_is_back() {
     let settings = common::settings();
     let pool = common::database(&settings).await;
-    let recorder = unique("recorder");
-    let (_, seen) =
-        common::recorder(recorder, Answer::OnceThroughTheInbox, Some(pool.clone())).await;
-    let bridge = unique("bridge");
-    common::bridge(
-        bridge,
-        unique("group"),
-        &settings,
-        common::subscriptions(recorder),
-    )
-    .await;
+    let (bridge, seen) = common::consumer_through_the_inbox(&settings, &pool).await;
     common::relay(unique("relay"), pool.clone(), bridge, &settings).await;
 
     // The pipeline works before the outage.

@@ -264,7 +264,7 @@ async fn checkout_once(
         currency: "EUR".to_owned(),
         provider_reference: format!("pi_bench_{}", Uuid::new_v4().simple()),
     };
-    let message = shop_bridge::Outgoing::event(&payment, None).map_err(|_| 0_u16)?;
+    let message = shop_bridge::Outgoing::event(&payment.into(), None).map_err(|_| 0_u16)?;
     shop_bridge::kafka::publish(producer, &message)
         .await
         .map_err(|_| 0_u16)?;

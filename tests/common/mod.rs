@@ -306,3 +306,65 @@ pub async fn products_on_a_shelf(name: &str, base_price: i64, stock: &[i32]) -> 
     }
     ids
 }
+
+/// A signed-in caller with its own connection pool: a new customer, or the admin.
+pub struct Shopper {
+    pub client: Client,
+    pub token: String,
+    pub id: String,
+}
+
+impl Shopper {
+    pub async fn customer() -> Self {
+        let client = client();
+        let account = customer(&client).await;
+        Self {
+            client,
+            token: account.access_token,
+            id: account.id,
+        }
+    }
+
+    pub async fn admin() -> Self {
+        let client = client();
+        let account = admin(&client).await;
+        Self {
+            client,
+            token: account.access_token,
+            id: account.id,
+        }
+    }
+
+    pub fn uuid(&self) -> uuid::Uuid {
+        self.id.parse().expect("user ids are UUIDs")
+    }
+
+    /// Adds `quantity` of `product` to the caller's cart.
+    pub async fn add(&self, product: &str, quantity: i64) -> Response {
+        self.client
+            .post(url("/carts/me/items"))
+            .bearer_auth(&self.token)
+            .json(&json!({ "product_id": product, "quantity": quantity }))
+            .send()
+            .await
+            .expect("the gateway answers")
+    }
+
+    pub async fn cart(&self) -> Value {
+        get_json(&self.client, url("/carts/me"), Some(&self.token)).await
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        get(&self.client, url(path), Some(&self.token)).await
+    }
+
+    /// A bodiless POST to `path`.
+    pub async fn post(&self, path: &str) -> Response {
+        self.client
+            .post(url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("the gateway answers")
+    }
+}

@@ -171,6 +171,30 @@ pub fn subscriptions(recorder: &str) -> Subscriptions {
     Subscriptions::new().on::<UserRegistered>(Subscriber::new(recorder, RecorderMsg::Event))
 }
 
+/// A recorder that applies each event through the inbox, and a bridge in a group of its own
+/// delivering to it; the bridge's name and what the recorder saw.
+pub async fn consumer_through_the_inbox(
+    settings: &Settings,
+    pool: &PgPool,
+) -> (&'static str, Arc<Mutex<Vec<Envelope>>>) {
+    let recorder_name = unique("recorder");
+    let (_, seen) = recorder(
+        recorder_name,
+        Answer::OnceThroughTheInbox,
+        Some(pool.clone()),
+    )
+    .await;
+    let bridge_name = unique("bridge");
+    bridge(
+        bridge_name,
+        unique("group"),
+        settings,
+        subscriptions(recorder_name),
+    )
+    .await;
+    (bridge_name, seen)
+}
+
 /// Starts a bridge named `name` in consumer group `group`.
 pub async fn bridge(
     name: &str,

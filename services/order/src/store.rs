@@ -412,3 +412,7 @@ pub async fn overdue(pool: &PgPool, limit: i64) -> Result<Vec<Uuid>, OrderError>
     .fetch_all(pool)
     .await?)
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;
