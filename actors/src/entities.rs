@@ -391,3 +391,7 @@ fn give_memory_back() {
 fn sweep_interval(idle: Duration) -> Duration {
     (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(30))
 }
+
+#[cfg(test)]
+#[path = "entities_tests.rs"]
+mod tests;
