@@ -26,7 +26,7 @@ GATEWAY_PORT=$((8080 + PORT_OFFSET))
 
 # The services, in start order, and their ports. A service not built yet is still routed by
 # nginx (to a port nobody listens on), which answers 503 for it.
-SERVICES=(user product cart order)
+SERVICES=(user product cart order payment)
 declare -A SERVICE_PORT=(
   [user]=$((8101 + PORT_OFFSET))
   [product]=$((8102 + PORT_OFFSET))
@@ -56,6 +56,8 @@ export SHOP_CART_PORT=${SERVICE_PORT[cart]}
 export SHOP_CART_URL=http://127.0.0.1:${SERVICE_PORT[cart]}
 export SHOP_ORDER_PORT=${SERVICE_PORT[order]}
 export SHOP_ORDER_URL=http://127.0.0.1:${SERVICE_PORT[order]}
+export SHOP_PAYMENT_PORT=${SERVICE_PORT[payment]}
+export SHOP_PAYMENT_URL=http://127.0.0.1:${SERVICE_PORT[payment]}
 export SHOP_GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT
 export SHOP_ADMIN_EMAIL=${SHOP_ADMIN_EMAIL:-admin@shop.local}
 export SHOP_ADMIN_PASSWORD=${SHOP_ADMIN_PASSWORD:-admin-dev-password}

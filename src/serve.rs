@@ -9,7 +9,7 @@ use shop_config::Settings;
 use shop_web::Shutdown;
 
 /// Every service this binary can run, in start order.
-pub const SERVICES: &[&str] = &["user", "product", "cart", "order"];
+pub const SERVICES: &[&str] = &["user", "product", "cart", "order", "payment"];
 
 pub async fn run(settings: &Settings, names: &[String]) -> anyhow::Result<()> {
     let names = expand(names)?;
@@ -27,6 +27,9 @@ pub async fn run(settings: &Settings, names: &[String]) -> anyhow::Result<()> {
                 .await
                 .map_err(anyhow::Error::from),
             "order" => shop_order::start(settings, shutdown.clone())
+                .await
+                .map_err(anyhow::Error::from),
+            "payment" => shop_payment::start(settings, shutdown.clone())
                 .await
                 .map_err(anyhow::Error::from),
             other => bail!("unknown service {other:?}"),

@@ -31,6 +31,7 @@ pub struct Settings {
     pub product: ProductSettings,
     pub cart: CartSettings,
     pub order: OrderSettings,
+    pub payment: PaymentSettings,
     pub kafka: KafkaSettings,
     entries: Vec<Entry>,
 }
@@ -167,6 +168,37 @@ pub struct OrderSettings {
     pub payment_grace: Duration,
     /// An order actor with no message for this long stops; the next command brings it back.
     pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PaymentSettings {
+    pub port: u16,
+    /// Where tools reach the payment service directly.
+    pub url: Url,
+    pub provider: PaymentProvider,
+    /// How long the simulated provider takes to answer (load tests); zero when unset.
+    pub simulated_latency: Duration,
+    /// Stripe's API, e.g. `https://api.stripe.com` (a local server in tests).
+    pub stripe_api_base: Url,
+    /// Stripe's secret key; required when the provider is Stripe.
+    pub stripe_secret_key: Option<Secret>,
+    /// The webhook endpoint's signing secret (`whsec_…`).
+    pub stripe_webhook_secret: Secret,
+    /// A charge or refund that failed transiently is tried this many times in all.
+    pub max_attempts: u32,
+    /// A payment actor with no message for this long stops.
+    pub idle_timeout: Duration,
+    /// Test-only payment methods (`pm_test_crashAfterCharge`); refused in production.
+    pub test_hooks: bool,
+}
+
+/// Who charges cards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentProvider {
+    /// In-process, honouring Stripe's test payment methods; for development and load tests.
+    Simulated,
+    /// Stripe's HTTP API.
+    Stripe,
 }
 
 #[derive(Debug, Clone)]
@@ -488,6 +520,65 @@ impl Settings {
             });
         }
 
+        let Port(payment_port) = r.get("SHOP_PAYMENT_PORT", "8105", "payment service HTTP port");
+        let provider: PaymentProvider = r.get(
+            "SHOP_PAYMENT_PROVIDER",
+            "simulated",
+            "simulated (Stripe's test cards, in process) or stripe",
+        );
+        let stripe_secret_key: Option<String> = r.optional(
+            "SHOP_STRIPE_SECRET_KEY",
+            true,
+            "Stripe secret key (sk_…); required when SHOP_PAYMENT_PROVIDER=stripe",
+        );
+        if provider == PaymentProvider::Stripe && stripe_secret_key.is_none() {
+            r.problems.push(Problem {
+                name: "SHOP_STRIPE_SECRET_KEY",
+                message: "required when SHOP_PAYMENT_PROVIDER=stripe".to_owned(),
+            });
+        }
+        let payment = PaymentSettings {
+            port: payment_port,
+            url: r.get(
+                "SHOP_PAYMENT_URL",
+                "http://127.0.0.1:8105",
+                "where tools reach the payment service directly",
+            ),
+            provider,
+            simulated_latency: r
+                .optional(
+                    "SHOP_PAYMENT_SIMULATED_LATENCY",
+                    false,
+                    "how long the simulated provider takes per charge (load tests); none when unset",
+                )
+                .unwrap_or_default(),
+            stripe_api_base: r.get(
+                "SHOP_STRIPE_API_BASE",
+                "https://api.stripe.com",
+                "Stripe's API base URL",
+            ),
+            stripe_secret_key: stripe_secret_key.map(Secret),
+            stripe_webhook_secret: Secret(
+                r.secret(
+                    "SHOP_STRIPE_WEBHOOK_SECRET",
+                    "whsec_dev_only_secret",
+                    "signing secret of POST /payments/webhooks/stripe",
+                )
+                .unwrap_or_default(),
+            ),
+            max_attempts: r.get(
+                "SHOP_PAYMENT_MAX_ATTEMPTS",
+                "8",
+                "tries of a charge or refund that fails transiently (timeouts, 5xx, 429)",
+            ),
+            idle_timeout: r.get(
+                "SHOP_PAYMENT_IDLE",
+                "1m",
+                "a payment actor idle this long stops; the next message reloads it",
+            ),
+            test_hooks,
+        };
+
         let kafka = KafkaSettings {
             brokers: r.get(
                 "SHOP_KAFKA_BROKERS",
@@ -533,6 +624,7 @@ impl Settings {
             product,
             cart,
             order,
+            payment,
             kafka,
             entries: r.entries,
         })

@@ -122,6 +122,17 @@ impl Setting for crate::Environment {
     }
 }
 
+impl Setting for crate::PaymentProvider {
+    const EXPECTED: &'static str = "simulated or stripe";
+    fn parse(raw: &str) -> Option<Self> {
+        match raw.trim() {
+            "simulated" => Some(crate::PaymentProvider::Simulated),
+            "stripe" => Some(crate::PaymentProvider::Stripe),
+            _ => None,
+        }
+    }
+}
+
 impl Setting for crate::LogFormat {
     const EXPECTED: &'static str = "text or json";
     fn parse(raw: &str) -> Option<Self> {
