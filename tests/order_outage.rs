@@ -5,26 +5,12 @@
 
 mod common;
 
-use std::process::Command;
 
-use common::{admin, category, client, customer, get_json, problem, product, url};
+use common::{admin, category, client, customer, dev, get_json, problem, product, url};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// Runs a function of dev/lib.sh against the instance dev/test started.
-fn dev(function: &str) {
-    let status = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "source dev/lib.sh && SHOP_BIN=$ROOT/target/debug/shop && {function}"
-        ))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("SHOP_DEV_INSTANCE", "test")
-        .env("SHOP_DEV_PORT_OFFSET", "10000")
-        .status()
-        .expect("bash runs");
-    assert!(status.success(), "dev/lib.sh {function} failed");
-}
 
 #[tokio::test]
 async fn checkout_with_a_service_down_is_503_and_leaves_nothing_behind() {
@@ -55,7 +41,7 @@ async fn checkout_with_a_service_down_is_503_and_leaves_nothing_behind() {
             .post(url("/orders"))
             .bearer_auth(&shopper.access_token)
             .header("idempotency-key", key)
-            .json(&json!({ "payment_method": "pm_card_visa" }))
+            .json(&json!({ "payment_method": "pm_card_authenticationRequired" }))
             .send()
     };
     let orders = || get_json(&client, url("/orders"), Some(&shopper.access_token));

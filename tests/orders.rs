@@ -1,125 +1,25 @@
 //! Orders end to end, through nginx and real Kafka: checkout, payment events (published here as
-//! the payment service will publish them), shipping, cancelling, expiry, idempotency, races.
+//! the payment service publishes them), shipping, cancelling, expiry, idempotency, races.
+//!
+//! Orders here are placed with a payment method that makes the simulated provider wait for a
+//! webhook that never comes, so the payment events these tests publish are the only ones; the
+//! real charging is tested in `payments.rs`.
 
 mod common;
 
 use std::time::Duration;
 
 use common::events::{Events, payment_succeeded, publish};
+use common::orders::{Ordering, order_until, products, state_becomes, stock, stock_until, uuid};
 use common::{Shopper, client, get, get_json, problem, url};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shop_schemas::{Envelope, OrderLine, OrderPlaced, PaymentFailed, PaymentRefunded};
 use uuid::Uuid;
 
-/// What the order tests ask of a shopper, besides the shared basics.
-trait Ordering {
-    async fn put_in_cart(&self, product: &str, quantity: i64);
-    async fn checkout_with(&self, key: &str, payment_method: &str) -> reqwest::Response;
-    async fn checkout(&self) -> Value;
-    async fn order(&self, id: &str) -> Value;
-}
+/// Stripe's 3-D Secure test card: the charge waits for the customer, who never comes.
+const AWAITING_PAYMENT: &str = "pm_card_authenticationRequired";
 
-impl Ordering for Shopper {
-    async fn put_in_cart(&self, product: &str, quantity: i64) {
-        assert_eq!(
-            self.add(product, quantity).await.status(),
-            StatusCode::OK,
-            "adding to the cart"
-        );
-    }
-
-    async fn checkout_with(&self, key: &str, payment_method: &str) -> reqwest::Response {
-        self.client
-            .post(url("/orders"))
-            .bearer_auth(&self.token)
-            .header("idempotency-key", key)
-            .json(&json!({ "payment_method": payment_method }))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// Checks out with a fresh key; asserts 201 and returns the order.
-    async fn checkout(&self) -> Value {
-        let response = self
-            .checkout_with(&Uuid::new_v4().to_string(), "pm_card_visa")
-            .await;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body
-    }
-
-    async fn order(&self, id: &str) -> Value {
-        get_json(
-            &self.client,
-            url(&format!("/orders/{id}")),
-            Some(&self.token),
-        )
-        .await
-    }
-}
-
-/// Products (as the admin) with the given stock and price 1000 + index cents.
-async fn products(stock: &[i32]) -> Vec<String> {
-    common::products_on_a_shelf("Order thing", 1000, stock).await
-}
-
-async fn stock(product: &str) -> Value {
-    let admin = Shopper::admin().await;
-    admin
-        .get(&format!("/products/{product}/stock"))
-        .await
-        .json()
-        .await
-        .unwrap()
-}
-
-/// Waits (up to 30 s) until `check` holds for the order as its customer sees it.
-async fn order_until(
-    shopper: &Shopper,
-    id: &str,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let order = shopper.order(id).await;
-        if check(&order) {
-            return order;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the order never became {what}: {order}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn state_becomes(shopper: &Shopper, id: &str, state: &str) -> Value {
-    order_until(shopper, id, state, |order| order["state"] == state).await
-}
-
-/// Waits (up to 30 s) until the product's stock matches.
-async fn stock_until(product: &str, on_hand: i64, reserved: i64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = stock(product).await;
-        if now["on_hand"] == on_hand && now["reserved"] == reserved {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "stock never became on_hand {on_hand}, reserved {reserved}: {now}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn uuid(value: &Value) -> Uuid {
-    value.as_str().unwrap().parse().unwrap()
-}
 
 #[tokio::test]
 async fn a_whole_checkout_goes_from_cart_to_delivered() {
@@ -129,7 +29,7 @@ async fn a_whole_checkout_goes_from_cart_to_delivered() {
     shopper.put_in_cart(&ids[0], 2).await;
     shopper.put_in_cart(&ids[1], 1).await;
 
-    let order = shopper.checkout().await;
+    let order = shopper.checkout(AWAITING_PAYMENT).await;
     assert_eq!(order["state"], "pending");
     assert_eq!(order["customer_id"], shopper.id);
     assert_eq!(order["currency"], "EUR");
@@ -146,7 +46,7 @@ async fn a_whole_checkout_goes_from_cart_to_delivered() {
     assert_eq!(placed.total, 3001);
     assert_eq!(placed.customer_id, shopper.uuid());
     assert!(placed.customer_email.ends_with("@shop.test") || placed.customer_email.contains('@'));
-    assert_eq!(placed.payment_method, "pm_card_visa");
+    assert_eq!(placed.payment_method, AWAITING_PAYMENT);
     assert_eq!(placed.lines.len(), 2);
 
     // Stock is held; the cart service heard OrderPlaced and took the lines out.
@@ -223,7 +123,7 @@ async fn the_same_idempotency_key_answers_the_same_order_and_another_body_is_ref
     let key = Uuid::new_v4().to_string();
 
     // Eight identical requests at once: one order.
-    let attempts = (0..8).map(|_| shopper.checkout_with(&key, "pm_card_visa"));
+    let attempts = (0..8).map(|_| shopper.checkout_with(&key, AWAITING_PAYMENT));
     let answers = futures::future::join_all(attempts).await;
     let mut ids_seen = std::collections::HashSet::new();
     let mut created = 0;
@@ -245,7 +145,7 @@ async fn the_same_idempotency_key_answers_the_same_order_and_another_body_is_ref
     assert_eq!(created, 1);
     stock_until(&ids[0], 20, 1).await;
 
-    let again = shopper.checkout_with(&key, "pm_card_visa").await;
+    let again = shopper.checkout_with(&key, AWAITING_PAYMENT).await;
     assert_eq!(again.status(), StatusCode::OK);
     let other_body = shopper.checkout_with(&key, "pm_card_mastercard").await;
     let body = problem(other_body, 422).await;
@@ -261,7 +161,7 @@ async fn bad_checkouts_and_order_requests_answer_problems() {
 
     // An empty cart (none at all, then an emptied one).
     problem(
-        shopper.checkout_with("k-empty-1", "pm_card_visa").await,
+        shopper.checkout_with("k-empty-1", AWAITING_PAYMENT).await,
         422,
     )
     .await;
@@ -275,7 +175,7 @@ async fn bad_checkouts_and_order_requests_answer_problems() {
         .unwrap();
     assert_eq!(emptied.status(), StatusCode::OK);
     problem(
-        shopper.checkout_with("k-empty-2", "pm_card_visa").await,
+        shopper.checkout_with("k-empty-2", AWAITING_PAYMENT).await,
         422,
     )
     .await;
@@ -286,19 +186,19 @@ async fn bad_checkouts_and_order_requests_answer_problems() {
         .client
         .post(url("/orders"))
         .bearer_auth(&shopper.token)
-        .json(&json!({ "payment_method": "pm_card_visa" }))
+        .json(&json!({ "payment_method": AWAITING_PAYMENT }))
         .send()
         .await
         .unwrap();
     problem(no_key, 400).await;
-    problem(shopper.checkout_with("bad key", "pm_card_visa").await, 422).await;
+    problem(shopper.checkout_with("bad key", AWAITING_PAYMENT).await, 422).await;
     problem(shopper.checkout_with("k-2", "").await, 422).await;
     let unknown = shopper
         .client
         .post(url("/orders"))
         .bearer_auth(&shopper.token)
         .header("idempotency-key", "k-3")
-        .json(&json!({ "payment_method": "pm_card_visa", "total": 1 }))
+        .json(&json!({ "payment_method": AWAITING_PAYMENT, "total": 1 }))
         .send()
         .await
         .unwrap();
@@ -319,7 +219,7 @@ async fn bad_checkouts_and_order_requests_answer_problems() {
     let anonymous = client()
         .post(url("/orders"))
         .header("idempotency-key", "k-5")
-        .json(&json!({ "payment_method": "pm_card_visa" }))
+        .json(&json!({ "payment_method": AWAITING_PAYMENT }))
         .send()
         .await
         .unwrap();
@@ -342,7 +242,7 @@ async fn bad_checkouts_and_order_requests_answer_problems() {
     )
     .await;
     problem(shopper.post(&format!("{missing}/cancel")).await, 404).await;
-    let order = shopper.checkout().await;
+    let order = shopper.checkout(AWAITING_PAYMENT).await;
     let id = order["id"].as_str().unwrap();
     let stranger = Shopper::customer().await;
     problem(
@@ -411,9 +311,9 @@ async fn a_short_line_is_409_naming_the_product_and_reserves_nothing() {
     // Someone else buys the last unit of the second product first.
     let rival = Shopper::customer().await;
     rival.put_in_cart(&ids[1], 1).await;
-    rival.checkout().await;
+    rival.checkout(AWAITING_PAYMENT).await;
 
-    let refused = shopper.checkout_with("short-1", "pm_card_visa").await;
+    let refused = shopper.checkout_with("short-1", AWAITING_PAYMENT).await;
     let body = problem(refused, 409).await;
     assert!(body["detail"].as_str().unwrap().contains(&ids[1]), "{body}");
     assert_eq!(body["short"][0]["product_id"], ids[1]);
@@ -428,7 +328,7 @@ async fn a_customer_cancels_before_payment_and_the_stock_comes_back() {
     let ids = products(&[4]).await;
     let shopper = Shopper::customer().await;
     shopper.put_in_cart(&ids[0], 3).await;
-    let order = shopper.checkout().await;
+    let order = shopper.checkout(AWAITING_PAYMENT).await;
     let id = order["id"].as_str().unwrap();
     stock_until(&ids[0], 4, 3).await;
 
@@ -459,7 +359,7 @@ async fn a_paid_order_cancelled_before_shipping_returns_its_stock_and_is_refunde
     let ids = products(&[6]).await;
     let shopper = Shopper::customer().await;
     shopper.put_in_cart(&ids[0], 2).await;
-    let order = shopper.checkout().await;
+    let order = shopper.checkout(AWAITING_PAYMENT).await;
     let (id, order_id) = (order["id"].as_str().unwrap(), uuid(&order["id"]));
     let payment = payment_succeeded(order_id, 2000);
     publish(payment.clone()).await;
@@ -507,7 +407,7 @@ async fn a_failed_payment_cancels_the_order_and_releases_its_stock() {
     let ids = products(&[5]).await;
     let shopper = Shopper::customer().await;
     shopper.put_in_cart(&ids[0], 5).await;
-    let order = shopper.checkout().await;
+    let order = shopper.checkout(AWAITING_PAYMENT).await;
     let (id, order_id) = (order["id"].as_str().unwrap(), uuid(&order["id"]));
     stock_until(&ids[0], 5, 5).await;
     publish(PaymentFailed {
@@ -534,7 +434,7 @@ async fn an_unpaid_order_is_cancelled_by_its_timer_when_the_grace_period_ends() 
     let ids = products(&[2]).await;
     let shopper = Shopper::customer().await;
     shopper.put_in_cart(&ids[0], 2).await;
-    let order = shopper.checkout().await;
+    let order = shopper.checkout(AWAITING_PAYMENT).await;
     let id = order["id"].as_str().unwrap();
     // dev/test sets a 15 s grace period.
     let pay_by: chrono::DateTime<chrono::Utc> = order["pay_by"].as_str().unwrap().parse().unwrap();
@@ -555,7 +455,7 @@ async fn a_payment_event_delivered_twice_moves_the_order_once() {
     let ids = products(&[5]).await;
     let shopper = Shopper::customer().await;
     shopper.put_in_cart(&ids[0], 1).await;
-    let order = shopper.checkout().await;
+    let order = shopper.checkout(AWAITING_PAYMENT).await;
     let (id, order_id) = (order["id"].as_str().unwrap(), uuid(&order["id"]));
     let payment = payment_succeeded(order_id, 1000);
     publish(payment.clone()).await;
@@ -587,7 +487,7 @@ async fn sixty_four_customers_checking_out_the_last_ten_units_get_ten_orders() {
     }
     let checkouts = shoppers
         .iter()
-        .map(|shopper| shopper.checkout_with("race", "pm_card_visa"));
+        .map(|shopper| shopper.checkout_with("race", AWAITING_PAYMENT));
     let answers = futures::future::join_all(checkouts).await;
     let mut created = 0;
     let mut refused = 0;
@@ -616,7 +516,7 @@ async fn an_illegal_transition_is_409_with_the_current_state() {
     let ids = products(&[5]).await;
     let shopper = Shopper::customer().await;
     shopper.put_in_cart(&ids[0], 1).await;
-    let order = shopper.checkout().await;
+    let order = shopper.checkout(AWAITING_PAYMENT).await;
     let id = order["id"].as_str().unwrap();
     let admin = Shopper::admin().await;
     let admin_post = |path: String| {
@@ -670,7 +570,7 @@ async fn order_placed_delivered_twice_takes_the_ordered_lines_out_of_the_cart_on
         }],
         total: 1000,
         currency: "EUR".to_owned(),
-        payment_method: "pm_card_visa".to_owned(),
+        payment_method: AWAITING_PAYMENT.to_owned(),
         idempotency_key: "twice".to_owned(),
     };
     publish(placed.clone()).await;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod events;
+pub mod orders;
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -367,4 +368,36 @@ impl Shopper {
             .await
             .expect("the gateway answers")
     }
+}
+
+/// Runs a function of dev/lib.sh against the dev/test instance (stop_pid NAME, start_services).
+pub fn dev(function: &str) {
+    let status = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source dev/lib.sh && SHOP_BIN=$ROOT/target/debug/shop && {function}"
+        ))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SHOP_DEV_INSTANCE", "test")
+        .env("SHOP_DEV_PORT_OFFSET", "10000")
+        .status()
+        .expect("bash runs");
+    assert!(status.success(), "dev/lib.sh {function} failed");
+}
+
+/// The payment service's database, to count what the simulated provider charged.
+pub async fn payment_database() -> sqlx::PgPool {
+    let settings = shop_config::Settings::from_env().expect("the settings dev/test exports are valid");
+    shop_web::postgres::connect(&settings.postgres, "shop_payment", &[])
+        .await
+        .expect("the payment database")
+}
+
+/// Charges the simulated provider made for an order.
+pub async fn charges_of(order_id: uuid::Uuid) -> i64 {
+    sqlx::query_scalar("select count(*) from simulated_charges where idempotency_key = $1")
+        .bind(format!("shop-order-{order_id}"))
+        .fetch_one(&payment_database().await)
+        .await
+        .expect("counting charges")
 }

@@ -71,6 +71,8 @@ pub struct PaymentState {
     provider: Provider,
     max_attempts: u32,
     payment: Option<Payment>,
+    /// A `Work` timer is set: failures do not pile up timers.
+    work_scheduled: bool,
 }
 
 impl Actor for PaymentActor {
@@ -89,6 +91,7 @@ impl Actor for PaymentActor {
             provider: args.provider,
             max_attempts: args.max_attempts.max(1),
             payment: None,
+            work_scheduled: false,
         })
     }
 
@@ -135,7 +138,10 @@ impl Actor for PaymentActor {
                 let _ = delivery.reply.send(ack);
                 state.work(&myself, trace_id.as_deref()).await;
             }
-            PaymentMsg::Work => state.work(&myself, None).await,
+            PaymentMsg::Work => {
+                state.work_scheduled = false;
+                state.work(&myself, None).await;
+            }
             PaymentMsg::Webhook(news, reply) => {
                 let effect = state.on_webhook(&news).await;
                 let _ = reply.send(effect);
@@ -168,6 +174,14 @@ fn later(wait: Duration) -> chrono::DateTime<Utc> {
 }
 
 impl PaymentState {
+    /// Comes back to the work after `wait`, unless a timer is already set.
+    fn work_after(&mut self, myself: &ActorRef<PaymentMsg>, wait: Duration) {
+        if !self.work_scheduled {
+            self.work_scheduled = true;
+            myself.send_after(wait, || PaymentMsg::Work);
+        }
+    }
+
     fn has_work(&self) -> bool {
         self.payment.as_ref().is_some_and(|payment| {
             payment.row.status().is_open() || payment.pending_refunds().next().is_some()
@@ -306,11 +320,11 @@ impl PaymentState {
             };
             if let Err(error) = store::add_refund(&self.pool, &refund).await {
                 tracing::warn!(order_id = %self.order_id, %error, "recording a refund failed; trying again");
-                myself.send_after(STORE_RETRY, || PaymentMsg::Work);
+                self.work_after(myself, STORE_RETRY);
                 return;
             }
             if self.reload().await.is_err() {
-                myself.send_after(STORE_RETRY, || PaymentMsg::Work);
+                self.work_after(myself, STORE_RETRY);
                 return;
             }
         }
@@ -334,7 +348,7 @@ impl PaymentState {
                 Ok(attempts) => attempts,
                 Err(error) => {
                     tracing::warn!(order_id = %self.order_id, %error, "starting a charge failed; trying again");
-                    myself.send_after(STORE_RETRY, || PaymentMsg::Work);
+                    self.work_after(myself, STORE_RETRY);
                     return;
                 }
             };
@@ -354,6 +368,7 @@ impl PaymentState {
         let charged = self.provider.charge(&request).await;
         let row = &payment.row;
         let (event_id, occurred_at) = (Uuid::new_v4(), shop_schemas::now_millis());
+        let mut retry = None;
         let stored = match charged {
             Ok(Charged::Succeeded { reference }) => {
                 let event = PaymentSucceeded {
@@ -396,7 +411,7 @@ impl PaymentState {
             Err(ProviderError::Transient(why)) if u32::try_from(attempts).unwrap_or(u32::MAX) < self.max_attempts => {
                 let wait = backoff(attempts);
                 tracing::warn!(order_id = %row.order_id, attempts, %why, ?wait, "the charge failed transiently; trying again");
-                myself.send_after(wait, || PaymentMsg::Work);
+                retry = Some(wait);
                 store::retry_later(&self.pool, row.id, None, later(wait), &why)
                     .await
                     .map_err(Into::into)
@@ -420,13 +435,16 @@ impl PaymentState {
                 .await
             }
         };
+        if let Some(wait) = retry {
+            self.work_after(myself, wait);
+        }
         if let Err(error) = stored {
             tracing::warn!(order_id = %self.order_id, %error, "storing the charge's outcome failed; asking again");
-            myself.send_after(STORE_RETRY, || PaymentMsg::Work);
+            self.work_after(myself, STORE_RETRY);
         }
         if let Err(error) = self.reload().await {
             tracing::warn!(order_id = %self.order_id, %error, "reloading the payment failed");
-            myself.send_after(STORE_RETRY, || PaymentMsg::Work);
+            self.work_after(myself, STORE_RETRY);
         }
     }
 
@@ -449,6 +467,7 @@ impl PaymentState {
             refund_id: refund.id,
             amount: refund.amount,
         };
+        let mut retry = None;
         let stored = match self.provider.refund(&request).await {
             Ok(Refunded::Succeeded { reference }) => {
                 let event = PaymentRefunded {
@@ -460,32 +479,35 @@ impl PaymentState {
                     currency: row.currency.clone(),
                 };
                 tracing::info!(order_id = %row.order_id, amount = refund.amount, "refunded");
-                store::settle_refund(&self.pool, row.id, refund.id, Ok(&reference), Some(event.into()), trace_id).await
+                store::settle_refund(&self.pool, row.id, refund.id, refund.amount, Ok(&reference), Some(event.into()), trace_id).await
             }
             Ok(Refunded::Failed { reason }) => {
-                store::settle_refund(&self.pool, row.id, refund.id, Err(&reason), None, trace_id).await
+                store::settle_refund(&self.pool, row.id, refund.id, refund.amount, Err(&reason), None, trace_id).await
             }
             Err(ProviderError::Transient(why))
                 if u32::try_from(refund.attempts).unwrap_or(u32::MAX) < self.max_attempts =>
             {
                 let wait = backoff(refund.attempts);
                 tracing::warn!(order_id = %row.order_id, %why, ?wait, "a refund failed transiently; trying again");
-                myself.send_after(wait, || PaymentMsg::Work);
+                retry = Some(wait);
                 store::retry_later(&self.pool, row.id, Some(refund.id), later(wait), &why)
                     .await
                     .map_err(Into::into)
             }
             Err(error) => {
                 let reason = error.to_string();
-                store::settle_refund(&self.pool, row.id, refund.id, Err(&reason), None, trace_id).await
+                store::settle_refund(&self.pool, row.id, refund.id, refund.amount, Err(&reason), None, trace_id).await
             }
         };
+        if let Some(wait) = retry {
+            self.work_after(myself, wait);
+        }
         if let Err(error) = stored {
             tracing::warn!(order_id = %self.order_id, %error, "storing a refund's outcome failed; asking again");
-            myself.send_after(STORE_RETRY, || PaymentMsg::Work);
+            self.work_after(myself, STORE_RETRY);
         }
         if self.reload().await.is_err() {
-            myself.send_after(STORE_RETRY, || PaymentMsg::Work);
+            self.work_after(myself, STORE_RETRY);
         }
     }
 

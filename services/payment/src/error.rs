@@ -46,7 +46,7 @@ impl From<PaymentError> for ApiError {
                 ApiError::unavailable("the payment database is unavailable; try again shortly")
             }
             (kind, PaymentError::NotRefundable(status)) => {
-                ApiError::new(kind, error.to_string()).with("status", status.as_str())
+                ApiError::new(kind, error.to_string()).with("payment_status", status.as_str())
             }
             (kind, PaymentError::TooMuch { left, .. }) => {
                 ApiError::new(kind, error.to_string()).with("refundable", *left)

@@ -18,13 +18,13 @@
 //! stored with its event in one transaction: an order is charged once and its outcome published
 //! once, whatever is redelivered, retried or restarted.
 
-mod actor;
+pub mod actor;
 mod error;
 mod http;
 mod payments;
 pub mod provider;
 pub mod state;
-mod store;
+pub mod store;
 pub mod webhook;
 
 use std::net::SocketAddr;

@@ -469,6 +469,7 @@ pub async fn settle_refund(
     pool: &PgPool,
     payment_id: Uuid,
     refund_id: Uuid,
+    amount: i64,
     outcome: Result<&str, &str>,
     event: Option<Envelope>,
     trace_id: Option<&str>,
@@ -494,14 +495,13 @@ pub async fn settle_refund(
     }
     if outcome.is_ok() {
         sqlx::query(
-            "update payments set amount_refunded = amount_refunded + r.amount,
-                 status = case when amount_refunded + r.amount >= payments.amount
-                               then 'refunded' else status end,
+            "update payments set amount_refunded = amount_refunded + $2,
+                 status = case when amount_refunded + $2 >= amount then 'refunded' else status end,
                  updated_at = now()
-             from refunds r where r.id = $2 and payments.id = $1",
+             where id = $1",
         )
         .bind(payment_id)
-        .bind(refund_id)
+        .bind(amount)
         .execute(&mut *transaction)
         .await?;
     }
