@@ -5,7 +5,6 @@
 
 mod common;
 
-
 use common::{admin, category, client, customer, dev, get_json, problem, product, url};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

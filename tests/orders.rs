@@ -20,7 +20,6 @@ use uuid::Uuid;
 /// Stripe's 3-D Secure test card: the charge waits for the customer, who never comes.
 const AWAITING_PAYMENT: &str = "pm_card_authenticationRequired";
 
-
 #[tokio::test]
 async fn a_whole_checkout_goes_from_cart_to_delivered() {
     let events = Events::watch().await;
@@ -191,7 +190,11 @@ async fn bad_checkouts_and_order_requests_answer_problems() {
         .await
         .unwrap();
     problem(no_key, 400).await;
-    problem(shopper.checkout_with("bad key", AWAITING_PAYMENT).await, 422).await;
+    problem(
+        shopper.checkout_with("bad key", AWAITING_PAYMENT).await,
+        422,
+    )
+    .await;
     problem(shopper.checkout_with("k-2", "").await, 422).await;
     let unknown = shopper
         .client

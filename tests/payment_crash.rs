@@ -24,7 +24,10 @@ async fn the_payment_process_killed_after_charging_is_restarted_and_the_order_is
     let health = format!("{}/health", env("SHOP_PAYMENT_URL"));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while reqwest::get(&health).await.is_ok() {
-        assert!(tokio::time::Instant::now() < deadline, "the payment process never died");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the payment process never died"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(charges_of(order_id).await, 1);

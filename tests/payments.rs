@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 /// The webhook secret dev/test runs with (the dev default).
 fn webhook_secret() -> String {
-    std::env::var("SHOP_STRIPE_WEBHOOK_SECRET").unwrap_or_else(|_| "whsec_dev_only_secret".to_owned())
+    std::env::var("SHOP_STRIPE_WEBHOOK_SECRET")
+        .unwrap_or_else(|_| "whsec_dev_only_secret".to_owned())
 }
 
 /// The payment of an order, as `who` sees it.
@@ -88,7 +89,12 @@ async fn a_whole_purchase_is_charged_once_then_shipped_with_its_stock_sold_and_t
     let shelf = products(&[10, 10]).await;
 
     // Browse, fill the cart, check out with Stripe's test Visa.
-    let listed = get_json(&shopper.client, url(&format!("/products/{}", shelf[0])), None).await;
+    let listed = get_json(
+        &shopper.client,
+        url(&format!("/products/{}", shelf[0])),
+        None,
+    )
+    .await;
     assert_eq!(listed["id"], shelf[0].as_str());
     shopper.put_in_cart(&shelf[0], 2).await;
     shopper.put_in_cart(&shelf[1], 1).await;
@@ -104,7 +110,12 @@ async fn a_whole_purchase_is_charged_once_then_shipped_with_its_stock_sold_and_t
     assert_eq!(payment["provider"], "simulated");
     assert_eq!(payment["attempts"], 1);
     assert_eq!(paid["payment_id"], payment["id"]);
-    assert!(payment["provider_reference"].as_str().unwrap().starts_with("pi_"));
+    assert!(
+        payment["provider_reference"]
+            .as_str()
+            .unwrap()
+            .starts_with("pi_")
+    );
     assert_eq!(charges_of(uuid(&order["id"])).await, 1);
 
     let shipped = admin.post(&format!("/orders/{id}/ship")).await;
@@ -115,8 +126,14 @@ async fn a_whole_purchase_is_charged_once_then_shipped_with_its_stock_sold_and_t
     stock_until(&shelf[0], 8, 0).await;
     stock_until(&shelf[1], 9, 0).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while shopper.cart().await["items"].as_array().is_some_and(|items| !items.is_empty()) {
-        assert!(tokio::time::Instant::now() < deadline, "the cart was never emptied");
+    while shopper.cart().await["items"]
+        .as_array()
+        .is_some_and(|items| !items.is_empty())
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cart was never emptied"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let order_id = uuid(&order["id"]);
@@ -184,7 +201,8 @@ async fn order_placed_delivered_again_charges_nothing_more_and_publishes_no_seco
     publish(placed.clone()).await;
     publish(placed).await;
     // The same order placed again under a new event id: still the one payment.
-    let shop_schemas::Envelope::OrderPlaced(mut again) = events.wait_for(order_id, "OrderPlaced").await.event
+    let shop_schemas::Envelope::OrderPlaced(mut again) =
+        events.wait_for(order_id, "OrderPlaced").await.event
     else {
         panic!("not an OrderPlaced");
     };
@@ -224,16 +242,33 @@ async fn an_admin_refunds_in_parts_and_more_than_is_left_is_422() {
         .unwrap();
     problem(refused, 403).await;
 
-    let part = refund(&admin, payment_id, json!({ "amount": 300, "reason": "scratched" })).await;
+    let part = refund(
+        &admin,
+        payment_id,
+        json!({ "amount": 300, "reason": "scratched" }),
+    )
+    .await;
     assert_eq!(part.status(), StatusCode::OK);
     let part: Value = part.json().await.unwrap();
     assert_eq!(part["status"], "succeeded");
     assert_eq!(part["amount"], 300);
 
-    let too_much = problem(refund(&admin, payment_id, json!({ "amount": total })).await, 422).await;
+    let too_much = problem(
+        refund(&admin, payment_id, json!({ "amount": total })).await,
+        422,
+    )
+    .await;
     assert_eq!(too_much["refundable"], total - 300);
-    problem(refund(&admin, payment_id, json!({ "amount": 0 })).await, 422).await;
-    problem(refund(&admin, payment_id, json!({ "amount": "all" })).await, 400).await;
+    problem(
+        refund(&admin, payment_id, json!({ "amount": 0 })).await,
+        422,
+    )
+    .await;
+    problem(
+        refund(&admin, payment_id, json!({ "amount": "all" })).await,
+        400,
+    )
+    .await;
 
     let after_part = payment_of(&shopper, id).await;
     assert_eq!(after_part["status"], "succeeded");
@@ -241,19 +276,30 @@ async fn an_admin_refunds_in_parts_and_more_than_is_left_is_422() {
     assert_eq!(after_part["refundable"], total - 300);
 
     // The rest (no amount: everything left), then nothing is left.
-    let rest: Value = refund(&admin, payment_id, json!({})).await.json().await.unwrap();
+    let rest: Value = refund(&admin, payment_id, json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(rest["amount"], total - 300);
     let refunded = payment_of(&shopper, id).await;
     assert_eq!(refunded["status"], "refunded");
     assert_eq!(refunded["amount_refunded"], total);
     assert_eq!(refunded["refunds"].as_array().unwrap().len(), 2);
-    let again = problem(refund(&admin, payment_id, json!({ "amount": 1 })).await, 409).await;
+    let again = problem(
+        refund(&admin, payment_id, json!({ "amount": 1 })).await,
+        409,
+    )
+    .await;
     assert_eq!(again["payment_status"], "refunded");
 
     let order_id = uuid(&order["id"]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while named(&events, order_id, "PaymentRefunded") < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "two PaymentRefunded never came");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "two PaymentRefunded never came"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -303,7 +349,10 @@ async fn a_signed_webhook_settles_a_waiting_charge_once_and_a_bad_or_stale_one_c
             assert_eq!(page["items"][0]["status"], "processing");
             break reference.to_owned();
         }
-        assert!(tokio::time::Instant::now() < deadline, "the charge never reached the provider");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the charge never reached the provider"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
 
@@ -361,10 +410,17 @@ async fn payments_are_shown_to_their_customer_and_admins_only() {
     let payment = payment_becomes(&shopper, id, "succeeded").await;
     let path = format!("/payments/{}", payment["id"].as_str().unwrap());
 
-    assert_eq!(get_json(&admin.client, url(&path), Some(&admin.token)).await["id"], payment["id"]);
+    assert_eq!(
+        get_json(&admin.client, url(&path), Some(&admin.token)).await["id"],
+        payment["id"]
+    );
     problem(other.get(&path).await, 404).await;
     problem(client().get(url(&path)).send().await.unwrap(), 401).await;
-    problem(shopper.get(&format!("/payments/{}", Uuid::new_v4())).await, 404).await;
+    problem(
+        shopper.get(&format!("/payments/{}", Uuid::new_v4())).await,
+        404,
+    )
+    .await;
     problem(shopper.get("/payments/not-a-uuid").await, 400).await;
     let theirs = get_json(
         &other.client,
@@ -401,8 +457,11 @@ async fn payments_are_shown_to_their_customer_and_admins_only() {
     )
     .await;
     assert_eq!(conflict["payment_status"], "failed");
-    order_until(&shopper, declined["id"].as_str().unwrap(), "cancelled", |order| {
-        order["state"] == "cancelled"
-    })
+    order_until(
+        &shopper,
+        declined["id"].as_str().unwrap(),
+        "cancelled",
+        |order| order["state"] == "cancelled",
+    )
     .await;
 }

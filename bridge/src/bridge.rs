@@ -3,17 +3,20 @@
 //! Out: it publishes what the outbox relay hands it, with the service's one idempotent producer.
 //! In: its consumer (in the group named after the service) reads the topics its subscribers care
 //! about, decodes each message, and delivers the event to every subscribed actor as an actor
-//! message with a reply port. The offset is committed only once every subscriber has answered
-//! `Done`. `Retry` redelivers after a backoff; `Reject`, too many retries, or a message that does
+//! message with a reply port. Up to 64 messages are in flight at once, but a key's messages
+//! (one aggregate's events) one after another, in order. A partition's offset is committed only
+//! once every subscriber has answered `Done` for every message before it. `Retry` redelivers after a backoff; `Reject`, too many retries, or a message that does
 //! not decode go to `<topic>.dlq` with the reason, and the consumer moves on.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use shop_config::KafkaSettings;
@@ -232,71 +235,161 @@ enum Outcome {
     DeadLetter(String),
 }
 
-/// Reads, delivers, stores the offset — one message at a time, so one key's events are handled in order.
+/// Messages handled at once. Each key's messages are still handled one after another, in order.
+const IN_FLIGHT: usize = 64;
+
+/// A message whose handling finished (delivered, or dead-lettered).
+struct Finished {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: (String, Vec<u8>),
+}
+
+/// Where each partition's offsets stand: handled or not, in order, from the oldest not stored.
+#[derive(Default)]
+struct Positions {
+    partitions: HashMap<(String, i32), BTreeMap<i64, bool>>,
+    busy_keys: HashSet<(String, Vec<u8>)>,
+}
+
+impl Positions {
+    fn start(&mut self, message: &OwnedMessage, key: (String, Vec<u8>)) {
+        self.partitions
+            .entry((message.topic().to_owned(), message.partition()))
+            .or_default()
+            .insert(message.offset(), false);
+        self.busy_keys.insert(key);
+    }
+
+    /// Marks `finished` handled; the offset after the longest handled run from the oldest is
+    /// the one to store (never past a message still being handled).
+    fn finish(&mut self, finished: &Finished) -> Option<i64> {
+        self.busy_keys.remove(&finished.key);
+        let offsets = self
+            .partitions
+            .get_mut(&(finished.topic.clone(), finished.partition))?;
+        offsets.insert(finished.offset, true);
+        let mut next = None;
+        while let Some(entry) = offsets.first_entry() {
+            if !*entry.get() {
+                break;
+            }
+            next = Some(*entry.key() + 1);
+            entry.remove();
+        }
+        next
+    }
+}
+
+/// Reads and delivers messages, several at once but each key's in order, and stores each
+/// partition's offset once every message before it was handled.
 async fn consume(context: Arc<Context>) -> String {
+    let mut in_flight = FuturesUnordered::new();
+    let mut positions = Positions::default();
     loop {
-        let message = match context.consumer.recv().await {
-            Ok(message) => message.detach(),
-            Err(error) => {
-                tracing::warn!(%error, "reading from kafka failed; trying again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+        tokio::select! {
+            Some(finished) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Err(why) = store_position(&context, &mut positions, &finished) {
+                    return why;
+                }
             }
-        };
-        let headers = kafka::read_headers(message.headers().map(|h| h.as_borrowed()));
-        let trace_id = headers
-            .iter()
-            .find(|(key, _)| key == header::TRACE_ID)
-            .map(|(_, value)| value.clone());
-        let payload = message.payload().unwrap_or_default();
-        let outcome = match decode(payload) {
-            Err(error) => Outcome::DeadLetter(format!("undecodable: {error}")),
-            Ok(decoded) => deliver(&context, decoded.event, trace_id).await,
-        };
-        if let Outcome::DeadLetter(reason) = outcome {
-            let dead = Outgoing {
-                topic: dead_letter_topic(message.topic()),
-                key: message
-                    .key()
-                    .map(|key| String::from_utf8_lossy(key).into_owned())
-                    .unwrap_or_default(),
-                payload: payload.to_vec(),
-                headers: headers
-                    .into_iter()
-                    .chain([
-                        (header::DLQ_REASON.to_owned(), reason.clone()),
-                        (header::DLQ_TOPIC.to_owned(), message.topic().to_owned()),
-                        (
-                            header::DLQ_PARTITION.to_owned(),
-                            message.partition().to_string(),
-                        ),
-                        (header::DLQ_OFFSET.to_owned(), message.offset().to_string()),
-                        (header::DLQ_CONSUMER.to_owned(), context.service.to_owned()),
-                    ])
-                    .collect(),
-            };
-            tracing::warn!(topic = message.topic(), offset = message.offset(), %reason, "message sent to the dead-letter topic");
-            // Not committed until the dead letter is safe: otherwise it would be lost.
-            let mut wait = Duration::from_millis(200);
-            while let Err(error) = kafka::publish(&context.producer, &dead).await {
-                tracing::warn!(%error, "publishing a dead letter failed; trying again");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(10));
+            received = context.consumer.recv(), if in_flight.len() < IN_FLIGHT => {
+                let message = match received {
+                    Ok(message) => message.detach(),
+                    Err(error) => {
+                        tracing::warn!(%error, "reading from kafka failed; trying again");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                let key = (
+                    message.topic().to_owned(),
+                    message.key().map(<[u8]>::to_vec).unwrap_or_default(),
+                );
+                // A key's next message waits for the one before it.
+                while positions.busy_keys.contains(&key) {
+                    let Some(finished) = in_flight.next().await else { break };
+                    if let Err(why) = store_position(&context, &mut positions, &finished) {
+                        return why;
+                    }
+                }
+                positions.start(&message, key.clone());
+                in_flight.push(handle(context.clone(), message, key));
             }
-            metrics::DEAD_LETTERS.inc();
         }
-        let mut position = TopicPartitionList::new();
-        let next = Offset::Offset(message.offset() + 1);
-        if let Err(error) =
-            position.add_partition_offset(message.topic(), message.partition(), next)
-        {
-            return format!("recording the offset: {error}");
+    }
+}
+
+fn store_position(
+    context: &Context,
+    positions: &mut Positions,
+    finished: &Finished,
+) -> Result<(), String> {
+    metrics::CONSUMED.inc();
+    let Some(next) = positions.finish(finished) else {
+        return Ok(());
+    };
+    let mut position = TopicPartitionList::new();
+    position
+        .add_partition_offset(&finished.topic, finished.partition, Offset::Offset(next))
+        .map_err(|error| format!("recording the offset: {error}"))?;
+    // Stored, and committed with the next periodic commit: never before the acknowledgement.
+    if let Err(error) = context.consumer.store_offsets(&position) {
+        tracing::warn!(%error, "storing an offset failed; the message may come again");
+    }
+    Ok(())
+}
+
+/// Decodes and delivers one message, or sends it to the dead-letter topic.
+async fn handle(context: Arc<Context>, message: OwnedMessage, key: (String, Vec<u8>)) -> Finished {
+    let headers = kafka::read_headers(message.headers().map(|h| h.as_borrowed()));
+    let trace_id = headers
+        .iter()
+        .find(|(key, _)| key == header::TRACE_ID)
+        .map(|(_, value)| value.clone());
+    let payload = message.payload().unwrap_or_default();
+    let outcome = match decode(payload) {
+        Err(error) => Outcome::DeadLetter(format!("undecodable: {error}")),
+        Ok(decoded) => deliver(&context, decoded.event, trace_id).await,
+    };
+    if let Outcome::DeadLetter(reason) = outcome {
+        let dead = Outgoing {
+            topic: dead_letter_topic(message.topic()),
+            key: message
+                .key()
+                .map(|key| String::from_utf8_lossy(key).into_owned())
+                .unwrap_or_default(),
+            payload: payload.to_vec(),
+            headers: headers
+                .into_iter()
+                .chain([
+                    (header::DLQ_REASON.to_owned(), reason.clone()),
+                    (header::DLQ_TOPIC.to_owned(), message.topic().to_owned()),
+                    (
+                        header::DLQ_PARTITION.to_owned(),
+                        message.partition().to_string(),
+                    ),
+                    (header::DLQ_OFFSET.to_owned(), message.offset().to_string()),
+                    (header::DLQ_CONSUMER.to_owned(), context.service.to_owned()),
+                ])
+                .collect(),
+        };
+        tracing::warn!(topic = message.topic(), offset = message.offset(), %reason, "message sent to the dead-letter topic");
+        // Not finished until the dead letter is safe: otherwise it would be lost.
+        let mut wait = Duration::from_millis(200);
+        while let Err(error) = kafka::publish(&context.producer, &dead).await {
+            tracing::warn!(%error, "publishing a dead letter failed; trying again");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(10));
         }
-        // Stored, and committed with the next periodic commit: never before the acknowledgement.
-        if let Err(error) = context.consumer.store_offsets(&position) {
-            tracing::warn!(%error, "storing an offset failed; the message may come again");
-        }
-        metrics::CONSUMED.inc();
+        metrics::DEAD_LETTERS.inc();
+    }
+    Finished {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key,
     }
 }
 

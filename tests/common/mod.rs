@@ -387,7 +387,8 @@ pub fn dev(function: &str) {
 
 /// The payment service's database, to count what the simulated provider charged.
 pub async fn payment_database() -> sqlx::PgPool {
-    let settings = shop_config::Settings::from_env().expect("the settings dev/test exports are valid");
+    let settings =
+        shop_config::Settings::from_env().expect("the settings dev/test exports are valid");
     shop_web::postgres::connect(&settings.postgres, "shop_payment", &[])
         .await
         .expect("the payment database")

@@ -16,9 +16,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::PaymentError;
-use crate::provider::{
-    ChargeRequest, Charged, Provider, ProviderError, RefundRequest, Refunded,
-};
+use crate::provider::{ChargeRequest, Charged, Provider, ProviderError, RefundRequest, Refunded};
 use crate::state::{Outcome, Status, next};
 use crate::store::{self, Applied, NewPayment, NewRefund, Payment, RefundRow, Settle};
 use crate::webhook::ChargeNews;
@@ -59,7 +57,10 @@ pub enum PaymentMsg {
     Event(Delivery),
     /// Do whatever work is due: a charge to send, a refund to make.
     Work,
-    Webhook(ChargeNews, RpcReplyPort<Result<WebhookEffect, PaymentError>>),
+    Webhook(
+        ChargeNews,
+        RpcReplyPort<Result<WebhookEffect, PaymentError>>,
+    ),
     Refund(RefundAsk, RpcReplyPort<Result<RefundRow, PaymentError>>),
     /// The registry saw no message for a while.
     Passivate,
@@ -220,9 +221,7 @@ impl PaymentState {
         };
         let row = &payment.row;
         let result = match row.status() {
-            Status::RequiresPaymentMethod => {
-                self.cancel_charge(cancelled, None).await
-            }
+            Status::RequiresPaymentMethod => self.cancel_charge(cancelled, None).await,
             Status::Processing => match row.provider_reference.clone() {
                 // Waiting for the customer or the bank: call the charge off.
                 Some(reference) => match self.provider.cancel(&reference).await {
@@ -307,7 +306,10 @@ impl PaymentState {
         if payment.row.status() == Status::Succeeded
             && payment.row.order_cancelled
             && payment.refundable() > 0
-            && !payment.refunds.iter().any(|refund| refund.requested_by == "system")
+            && !payment
+                .refunds
+                .iter()
+                .any(|refund| refund.requested_by == "system")
         {
             let refund = NewRefund {
                 id: Uuid::now_v7(),
@@ -343,15 +345,14 @@ impl PaymentState {
         let Some(payment) = self.payment.as_mut() else {
             return;
         };
-        let attempts =
-            match store::begin_attempt(&self.pool, payment.row.id, later(LEASE)).await {
-                Ok(attempts) => attempts,
-                Err(error) => {
-                    tracing::warn!(order_id = %self.order_id, %error, "starting a charge failed; trying again");
-                    self.work_after(myself, STORE_RETRY);
-                    return;
-                }
-            };
+        let attempts = match store::begin_attempt(&self.pool, payment.row.id, later(LEASE)).await {
+            Ok(attempts) => attempts,
+            Err(error) => {
+                tracing::warn!(order_id = %self.order_id, %error, "starting a charge failed; trying again");
+                self.work_after(myself, STORE_RETRY);
+                return;
+            }
+        };
         payment.row.status = Status::Processing.as_str().to_owned();
         payment.row.attempts = attempts;
         payment.row.next_attempt_at = Some(later(LEASE));
@@ -381,8 +382,16 @@ impl PaymentState {
                     provider_reference: reference.clone(),
                 };
                 let outcome = Outcome::Succeed;
-                settle_charge(&self.pool, row, outcome, Some(&reference), None, event.into(), trace_id)
-                    .await
+                settle_charge(
+                    &self.pool,
+                    row,
+                    outcome,
+                    Some(&reference),
+                    None,
+                    event.into(),
+                    trace_id,
+                )
+                .await
             }
             Ok(Charged::Declined {
                 reference,
@@ -408,7 +417,9 @@ impl PaymentState {
                     .await
                     .map_err(Into::into)
             }
-            Err(ProviderError::Transient(why)) if u32::try_from(attempts).unwrap_or(u32::MAX) < self.max_attempts => {
+            Err(ProviderError::Transient(why))
+                if u32::try_from(attempts).unwrap_or(u32::MAX) < self.max_attempts =>
+            {
                 let wait = backoff(attempts);
                 tracing::warn!(order_id = %row.order_id, attempts, %why, ?wait, "the charge failed transiently; trying again");
                 retry = Some(wait);
@@ -479,10 +490,28 @@ impl PaymentState {
                     currency: row.currency.clone(),
                 };
                 tracing::info!(order_id = %row.order_id, amount = refund.amount, "refunded");
-                store::settle_refund(&self.pool, row.id, refund.id, refund.amount, Ok(&reference), Some(event.into()), trace_id).await
+                store::settle_refund(
+                    &self.pool,
+                    row.id,
+                    refund.id,
+                    refund.amount,
+                    Ok(&reference),
+                    Some(event.into()),
+                    trace_id,
+                )
+                .await
             }
             Ok(Refunded::Failed { reason }) => {
-                store::settle_refund(&self.pool, row.id, refund.id, refund.amount, Err(&reason), None, trace_id).await
+                store::settle_refund(
+                    &self.pool,
+                    row.id,
+                    refund.id,
+                    refund.amount,
+                    Err(&reason),
+                    None,
+                    trace_id,
+                )
+                .await
             }
             Err(ProviderError::Transient(why))
                 if u32::try_from(refund.attempts).unwrap_or(u32::MAX) < self.max_attempts =>
@@ -496,7 +525,16 @@ impl PaymentState {
             }
             Err(error) => {
                 let reason = error.to_string();
-                store::settle_refund(&self.pool, row.id, refund.id, refund.amount, Err(&reason), None, trace_id).await
+                store::settle_refund(
+                    &self.pool,
+                    row.id,
+                    refund.id,
+                    refund.amount,
+                    Err(&reason),
+                    None,
+                    trace_id,
+                )
+                .await
             }
         };
         if let Some(wait) = retry {
@@ -590,7 +628,10 @@ impl PaymentState {
             ));
         }
         if amount > left {
-            return Err(PaymentError::TooMuch { asked: amount, left });
+            return Err(PaymentError::TooMuch {
+                asked: amount,
+                left,
+            });
         }
         let refund = NewRefund {
             id: Uuid::now_v7(),
@@ -605,7 +646,8 @@ impl PaymentState {
             return Err(PaymentError::Busy);
         };
         self.reload().await?;
-        self.make_refund(myself, &row, ask.trace_id.as_deref()).await;
+        self.make_refund(myself, &row, ask.trace_id.as_deref())
+            .await;
         self.payment
             .as_ref()
             .and_then(|payment| payment.refunds.iter().find(|refund| refund.id == row.id))

@@ -196,7 +196,11 @@ impl PaymentsApi {
 
     /// Pay money back (admin): `amount` at most what is left, everything left when absent.
     /// Answers the refund once the provider answered; `PaymentRefunded` is published.
-    #[oai(path = "/:id/refunds", method = "post", operation_id = "refund_payment")]
+    #[oai(
+        path = "/:id/refunds",
+        method = "post",
+        operation_id = "refund_payment"
+    )]
     async fn refund(
         &self,
         auth: BearerAuth,
@@ -206,14 +210,18 @@ impl PaymentsApi {
         auth.0.require_admin()?;
         let body = body.0;
         if body.amount.is_some_and(|amount| amount <= 0) {
-            return Err(ApiError::unprocessable("amount must be more than 0 minor units"));
+            return Err(ApiError::unprocessable(
+                "amount must be more than 0 minor units",
+            ));
         }
         if body
             .reason
             .as_ref()
             .is_some_and(|reason| reason.chars().count() > 500)
         {
-            return Err(ApiError::unprocessable("reason must be at most 500 characters"));
+            return Err(ApiError::unprocessable(
+                "reason must be at most 500 characters",
+            ));
         }
         let payment = self.visible(&auth.0, id.0).await?;
         let by = auth.0.0.sub.clone();
@@ -237,20 +245,29 @@ impl PaymentsApi {
     /// Stripe's webhook: `payment_intent.succeeded`, `.payment_failed` and `.canceled` settle a
     /// charge that waited. The `Stripe-Signature` must verify against the endpoint secret and
     /// be at most 300 s old (else 400, nothing changes); a replayed event changes nothing.
-    #[oai(path = "/webhooks/stripe", method = "post", operation_id = "stripe_webhook")]
+    #[oai(
+        path = "/webhooks/stripe",
+        method = "post",
+        operation_id = "stripe_webhook"
+    )]
     async fn stripe_webhook(
         &self,
         #[oai(name = "Stripe-Signature")] signature: Header<Option<String>>,
         body: Binary<Vec<u8>>,
     ) -> Result<Json<WebhookAnswer>, ApiError> {
-        let header = signature.0.ok_or_else(|| {
-            ApiError::bad_request(webhook::SignatureError::Missing.to_string())
+        let header = signature
+            .0
+            .ok_or_else(|| ApiError::bad_request(webhook::SignatureError::Missing.to_string()))?;
+        webhook::verify(
+            &header,
+            &body.0,
+            &self.webhook_secret,
+            Utc::now().timestamp(),
+        )
+        .map_err(|error| {
+            tracing::warn!(%error, "a webhook with a bad signature");
+            ApiError::bad_request(error.to_string())
         })?;
-        webhook::verify(&header, &body.0, &self.webhook_secret, Utc::now().timestamp())
-            .map_err(|error| {
-                tracing::warn!(%error, "a webhook with a bad signature");
-                ApiError::bad_request(error.to_string())
-            })?;
         let event: webhook::Event = serde_json::from_slice(&body.0)
             .map_err(|error| ApiError::bad_request(format!("the event did not parse: {error}")))?;
         let ignored = Json(WebhookAnswer {

@@ -157,17 +157,25 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
             payments.clone(),
             settings.payment.idle_timeout,
         ))
-        .child(Child::actor(ORDERS, "router", Restart::Permanent, move || {
-            (payments::OrderEvents, order_payments.clone())
-        }))
-        .child(Child::actor(SWEEPER, "timer", Restart::Permanent, move || {
-            let args = payments::SweeperArgs {
-                pool: sweeper_pool.clone(),
-                payments: payments.clone(),
-                interval: SWEEP_INTERVAL,
-            };
-            (payments::Sweeper, args)
-        }))
+        .child(Child::actor(
+            ORDERS,
+            "router",
+            Restart::Permanent,
+            move || (payments::OrderEvents, order_payments.clone()),
+        ))
+        .child(Child::actor(
+            SWEEPER,
+            "timer",
+            Restart::Permanent,
+            move || {
+                let args = payments::SweeperArgs {
+                    pool: sweeper_pool.clone(),
+                    payments: payments.clone(),
+                    interval: SWEEP_INTERVAL,
+                };
+                (payments::Sweeper, args)
+            },
+        ))
         .child(shop_bridge::bridge_child(
             BRIDGE,
             SERVICE,

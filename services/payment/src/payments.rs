@@ -123,8 +123,7 @@ impl Actor for Sweeper {
                     tracing::info!(payments = due.len(), "resuming payments with work left");
                 }
                 for order_id in due {
-                    if let Err(error) = state.args.payments.send(order_id, PaymentMsg::Work).await
-                    {
+                    if let Err(error) = state.args.payments.send(order_id, PaymentMsg::Work).await {
                         tracing::warn!(%order_id, %error, "waking a payment failed; next sweep");
                     }
                 }

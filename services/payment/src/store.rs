@@ -146,17 +146,17 @@ async fn refunds_of(pool: &PgPool, payment_id: Uuid) -> Result<Vec<RefundRow>, s
 /// The payment of an order.
 pub async fn of_order(pool: &PgPool, order_id: Uuid) -> Result<Option<Payment>, sqlx::Error> {
     let row: Option<PaymentRow> = sqlx::query_as("select * from payments where order_id = $1")
-    .bind(order_id)
-    .fetch_optional(pool)
-    .await?;
+        .bind(order_id)
+        .fetch_optional(pool)
+        .await?;
     with_refunds(pool, row).await
 }
 
 pub async fn by_id(pool: &PgPool, id: Uuid) -> Result<Option<Payment>, sqlx::Error> {
     let row: Option<PaymentRow> = sqlx::query_as("select * from payments where id = $1")
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
     with_refunds(pool, row).await
 }
 
@@ -208,10 +208,10 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> Result<(Vec<Payment>, i64),
         "select count(*) from payments
          where ($1::uuid is null or customer_id = $1) and ($2::uuid is null or order_id = $2)",
     )
-        .bind(filter.customer_id)
-        .bind(filter.order_id)
-        .fetch_one(pool)
-        .await?;
+    .bind(filter.customer_id)
+    .bind(filter.order_id)
+    .fetch_one(pool)
+    .await?;
     let mut payments = Vec::with_capacity(rows.len());
     for row in rows {
         let refunds = refunds_of(pool, row.id).await?;
@@ -279,7 +279,14 @@ pub async fn retry_later(
         .bind(payment_id),
     };
     query.bind(at).execute(&mut *transaction).await?;
-    attempt_row(&mut transaction, payment_id, refund_id, "retry", Some(detail)).await?;
+    attempt_row(
+        &mut transaction,
+        payment_id,
+        refund_id,
+        "retry",
+        Some(detail),
+    )
+    .await?;
     transaction.commit().await
 }
 
@@ -327,7 +334,10 @@ pub enum Applied {
     Stale,
 }
 
-pub async fn settle(pool: &PgPool, settle: Settle<'_>) -> Result<Applied, shop_bridge::BridgeError> {
+pub async fn settle(
+    pool: &PgPool,
+    settle: Settle<'_>,
+) -> Result<Applied, shop_bridge::BridgeError> {
     let mut transaction = pool.begin().await?;
     if !first_sight(&mut transaction, settle.webhook, settle.caused_by).await? {
         return Ok(Applied::SeenBefore);

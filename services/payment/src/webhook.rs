@@ -33,7 +33,13 @@ pub fn verify(header: &str, body: &[u8], secret: &str, now: i64) -> Result<(), S
             .split_once('=')
             .ok_or(SignatureError::Malformed)?;
         match key {
-            "t" => timestamp = Some(value.parse::<i64>().map_err(|_| SignatureError::Malformed)?),
+            "t" => {
+                timestamp = Some(
+                    value
+                        .parse::<i64>()
+                        .map_err(|_| SignatureError::Malformed)?,
+                )
+            }
             "v1" => signatures.push(value),
             _ => {} // v0 and future schemes are ignored, as Stripe advises
         }
@@ -48,8 +54,7 @@ pub fn verify(header: &str, body: &[u8], secret: &str, now: i64) -> Result<(), S
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
     let signed = signed_payload(timestamp, body);
     let matches = signatures.iter().any(|signature| {
-        hex::decode(signature)
-            .is_ok_and(|tag| hmac::verify(&key, &signed, &tag).is_ok())
+        hex::decode(signature).is_ok_and(|tag| hmac::verify(&key, &signed, &tag).is_ok())
     });
     if matches {
         Ok(())
@@ -100,7 +105,9 @@ impl Event {
     pub fn charge_news(&self) -> Option<ChargeNews> {
         if !matches!(
             self.kind.as_str(),
-            "payment_intent.succeeded" | "payment_intent.payment_failed" | "payment_intent.canceled"
+            "payment_intent.succeeded"
+                | "payment_intent.payment_failed"
+                | "payment_intent.canceled"
         ) {
             return None;
         }
@@ -213,7 +220,9 @@ mod tests {
         }))
         .unwrap();
         let news = event.charge_news().unwrap();
-        assert!(matches!(news.outcome, Charged::Declined { ref code, .. } if code == "insufficient_funds"));
+        assert!(
+            matches!(news.outcome, Charged::Declined { ref code, .. } if code == "insufficient_funds")
+        );
         let other: Event = serde_json::from_value(serde_json::json!({
             "id": "evt_4", "type": "customer.created", "data": { "object": {} }
         }))

@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use shop_bridge::{Ack, Delivery};
 use shop_config::Settings;
 use shop_payment::actor::{PaymentActor, PaymentArgs, PaymentMsg};
-use shop_payment::provider::{ChargeRequest, Charged, Provider, ProviderError, RefundRequest, Refunded, StripeClient};
+use shop_payment::provider::{
+    ChargeRequest, Charged, Provider, ProviderError, RefundRequest, Refunded, StripeClient,
+};
 use shop_schemas::{OrderLine, OrderPlaced};
 use uuid::Uuid;
 
@@ -81,25 +83,42 @@ async fn stripe_api(request: &Request, body: Vec<u8>, stripe: Data<&LocalStripe>
         response.body(body.to_string())
     };
     if seen.authorization != format!("Bearer {SECRET_KEY}") {
-        return reply(401, &api_error("invalid_request_error", "Invalid API Key provided"), false);
+        return reply(
+            401,
+            &api_error("invalid_request_error", "Invalid API Key provided"),
+            false,
+        );
     }
     if let Some(key) = &seen.idempotency_key
         && let Some((status, body)) = stripe.saved.lock().unwrap().get(key)
     {
         return reply(*status, body, true);
     }
-    let (status, body) = stripe.script.lock().unwrap().pop_front().unwrap_or_else(|| {
-        if seen.path == "/v1/refunds" {
-            (200, json!({ "id": "re_local_1", "object": "refund", "status": "succeeded" }))
-        } else {
-            (200, intent("pi_local_1", "succeeded"))
-        }
-    });
+    let (status, body) = stripe
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or_else(|| {
+            if seen.path == "/v1/refunds" {
+                (
+                    200,
+                    json!({ "id": "re_local_1", "object": "refund", "status": "succeeded" }),
+                )
+            } else {
+                (200, intent("pi_local_1", "succeeded"))
+            }
+        });
     // Stripe saves the result of a request that ran; not rate limits or server errors.
-    if status != 429 && status < 500
+    if status != 429
+        && status < 500
         && let Some(key) = seen.idempotency_key
     {
-        stripe.saved.lock().unwrap().insert(key, (status, body.clone()));
+        stripe
+            .saved
+            .lock()
+            .unwrap()
+            .insert(key, (status, body.clone()));
     }
     reply(status, &body, false)
 }
@@ -108,7 +127,10 @@ async fn stripe_api(request: &Request, body: Vec<u8>, stripe: Data<&LocalStripe>
 async fn local_stripe(script: Vec<(u16, Value)>) -> (LocalStripe, String) {
     let stripe = LocalStripe::default();
     stripe.script.lock().unwrap().extend(script);
-    let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap();
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
     let address = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
     let app = Route::new().at("/*path", stripe_api).data(stripe.clone());
     tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
@@ -171,8 +193,14 @@ async fn a_decline_is_final_and_carries_the_decline_code() {
 async fn rate_limits_and_server_errors_are_transient_and_a_bad_request_is_not() {
     let (_, base) = local_stripe(vec![
         (429, api_error("rate_limit_error", "Too many requests")),
-        (500, api_error("api_error", "Something went wrong on Stripe's end.")),
-        (400, api_error("invalid_request_error", "No such PaymentMethod: 'pm_nope'")),
+        (
+            500,
+            api_error("api_error", "Something went wrong on Stripe's end."),
+        ),
+        (
+            400,
+            api_error("invalid_request_error", "No such PaymentMethod: 'pm_nope'"),
+        ),
     ])
     .await;
     let client = StripeClient::new(&base, SECRET_KEY).unwrap();
@@ -247,7 +275,10 @@ async fn a_refund_names_the_payment_intent_and_the_amount() {
 #[tokio::test]
 async fn the_payment_actor_retries_a_500_and_a_429_with_one_key_to_one_charge_and_one_event() {
     let (stripe, base) = local_stripe(vec![
-        (500, api_error("api_error", "Something went wrong on Stripe's end.")),
+        (
+            500,
+            api_error("api_error", "Something went wrong on Stripe's end."),
+        ),
         (429, api_error("rate_limit_error", "Too many requests")),
     ])
     .await;
@@ -296,15 +327,23 @@ async fn the_payment_actor_retries_a_500_and_a_429_with_one_key_to_one_charge_an
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let payment = loop {
-        let payment = shop_payment::store::of_order(&pool, order_id).await.unwrap();
+        let payment = shop_payment::store::of_order(&pool, order_id)
+            .await
+            .unwrap();
         if let Some(payment) = payment.filter(|payment| payment.row.status == "succeeded") {
             break payment;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the payment never succeeded");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the payment never succeeded"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(payment.row.attempts, 3);
-    assert_eq!(payment.row.provider_reference.as_deref(), Some("pi_local_1"));
+    assert_eq!(
+        payment.row.provider_reference.as_deref(),
+        Some("pi_local_1")
+    );
     let keys: Vec<_> = stripe
         .seen
         .lock()
@@ -314,12 +353,11 @@ async fn the_payment_actor_retries_a_500_and_a_429_with_one_key_to_one_charge_an
         .collect();
     let key = format!("shop-order-{order_id}");
     assert_eq!(keys, vec![Some(key.clone()), Some(key.clone()), Some(key)]);
-    let events: Vec<String> = sqlx::query_scalar(
-        "select event_type from outbox where message_key = $1 order by id",
-    )
-    .bind(order_id.to_string())
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    let events: Vec<String> =
+        sqlx::query_scalar("select event_type from outbox where message_key = $1 order by id")
+            .bind(order_id.to_string())
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     assert_eq!(events, vec!["PaymentSucceeded"]);
 }

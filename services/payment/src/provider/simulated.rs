@@ -33,8 +33,12 @@ enum Behaviour {
 fn behaviour(payment_method: &str) -> Option<Behaviour> {
     let decline = |code, message| Some(Behaviour::Decline { code, message });
     match payment_method {
-        "pm_card_visa" | "pm_card_visa_debit" | "pm_card_mastercard" | "pm_card_mastercard_debit"
-        | "pm_card_amex" | "pm_card_discover" => Some(Behaviour::Succeed),
+        "pm_card_visa"
+        | "pm_card_visa_debit"
+        | "pm_card_mastercard"
+        | "pm_card_mastercard_debit"
+        | "pm_card_amex"
+        | "pm_card_discover" => Some(Behaviour::Succeed),
         "pm_card_chargeDeclined" => decline("generic_decline", "Your card was declined."),
         "pm_card_chargeDeclinedInsufficientFunds" => {
             decline("insufficient_funds", "Your card has insufficient funds.")
@@ -143,13 +147,12 @@ impl Simulated {
     }
 
     pub async fn refund(&self, request: &RefundRequest<'_>) -> Result<Refunded, ProviderError> {
-        let charged: Option<(String, i64)> = sqlx::query_as(
-            "select status, amount from simulated_charges where reference = $1",
-        )
-        .bind(request.charge_reference)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(transient)?;
+        let charged: Option<(String, i64)> =
+            sqlx::query_as("select status, amount from simulated_charges where reference = $1")
+                .bind(request.charge_reference)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(transient)?;
         let Some((status, amount)) = charged else {
             return Err(ProviderError::Refused(format!(
                 "No such payment_intent: '{}'",

@@ -60,7 +60,9 @@ struct Refund {
 impl StripeClient {
     pub fn new(base: &str, secret_key: &str) -> Result<Self, reqwest::Error> {
         Ok(Self {
-            http: reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build()?,
+            http: reqwest::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .build()?,
             base: base.trim_end_matches('/').to_owned(),
             secret_key: secret_key.to_owned(),
         })
@@ -226,8 +228,9 @@ fn declined(error: StripeError) -> Charged {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ProviderError> {
-    serde_json::from_slice(body)
-        .map_err(|error| ProviderError::Transient(format!("stripe's answer did not parse: {error}")))
+    serde_json::from_slice(body).map_err(|error| {
+        ProviderError::Transient(format!("stripe's answer did not parse: {error}"))
+    })
 }
 
 fn error_message(body: &[u8]) -> String {
