@@ -205,8 +205,16 @@ impl PaymentState {
             provider: self.provider.name(),
             next_attempt_at: Utc::now(),
         };
-        if let Err(error) = store::record(&self.pool, &payment, placed.event_id).await {
-            return Ack::Retry(format!("recording the payment: {error}"));
+        match store::record(&self.pool, &payment, placed.event_id).await {
+            Ok(Some(row)) => {
+                self.payment = Some(Payment {
+                    row,
+                    refunds: Vec::new(),
+                });
+                return Ack::Done;
+            }
+            Ok(None) => {}
+            Err(error) => return Ack::Retry(format!("recording the payment: {error}")),
         }
         match self.reload().await {
             Ok(()) => Ack::Done,
@@ -370,6 +378,7 @@ impl PaymentState {
         let row = &payment.row;
         let (event_id, occurred_at) = (Uuid::new_v4(), shop_schemas::now_millis());
         let mut retry = None;
+        let settled = Settled::from_charge(&charged);
         let stored = match charged {
             Ok(Charged::Succeeded { reference }) => {
                 let event = PaymentSucceeded {
@@ -415,6 +424,7 @@ impl PaymentState {
                 tracing::info!(order_id = %row.order_id, %reference, "the charge waits for its webhook");
                 store::await_webhook(&self.pool, row.id, &reference)
                     .await
+                    .map(|()| Applied::Stale)
                     .map_err(Into::into)
             }
             Err(ProviderError::Transient(why))
@@ -425,6 +435,7 @@ impl PaymentState {
                 retry = Some(wait);
                 store::retry_later(&self.pool, row.id, None, later(wait), &why)
                     .await
+                    .map(|()| Applied::Stale)
                     .map_err(Into::into)
             }
             Err(error) => {
@@ -449,9 +460,19 @@ impl PaymentState {
         if let Some(wait) = retry {
             self.work_after(myself, wait);
         }
-        if let Err(error) = stored {
-            tracing::warn!(order_id = %self.order_id, %error, "storing the charge's outcome failed; asking again");
-            self.work_after(myself, STORE_RETRY);
+        match stored {
+            // The row is what was stored: no need to read it back.
+            Ok(Applied::Done) => {
+                if let (Some(payment), Ok(settled)) = (self.payment.as_mut(), settled) {
+                    settled.apply(&mut payment.row);
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(order_id = %self.order_id, %error, "storing the charge's outcome failed; asking again");
+                self.work_after(myself, STORE_RETRY);
+            }
         }
         if let Err(error) = self.reload().await {
             tracing::warn!(order_id = %self.order_id, %error, "reloading the payment failed");
@@ -683,6 +704,46 @@ fn declined(
     .into()
 }
 
+/// What a settled charge changed in its row.
+struct Settled {
+    status: Status,
+    reference: Option<String>,
+    failure: Option<(String, String)>,
+}
+
+impl Settled {
+    fn from_charge(charged: &Result<Charged, ProviderError>) -> Result<Settled, ()> {
+        Ok(match charged {
+            Ok(Charged::Succeeded { reference }) => Settled {
+                status: Status::Succeeded,
+                reference: Some(reference.clone()),
+                failure: None,
+            },
+            Ok(Charged::Declined {
+                reference,
+                code,
+                message,
+            }) => Settled {
+                status: Status::Failed,
+                reference: reference.clone(),
+                failure: Some((code.clone(), message.clone())),
+            },
+            _ => return Err(()),
+        })
+    }
+
+    fn apply(self, row: &mut store::PaymentRow) {
+        row.status = self.status.as_str().to_owned();
+        row.provider_reference = self.reference.or(row.provider_reference.take());
+        if let Some((code, reason)) = self.failure {
+            row.failure_code = Some(code);
+            row.failure_reason = Some(reason);
+        }
+        row.next_attempt_at = None;
+        row.updated_at = Utc::now();
+    }
+}
+
 /// Stores a charge's outcome (processing → succeeded/failed) with its event.
 async fn settle_charge(
     pool: &PgPool,
@@ -692,9 +753,9 @@ async fn settle_charge(
     failure: Option<(&str, &str)>,
     event: Envelope,
     trace_id: Option<&str>,
-) -> Result<(), shop_bridge::BridgeError> {
+) -> Result<Applied, shop_bridge::BridgeError> {
     let Some(to) = next(Status::Processing, outcome) else {
-        return Ok(());
+        return Ok(Applied::Stale);
     };
     let settle = Settle {
         payment_id: row.id,
@@ -711,5 +772,5 @@ async fn settle_charge(
     if applied == Applied::Stale {
         tracing::info!(order_id = %row.order_id, "the payment was settled meanwhile (by a webhook)");
     }
-    Ok(())
+    Ok(applied)
 }

@@ -107,19 +107,22 @@ pub fn refund_key(refund_id: Uuid) -> String {
     format!("shop-refund-{refund_id}")
 }
 
-/// Records the payment of an order (once, whatever is redelivered), with the causing event.
+/// Records the payment of an order (once, whatever is redelivered), with the causing event; the
+/// new row, or `None` when there was one already.
 pub async fn record(
     pool: &PgPool,
     payment: &NewPayment<'_>,
     event_id: Uuid,
-) -> Result<(), sqlx::Error> {
+) -> Result<Option<PaymentRow>, sqlx::Error> {
     let mut transaction = pool.begin().await?;
+    let mut recorded = None;
     if shop_bridge::inbox::first_time(&mut transaction, CONSUMER, event_id).await? {
-        sqlx::query(
+        recorded = sqlx::query_as(
             "insert into payments (id, order_id, customer_id, amount, currency, payment_method,
                  status, provider, idempotency_key, next_attempt_at)
              values ($1, $2, $3, $4, $5, $6, 'requires_payment_method', $7, $8, $9)
-             on conflict (order_id) do nothing",
+             on conflict (order_id) do nothing
+             returning *",
         )
         .bind(payment.id)
         .bind(payment.order_id)
@@ -130,10 +133,11 @@ pub async fn record(
         .bind(payment.provider)
         .bind(charge_key(payment.order_id))
         .bind(payment.next_attempt_at)
-        .execute(&mut *transaction)
+        .fetch_optional(&mut *transaction)
         .await?;
     }
-    transaction.commit().await
+    transaction.commit().await?;
+    Ok(recorded)
 }
 
 async fn refunds_of(pool: &PgPool, payment_id: Uuid) -> Result<Vec<RefundRow>, sqlx::Error> {

@@ -93,12 +93,12 @@ impl Simulated {
             Behaviour::RequireAction => ("requires_action", None),
         };
         let reference = format!("pi_sim_{}", Uuid::new_v4().simple());
-        let inserted: Option<(String,)> = sqlx::query_as(
+        let inserted: Option<(String, String, Option<String>)> = sqlx::query_as(
             "insert into simulated_charges
                  (idempotency_key, reference, payment_method, amount, currency, status, decline_code)
              values ($1, $2, $3, $4, $5, $6, $7)
              on conflict (idempotency_key) do nothing
-             returning reference",
+             returning reference, status, decline_code",
         )
         .bind(request.idempotency_key)
         .bind(&reference)
@@ -112,13 +112,17 @@ impl Simulated {
         .map_err(transient)?;
         let fresh = inserted.is_some();
         // A repeated key answers what the first request got, as Stripe does.
-        let (reference, status, decline_code): (String, String, Option<String>) = sqlx::query_as(
-            "select reference, status, decline_code from simulated_charges where idempotency_key = $1",
-        )
-        .bind(request.idempotency_key)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(transient)?;
+        let (reference, status, decline_code) = match inserted {
+            Some(charge) => charge,
+            None => sqlx::query_as(
+                "select reference, status, decline_code from simulated_charges
+                 where idempotency_key = $1",
+            )
+            .bind(request.idempotency_key)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(transient)?,
+        };
         if crash && fresh {
             tracing::error!(order_id = %request.order_id, "test hook: aborting after the charge, before its outcome is stored");
             std::process::abort();
