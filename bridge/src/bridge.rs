@@ -12,10 +12,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
@@ -462,5 +462,62 @@ pub async fn publish_via(bridge: &str, messages: Vec<Outgoing>) -> Result<(), Br
         Ok(ractor::rpc::CallResult::Success(Ok(()))) => Ok(()),
         Ok(ractor::rpc::CallResult::Success(Err(reason))) => Err(BridgeError::Publish(reason)),
         _ => Err(BridgeError::Publish("the bridge did not answer".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(partition: i32, offset: i64, key: &str) -> (OwnedMessage, (String, Vec<u8>)) {
+        let message = OwnedMessage::new(
+            None,
+            Some(key.as_bytes().to_vec()),
+            "shop.test".to_owned(),
+            rdkafka::Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        );
+        (message, ("shop.test".to_owned(), key.as_bytes().to_vec()))
+    }
+
+    fn finished(partition: i32, offset: i64, key: &str) -> Finished {
+        Finished {
+            topic: "shop.test".to_owned(),
+            partition,
+            offset,
+            key: ("shop.test".to_owned(), key.as_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn the_stored_offset_never_passes_a_message_still_being_handled() {
+        let mut positions = Positions::default();
+        for (offset, key) in [(10, "a"), (11, "b"), (12, "c")] {
+            let (message, key) = message(0, offset, key);
+            positions.start(&message, key);
+        }
+        assert_eq!(positions.finish(&finished(0, 11, "b")), None);
+        assert_eq!(positions.finish(&finished(0, 12, "c")), None);
+        assert!(
+            positions
+                .busy_keys
+                .contains(&("shop.test".to_owned(), b"a".to_vec()))
+        );
+        assert_eq!(positions.finish(&finished(0, 10, "a")), Some(13));
+        assert!(positions.busy_keys.is_empty());
+    }
+
+    #[test]
+    fn partitions_move_on_independently() {
+        let mut positions = Positions::default();
+        for (partition, offset, key) in [(0, 5, "a"), (1, 7, "b"), (0, 6, "c")] {
+            let (message, key) = message(partition, offset, key);
+            positions.start(&message, key);
+        }
+        assert_eq!(positions.finish(&finished(1, 7, "b")), Some(8));
+        assert_eq!(positions.finish(&finished(0, 6, "c")), None);
+        assert_eq!(positions.finish(&finished(0, 5, "a")), Some(7));
     }
 }

@@ -234,3 +234,56 @@ async fn an_offset_is_committed_only_after_the_subscriber_acknowledged() {
         "redelivered"
     );
 }
+
+#[tokio::test]
+async fn a_held_message_holds_back_its_own_key_only() {
+    let settings = common::settings();
+    let holder = unique("holder");
+    let (_, seen) = common::recorder(holder, Answer::Hold, None).await;
+    let bridge = unique("bridge");
+    common::bridge(
+        bridge,
+        unique("group"),
+        &settings,
+        common::subscriptions(holder),
+    )
+    .await;
+
+    let held = user_registered("hold me");
+    let mut after = user_registered("after the held one");
+    after.user_id = held.user_id;
+    let other = user_registered("another key");
+    let messages = [&held, &after, &other]
+        .into_iter()
+        .map(|event| {
+            let (payload, _) = encode(event).unwrap();
+            Outgoing {
+                topic: USERS.to_owned(),
+                key: event.aggregate_id().to_string(),
+                payload,
+                headers: vec![],
+            }
+        })
+        .collect();
+    shop_bridge::publish_via(bridge, messages).await.unwrap();
+
+    // The other key's message overtakes the held one; the held key's next one waits for it.
+    assert!(
+        wait_for(&seen, 1, is_event(held.event_id)).await,
+        "the held one"
+    );
+    assert!(
+        wait_for(&seen, 1, is_event(other.event_id)).await,
+        "the other key"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let early = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|event| event.event_id() == after.event_id);
+    assert!(
+        !early,
+        "a key's second message was delivered before its first was answered"
+    );
+}

@@ -92,7 +92,8 @@ fn production_refuses_to_start_on_default_secrets() {
             "SHOP_SERVICE_CLIENT_SECRET",
             "SHOP_JWT_PRIVATE_KEY_FILE",
             "SHOP_SERVICE_CLIENTS",
-            "SHOP_MONGODB_URL"
+            "SHOP_MONGODB_URL",
+            "SHOP_STRIPE_WEBHOOK_SECRET"
         ]
     );
 }
@@ -109,6 +110,7 @@ fn production_starts_when_every_secret_is_given() {
         ("SHOP_SERVICE_CLIENTS", "order:0123456789abcdef0123"),
         ("SHOP_SERVICE_CLIENT_SECRET", "0123456789abcdef0123"),
         ("SHOP_MONGODB_URL", "mongodb://mongo:27017"),
+        ("SHOP_STRIPE_WEBHOOK_SECRET", "whsec_0123456789abcdef"),
     ])
     .unwrap();
     assert_eq!(settings.environment, Environment::Production);
@@ -160,4 +162,41 @@ fn a_bad_secret_is_reported_without_echoing_it() {
     let error = settings(&[("SHOP_POSTGRES_URL", "hunter2")]).unwrap_err();
     assert_eq!(problem_names(&error), vec!["SHOP_POSTGRES_URL"]);
     assert!(!error.to_string().contains("hunter2"));
+}
+
+#[test]
+fn the_payment_provider_is_simulated_unless_stripe_is_chosen_with_its_key() {
+    let default = settings(&[]).unwrap();
+    assert_eq!(default.payment.provider, PaymentProvider::Simulated);
+    assert_eq!(default.payment.simulated_latency, Duration::ZERO);
+    assert!(default.payment.stripe_secret_key.is_none());
+
+    let error = settings(&[("SHOP_PAYMENT_PROVIDER", "stripe")]).unwrap_err();
+    assert_eq!(problem_names(&error), vec!["SHOP_STRIPE_SECRET_KEY"]);
+    let error = settings(&[("SHOP_PAYMENT_PROVIDER", "paypal")]).unwrap_err();
+    assert_eq!(problem_names(&error), vec!["SHOP_PAYMENT_PROVIDER"]);
+
+    let stripe = settings(&[
+        ("SHOP_PAYMENT_PROVIDER", "stripe"),
+        ("SHOP_STRIPE_SECRET_KEY", "sk_test_123"),
+        ("SHOP_PAYMENT_SIMULATED_LATENCY", "50ms"),
+    ])
+    .unwrap();
+    assert_eq!(stripe.payment.provider, PaymentProvider::Stripe);
+    assert_eq!(
+        stripe
+            .payment
+            .stripe_secret_key
+            .as_ref()
+            .map(Secret::expose),
+        Some("sk_test_123")
+    );
+    assert_eq!(stripe.payment.simulated_latency, Duration::from_millis(50));
+    let shown: Vec<_> = stripe
+        .entries()
+        .iter()
+        .filter(|entry| entry.name == "SHOP_STRIPE_SECRET_KEY")
+        .map(|entry| entry.shown.clone())
+        .collect();
+    assert!(!shown.iter().any(|shown| shown.contains("sk_test_123")));
 }

@@ -138,8 +138,7 @@ pub async fn run(settings: &Settings, args: CheckoutBench) -> anyhow::Result<()>
             let duration = args.duration;
             tokio::spawn(async move {
                 while started.elapsed() < duration {
-                    let outcome =
-                        checkout_once(&client, &gateway, &customer.token, &product).await;
+                    let outcome = checkout_once(&client, &gateway, &customer.token, &product).await;
                     let Ok(mut tally) = tally.lock() else { return };
                     match outcome {
                         Ok((order_id, at, took)) => tally.placed.push((order_id, at, took)),
