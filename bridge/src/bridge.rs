@@ -8,7 +8,7 @@
 //! once every subscriber has answered `Done` for every message before it. `Retry` redelivers after a backoff; `Reject`, too many retries, or a message that does
 //! not decode go to `<topic>.dlq` with the reason, and the consumer moves on.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -246,29 +246,57 @@ struct Finished {
     key: (String, Vec<u8>),
 }
 
-/// Where each partition's offsets stand: handled or not, in order, from the oldest not stored.
+/// Where each partition's offsets stand: handled or not, in order, from the oldest not stored;
+/// which keys have a message being handled, and the messages waiting behind them.
 #[derive(Default)]
 struct Positions {
     partitions: HashMap<(String, i32), BTreeMap<i64, bool>>,
     busy_keys: HashSet<(String, Vec<u8>)>,
+    waiting: HashMap<(String, Vec<u8>), VecDeque<OwnedMessage>>,
+    waiting_count: usize,
 }
 
 impl Positions {
-    fn start(&mut self, message: &OwnedMessage, key: (String, Vec<u8>)) {
+    /// Takes `message` in: the message to handle now, or `None` when its key is busy and it
+    /// waits for the one before it.
+    fn take(&mut self, message: OwnedMessage, key: (String, Vec<u8>)) -> Option<OwnedMessage> {
         self.partitions
             .entry((message.topic().to_owned(), message.partition()))
             .or_default()
             .insert(message.offset(), false);
+        if self.busy_keys.contains(&key) {
+            self.waiting.entry(key).or_default().push_back(message);
+            self.waiting_count += 1;
+            return None;
+        }
         self.busy_keys.insert(key);
+        Some(message)
     }
 
-    /// Marks `finished` handled; the offset after the longest handled run from the oldest is
-    /// the one to store (never past a message still being handled).
-    fn finish(&mut self, finished: &Finished) -> Option<i64> {
-        self.busy_keys.remove(&finished.key);
-        let offsets = self
+    /// Marks `finished` handled. Returns the offset to store (after the longest handled run
+    /// from the oldest, never past a message still being handled) and the key's next message.
+    fn finish(&mut self, finished: &Finished) -> (Option<i64>, Option<OwnedMessage>) {
+        let next_of_key = match self.waiting.get_mut(&finished.key) {
+            Some(queue) => {
+                let next = queue.pop_front();
+                if queue.is_empty() {
+                    self.waiting.remove(&finished.key);
+                }
+                next
+            }
+            None => None,
+        };
+        if next_of_key.is_some() {
+            self.waiting_count -= 1;
+        } else {
+            self.busy_keys.remove(&finished.key);
+        }
+        let Some(offsets) = self
             .partitions
-            .get_mut(&(finished.topic.clone(), finished.partition))?;
+            .get_mut(&(finished.topic.clone(), finished.partition))
+        else {
+            return (None, next_of_key);
+        };
         offsets.insert(finished.offset, true);
         let mut next = None;
         while let Some(entry) = offsets.first_entry() {
@@ -278,7 +306,7 @@ impl Positions {
             next = Some(*entry.key() + 1);
             entry.remove();
         }
-        next
+        (next, next_of_key)
     }
 }
 
@@ -288,13 +316,19 @@ async fn consume(context: Arc<Context>) -> String {
     let mut in_flight = FuturesUnordered::new();
     let mut positions = Positions::default();
     loop {
+        let room = in_flight.len() + positions.waiting_count < IN_FLIGHT;
         tokio::select! {
             Some(finished) = in_flight.next(), if !in_flight.is_empty() => {
-                if let Err(why) = store_position(&context, &mut positions, &finished) {
-                    return why;
+                match store_position(&context, &mut positions, &finished) {
+                    Ok(Some(next)) => {
+                        let key = finished.key;
+                        in_flight.push(handle(context.clone(), next, key));
+                    }
+                    Ok(None) => {}
+                    Err(why) => return why,
                 }
             }
-            received = context.consumer.recv(), if in_flight.len() < IN_FLIGHT => {
+            received = context.consumer.recv(), if room => {
                 let message = match received {
                     Ok(message) => message.detach(),
                     Err(error) => {
@@ -307,28 +341,24 @@ async fn consume(context: Arc<Context>) -> String {
                     message.topic().to_owned(),
                     message.key().map(<[u8]>::to_vec).unwrap_or_default(),
                 );
-                // A key's next message waits for the one before it.
-                while positions.busy_keys.contains(&key) {
-                    let Some(finished) = in_flight.next().await else { break };
-                    if let Err(why) = store_position(&context, &mut positions, &finished) {
-                        return why;
-                    }
+                if let Some(message) = positions.take(message, key.clone()) {
+                    in_flight.push(handle(context.clone(), message, key));
                 }
-                positions.start(&message, key.clone());
-                in_flight.push(handle(context.clone(), message, key));
             }
         }
     }
 }
 
+/// Records `finished`, stores the partition's offset if it moved; the key's next message.
 fn store_position(
     context: &Context,
     positions: &mut Positions,
     finished: &Finished,
-) -> Result<(), String> {
+) -> Result<Option<OwnedMessage>, String> {
     metrics::CONSUMED.inc();
-    let Some(next) = positions.finish(finished) else {
-        return Ok(());
+    let (offset, next_of_key) = positions.finish(finished);
+    let Some(next) = offset else {
+        return Ok(next_of_key);
     };
     let mut position = TopicPartitionList::new();
     position
@@ -338,7 +368,7 @@ fn store_position(
     if let Err(error) = context.consumer.store_offsets(&position) {
         tracing::warn!(%error, "storing an offset failed; the message may come again");
     }
-    Ok(())
+    Ok(next_of_key)
 }
 
 /// Decodes and delivers one message, or sends it to the dead-letter topic.
@@ -491,33 +521,49 @@ mod tests {
         }
     }
 
+    fn take(positions: &mut Positions, partition: i32, offset: i64, key: &str) -> bool {
+        let (message, key) = message(partition, offset, key);
+        positions.take(message, key).is_some()
+    }
+
     #[test]
     fn the_stored_offset_never_passes_a_message_still_being_handled() {
         let mut positions = Positions::default();
-        for (offset, key) in [(10, "a"), (11, "b"), (12, "c")] {
-            let (message, key) = message(0, offset, key);
-            positions.start(&message, key);
-        }
-        assert_eq!(positions.finish(&finished(0, 11, "b")), None);
-        assert_eq!(positions.finish(&finished(0, 12, "c")), None);
-        assert!(
-            positions
-                .busy_keys
-                .contains(&("shop.test".to_owned(), b"a".to_vec()))
-        );
-        assert_eq!(positions.finish(&finished(0, 10, "a")), Some(13));
+        assert!(take(&mut positions, 0, 10, "a"));
+        assert!(take(&mut positions, 0, 11, "b"));
+        assert!(take(&mut positions, 0, 12, "c"));
+        assert_eq!(positions.finish(&finished(0, 11, "b")).0, None);
+        assert_eq!(positions.finish(&finished(0, 12, "c")).0, None);
+        assert_eq!(positions.finish(&finished(0, 10, "a")).0, Some(13));
+        assert!(positions.busy_keys.is_empty());
+    }
+
+    #[test]
+    fn a_keys_next_message_waits_and_is_handed_out_when_the_one_before_finishes() {
+        let mut positions = Positions::default();
+        assert!(take(&mut positions, 0, 1, "a"));
+        assert!(!take(&mut positions, 0, 2, "a"), "waits behind offset 1");
+        assert!(take(&mut positions, 0, 3, "b"), "another key goes ahead");
+        assert_eq!(positions.waiting_count, 1);
+        assert_eq!(positions.finish(&finished(0, 3, "b")).0, None);
+        let (offset, next) = positions.finish(&finished(0, 1, "a"));
+        assert_eq!(offset, Some(2));
+        assert_eq!(next.map(|message| message.offset()), Some(2));
+        assert_eq!(positions.waiting_count, 0);
+        let (offset, next) = positions.finish(&finished(0, 2, "a"));
+        assert_eq!(offset, Some(4));
+        assert!(next.is_none());
         assert!(positions.busy_keys.is_empty());
     }
 
     #[test]
     fn partitions_move_on_independently() {
         let mut positions = Positions::default();
-        for (partition, offset, key) in [(0, 5, "a"), (1, 7, "b"), (0, 6, "c")] {
-            let (message, key) = message(partition, offset, key);
-            positions.start(&message, key);
-        }
-        assert_eq!(positions.finish(&finished(1, 7, "b")), Some(8));
-        assert_eq!(positions.finish(&finished(0, 6, "c")), None);
-        assert_eq!(positions.finish(&finished(0, 5, "a")), Some(7));
+        assert!(take(&mut positions, 0, 5, "a"));
+        assert!(take(&mut positions, 1, 7, "b"));
+        assert!(take(&mut positions, 0, 6, "c"));
+        assert_eq!(positions.finish(&finished(1, 7, "b")).0, Some(8));
+        assert_eq!(positions.finish(&finished(0, 6, "c")).0, None);
+        assert_eq!(positions.finish(&finished(0, 5, "a")).0, Some(7));
     }
 }

@@ -22,13 +22,8 @@ async fn an_event_written_to_the_outbox_reaches_a_subscribed_actor() {
     let recorder = unique("recorder");
     let (_, seen) = common::recorder(recorder, Answer::Done, None).await;
     let bridge = unique("bridge");
-    common::bridge(
-        bridge,
-        unique("group"),
-        &settings,
-        common::subscriptions(recorder),
-    )
-    .await;
+    let group = unique("group");
+    common::bridge(bridge, group, &settings, common::subscriptions(recorder)).await;
     common::relay(unique("relay"), pool.clone(), bridge, &settings).await;
 
     let event = user_registered("Round Trip");
@@ -94,11 +89,13 @@ async fn the_same_event_delivered_twice_has_its_effect_once() {
 
 const USER_REGISTERED: &str = <shop_schemas::UserRegistered as Event>::NAME;
 
-/// Every message of `topic` whose key is `key`, read from the start by a group of its own.
+/// Messages of `topic` whose key is `key` and that `from` (a header pair, if given) marks, read
+/// from the start by a group of its own.
 async fn messages_with_key(
     settings: &shop_config::Settings,
     topic: &str,
     key: &str,
+    from: Option<(&str, &str)>,
     count: usize,
 ) -> Vec<rdkafka::message::OwnedMessage> {
     let consumer: StreamConsumer =
@@ -110,7 +107,12 @@ async fn messages_with_key(
         if let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await
             && message.key() == Some(key.as_bytes())
         {
-            found.push(message.detach());
+            let message = message.detach();
+            let marked = from
+                .is_none_or(|(name, value)| header_of(&message, name).as_deref() == Some(value));
+            if marked {
+                found.push(message);
+            }
         }
     }
     found
@@ -134,13 +136,8 @@ async fn undecodable_and_rejected_messages_go_to_the_dead_letter_topic_and_the_n
     let recorder = unique("recorder");
     let (_, seen) = common::recorder(recorder, Answer::Done, None).await;
     let bridge = unique("bridge");
-    common::bridge(
-        bridge,
-        unique("group"),
-        &settings,
-        common::subscriptions(recorder),
-    )
-    .await;
+    let group = unique("group");
+    common::bridge(bridge, group, &settings, common::subscriptions(recorder)).await;
 
     // Three messages on one key (one partition, in this order): garbage, an event the
     // subscriber rejects, a good event.
@@ -168,7 +165,15 @@ async fn undecodable_and_rejected_messages_go_to_the_dead_letter_topic_and_the_n
         wait_for(&seen, 1, is_event(good.event_id)).await,
         "the next message was handled"
     );
-    let dead = messages_with_key(&settings, &shop_schemas::dead_letter_topic(USERS), &key, 2).await;
+    // Every consumer of the topic dead-letters these; this test's bridge signs its own.
+    let dead = messages_with_key(
+        &settings,
+        &shop_schemas::dead_letter_topic(USERS),
+        &key,
+        Some((header::DLQ_CONSUMER, group)),
+        2,
+    )
+    .await;
     assert_eq!(dead.len(), 2, "both bad messages are in the DLQ");
     let reasons: Vec<String> = dead
         .iter()
@@ -195,11 +200,12 @@ async fn an_offset_is_committed_only_after_the_subscriber_acknowledged() {
     let settings = common::settings();
     let group = unique("group");
     let holder = unique("holder");
-    let (_, held) = common::recorder(holder, Answer::Hold, None).await;
+    let hold = unique("hold me");
+    let (_, held) = common::recorder(holder, Answer::Hold(hold), None).await;
     let first = unique("bridge");
     let bridge = common::bridge(first, group, &settings, common::subscriptions(holder)).await;
 
-    let event = user_registered("hold me");
+    let event = user_registered(hold);
     let (payload, _) = encode(&event).unwrap();
     let message = Outgoing {
         topic: USERS.to_owned(),
@@ -239,7 +245,8 @@ async fn an_offset_is_committed_only_after_the_subscriber_acknowledged() {
 async fn a_held_message_holds_back_its_own_key_only() {
     let settings = common::settings();
     let holder = unique("holder");
-    let (_, seen) = common::recorder(holder, Answer::Hold, None).await;
+    let hold = unique("hold me");
+    let (_, seen) = common::recorder(holder, Answer::Hold(hold), None).await;
     let bridge = unique("bridge");
     common::bridge(
         bridge,
@@ -249,7 +256,7 @@ async fn a_held_message_holds_back_its_own_key_only() {
     )
     .await;
 
-    let held = user_registered("hold me");
+    let held = user_registered(hold);
     let mut after = user_registered("after the held one");
     after.user_id = held.user_id;
     let other = user_registered("another key");

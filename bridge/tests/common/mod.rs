@@ -54,9 +54,9 @@ pub fn user_registered(name: &str) -> UserRegistered {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
     Done,
-    /// Keep the reply port of events whose user is named `hold me` and never answer them
+    /// Keep the reply port of events whose user has this name and never answer them
     /// (answer the rest).
-    Hold,
+    Hold(&'static str),
     /// Record the effect through the inbox, then answer Done.
     OnceThroughTheInbox,
 }
@@ -119,9 +119,8 @@ impl Actor for Recorder {
             Answer::Done => {
                 let _ = delivery.reply.send(Ack::Done);
             }
-            Answer::Hold => {
-                let hold =
-                    matches!(&delivery.event, Envelope::UserRegistered(e) if e.name == "hold me");
+            Answer::Hold(name) => {
+                let hold = matches!(&delivery.event, Envelope::UserRegistered(e) if e.name == name);
                 if hold {
                     state.held.push(delivery.reply);
                 } else {
