@@ -465,3 +465,36 @@ async fn payments_are_shown_to_their_customer_and_admins_only() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_order_cancelled_while_its_charge_waits_calls_the_charge_off() {
+    let events = Events::watch().await;
+    let shopper = Shopper::customer().await;
+    let shelf = products(&[2]).await;
+    shopper.put_in_cart(&shelf[0], 1).await;
+    let order = shopper.checkout("pm_card_authenticationRequired").await;
+    let id = order["id"].as_str().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while payment_of(&shopper, id).await["provider_reference"].is_null() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the charge never reached the provider"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let cancelled = shopper.post(&format!("/orders/{id}/cancel")).await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let payment = payment_becomes(&shopper, id, "canceled").await;
+    assert_eq!(payment["failure_code"], "canceled");
+    assert_eq!(payment["amount_refunded"], 0);
+    stock_until(&shelf[0], 2, 0).await;
+    let order_id = uuid(&order["id"]);
+    assert_eq!(
+        charges_of(order_id).await,
+        1,
+        "one charge request, never completed"
+    );
+    assert_eq!(named(&events, order_id, "PaymentSucceeded"), 0);
+    assert_eq!(named(&events, order_id, "PaymentRefunded"), 0);
+}
