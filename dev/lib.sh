@@ -15,6 +15,7 @@ DATA=$ROOT/.data/$INSTANCE
 PORT_OFFSET=${SHOP_DEV_PORT_OFFSET:-0}
 
 FERRETDB_VERSION=v1.24.2
+MAILPIT_VERSION=v1.33.1
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/dev/kafka/pom.xml")
 PG_BIN=/usr/lib/postgresql/15/bin
 
@@ -23,10 +24,12 @@ MONGO_PORT=$((27017 + PORT_OFFSET))
 KAFKA_PORT=$((9092 + PORT_OFFSET))
 KAFKA_CONTROLLER_PORT=$((9093 + PORT_OFFSET))
 GATEWAY_PORT=$((8080 + PORT_OFFSET))
+SMTP_PORT=$((1025 + PORT_OFFSET))
+MAILPIT_PORT=$((8025 + PORT_OFFSET))
 
 # The services, in start order, and their ports. A service not built yet is still routed by
 # nginx (to a port nobody listens on), which answers 503 for it.
-SERVICES=(user product cart order payment)
+SERVICES=(user product cart order payment notification)
 declare -A SERVICE_PORT=(
   [user]=$((8101 + PORT_OFFSET))
   [product]=$((8102 + PORT_OFFSET))
@@ -58,6 +61,10 @@ export SHOP_ORDER_PORT=${SERVICE_PORT[order]}
 export SHOP_ORDER_URL=http://127.0.0.1:${SERVICE_PORT[order]}
 export SHOP_PAYMENT_PORT=${SERVICE_PORT[payment]}
 export SHOP_PAYMENT_URL=http://127.0.0.1:${SERVICE_PORT[payment]}
+export SHOP_NOTIFICATION_PORT=${SERVICE_PORT[notification]}
+export SHOP_NOTIFICATION_URL=http://127.0.0.1:${SERVICE_PORT[notification]}
+export SHOP_SMTP_URL=smtp://127.0.0.1:$SMTP_PORT
+export SHOP_MAILPIT_URL=http://127.0.0.1:$MAILPIT_PORT
 export SHOP_GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT
 export SHOP_ADMIN_EMAIL=${SHOP_ADMIN_EMAIL:-admin@shop.local}
 export SHOP_ADMIN_PASSWORD=${SHOP_ADMIN_PASSWORD:-admin-dev-password}
@@ -74,6 +81,7 @@ install_all() {
   install_debian_packages
   install_ferretdb
   install_kafka
+  install_mailpit
   INSTALL_SECONDS=$((SECONDS - started))
   log "installed in ${INSTALL_SECONDS}s"
 }
@@ -339,6 +347,24 @@ EOF
   nginx -t -q -p "$dir" -e "$DATA/logs/nginx-error.log" -c "$dir/nginx.conf" || die "the rendered nginx configuration is invalid"
 }
 
+# Mailpit: the mail catcher dev/ runs as the SMTP server, with a web UI and an API to read mail.
+install_mailpit() {
+  [ -x "$TOOLS/bin/mailpit" ] && [ -f "$TOOLS/mailpit-$MAILPIT_VERSION" ] && return
+  command -v go >/dev/null || die "Go is needed to install Mailpit"
+  log "building Mailpit $MAILPIT_VERSION (go install, about a minute)"
+  mkdir -p "$TOOLS/bin"
+  GOBIN=$TOOLS/bin go install "github.com/axllent/mailpit@$MAILPIT_VERSION" >"$TOOLS/mailpit-build.log" 2>&1 ||
+    die "building Mailpit failed; see $TOOLS/mailpit-build.log"
+  touch "$TOOLS/mailpit-$MAILPIT_VERSION"
+}
+
+start_mailpit() {
+  running mailpit && return
+  start mailpit "$TOOLS/bin/mailpit" --smtp "127.0.0.1:$SMTP_PORT" --listen "127.0.0.1:$MAILPIT_PORT" \
+    --database "$DATA/mailpit.db" --max 100000 --disable-version-check
+  wait_for Mailpit 30 curl -sf "http://127.0.0.1:$MAILPIT_PORT/api/v1/info"
+}
+
 start_nginx() {
   render_nginx
   if running nginx; then
@@ -357,9 +383,10 @@ start_infrastructure() {
   start_ferretdb &
   local ferret=$!
   start_kafka
+  start_mailpit
   wait $ferret
   start_nginx
-  log "infrastructure up in $((SECONDS - started))s: PostgreSQL :$PG_PORT, FerretDB :$MONGO_PORT, Kafka :$KAFKA_PORT, nginx :$GATEWAY_PORT"
+  log "infrastructure up in $((SECONDS - started))s: PostgreSQL :$PG_PORT, FerretDB :$MONGO_PORT, Kafka :$KAFKA_PORT, nginx :$GATEWAY_PORT, Mailpit :$SMTP_PORT (UI :$MAILPIT_PORT)"
 }
 
 build_shop() {
@@ -411,5 +438,6 @@ stop_all() {
   stop_pid nginx
   stop_pid kafka
   stop_pid ferretdb
+  stop_pid mailpit
   stop_postgres
 }

@@ -98,12 +98,22 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve { services } => serve::run(&settings, &services).await,
         Command::Migrate => {
+            // The cart's store (MongoDB) needs no migration.
             shop_user::migrate(&settings).await?;
             shop_product::migrate(&settings).await?;
+            shop_order::migrate(&settings).await?;
+            shop_payment::migrate(&settings).await?;
+            shop_notification::migrate(&settings).await?;
             println!(
-                "migrated: {}, {}",
-                shop_user::DATABASE,
-                shop_product::DATABASE
+                "migrated: {}",
+                [
+                    shop_user::DATABASE,
+                    shop_product::DATABASE,
+                    shop_order::DATABASE,
+                    shop_payment::DATABASE,
+                    shop_notification::DATABASE,
+                ]
+                .join(", ")
             );
             Ok(())
         }

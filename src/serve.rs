@@ -9,7 +9,14 @@ use shop_config::Settings;
 use shop_web::Shutdown;
 
 /// Every service this binary can run, in start order.
-pub const SERVICES: &[&str] = &["user", "product", "cart", "order", "payment"];
+pub const SERVICES: &[&str] = &[
+    "user",
+    "product",
+    "cart",
+    "order",
+    "payment",
+    "notification",
+];
 
 pub async fn run(settings: &Settings, names: &[String]) -> anyhow::Result<()> {
     let names = expand(names)?;
@@ -30,6 +37,9 @@ pub async fn run(settings: &Settings, names: &[String]) -> anyhow::Result<()> {
                 .await
                 .map_err(anyhow::Error::from),
             "payment" => shop_payment::start(settings, shutdown.clone())
+                .await
+                .map_err(anyhow::Error::from),
+            "notification" => shop_notification::start(settings, shutdown.clone())
                 .await
                 .map_err(anyhow::Error::from),
             other => bail!("unknown service {other:?}"),

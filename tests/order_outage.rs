@@ -51,6 +51,12 @@ async fn checkout_with_a_service_down_is_503_and_leaves_nothing_behind() {
         body["detail"].as_str().unwrap().contains("product"),
         "{body}"
     );
+    // The gateway itself answers for a service that is down: 503 problem+json, not a bare 502.
+    let down = problem(client.get(url("/products")).send().await.unwrap(), 503).await;
+    assert!(
+        down["detail"].as_str().unwrap().contains("not available"),
+        "{down}"
+    );
     dev("start_services");
     assert_eq!(orders().await["total"], 0, "no order without a reservation");
     let stock: Value = get_json(

@@ -32,6 +32,7 @@ pub struct Settings {
     pub cart: CartSettings,
     pub order: OrderSettings,
     pub payment: PaymentSettings,
+    pub notification: NotificationSettings,
     pub kafka: KafkaSettings,
     entries: Vec<Entry>,
 }
@@ -190,6 +191,45 @@ pub struct PaymentSettings {
     pub idle_timeout: Duration,
     /// Test-only payment methods (`pm_test_crashAfterCharge`); refused in production.
     pub test_hooks: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct NotificationSettings {
+    pub port: u16,
+    /// Where tools reach the notification service directly.
+    pub url: Url,
+    pub email: EmailProvider,
+    /// `smtp://host:port` (Mailpit under dev/up); `smtps://user:password@host` for a real server.
+    pub smtp_url: Url,
+    /// The sender of every mail, e.g. `Shop <shop@shop.local>`.
+    pub email_from: String,
+    pub sendgrid_api_base: Url,
+    pub sendgrid_api_key: Option<Secret>,
+    pub sms: SmsProvider,
+    pub twilio_api_base: Url,
+    pub twilio_account_sid: Option<String>,
+    pub twilio_auth_token: Option<Secret>,
+    /// The number SMS are sent from.
+    pub twilio_from: Option<String>,
+    /// A directory of templates replacing the built-in ones (same file names).
+    pub templates_dir: Option<PathBuf>,
+    /// Sends of one message tried in all before it is `failed`.
+    pub max_attempts: u32,
+    /// A delivery actor with no message for this long stops.
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailProvider {
+    Smtp,
+    Sendgrid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmsProvider {
+    /// SMS are written to the service log and the delivery log only (development).
+    Log,
+    Twilio,
 }
 
 /// Who charges cards.
@@ -579,6 +619,113 @@ impl Settings {
             test_hooks,
         };
 
+        let Port(notification_port) = r.get(
+            "SHOP_NOTIFICATION_PORT",
+            "8106",
+            "notification service HTTP port",
+        );
+        let email: EmailProvider = r.get(
+            "SHOP_EMAIL_PROVIDER",
+            "smtp",
+            "smtp (Mailpit under dev/up) or sendgrid",
+        );
+        let sms: SmsProvider = r.get(
+            "SHOP_SMS_PROVIDER",
+            "log",
+            "log (SMS only in the logs) or twilio",
+        );
+        let sendgrid_api_key: Option<String> = r.optional(
+            "SHOP_SENDGRID_API_KEY",
+            true,
+            "SendGrid API key; required when SHOP_EMAIL_PROVIDER=sendgrid",
+        );
+        let twilio_account_sid: Option<String> = r.optional(
+            "SHOP_TWILIO_ACCOUNT_SID",
+            false,
+            "Twilio account SID; required when SHOP_SMS_PROVIDER=twilio",
+        );
+        let twilio_auth_token: Option<String> = r.optional(
+            "SHOP_TWILIO_AUTH_TOKEN",
+            true,
+            "Twilio auth token; required when SHOP_SMS_PROVIDER=twilio",
+        );
+        let twilio_from: Option<String> = r.optional(
+            "SHOP_TWILIO_FROM",
+            false,
+            "the number SMS are sent from; required when SHOP_SMS_PROVIDER=twilio",
+        );
+        if email == EmailProvider::Sendgrid && sendgrid_api_key.is_none() {
+            r.problems.push(Problem {
+                name: "SHOP_SENDGRID_API_KEY",
+                message: "required when SHOP_EMAIL_PROVIDER=sendgrid".to_owned(),
+            });
+        }
+        if sms == SmsProvider::Twilio {
+            for (name, missing) in [
+                ("SHOP_TWILIO_ACCOUNT_SID", twilio_account_sid.is_none()),
+                ("SHOP_TWILIO_AUTH_TOKEN", twilio_auth_token.is_none()),
+                ("SHOP_TWILIO_FROM", twilio_from.is_none()),
+            ] {
+                if missing {
+                    r.problems.push(Problem {
+                        name,
+                        message: "required when SHOP_SMS_PROVIDER=twilio".to_owned(),
+                    });
+                }
+            }
+        }
+        let notification = NotificationSettings {
+            port: notification_port,
+            url: r.get(
+                "SHOP_NOTIFICATION_URL",
+                "http://127.0.0.1:8106",
+                "where tools reach the notification service directly",
+            ),
+            email,
+            smtp_url: r
+                .secret(
+                    "SHOP_SMTP_URL",
+                    "smtp://127.0.0.1:1025",
+                    "SMTP server (Mailpit under dev/up); smtps://user:password@host for a real one",
+                )
+                .unwrap_or_else(placeholder_url),
+            email_from: r.get(
+                "SHOP_EMAIL_FROM",
+                "Shop <shop@shop.local>",
+                "the sender of every mail",
+            ),
+            sendgrid_api_base: r.get(
+                "SHOP_SENDGRID_API_BASE",
+                "https://api.sendgrid.com",
+                "SendGrid's API base URL",
+            ),
+            sendgrid_api_key: sendgrid_api_key.map(Secret),
+            sms,
+            twilio_api_base: r.get(
+                "SHOP_TWILIO_API_BASE",
+                "https://api.twilio.com",
+                "Twilio's API base URL",
+            ),
+            twilio_account_sid,
+            twilio_auth_token: twilio_auth_token.map(Secret),
+            twilio_from,
+            templates_dir: r.optional(
+                "SHOP_NOTIFICATION_TEMPLATES",
+                false,
+                "a directory of templates replacing the built-in ones (same file names)",
+            ),
+            max_attempts: r.get(
+                "SHOP_NOTIFICATION_MAX_ATTEMPTS",
+                "6",
+                "sends of one message tried (with backoff) before it is failed",
+            ),
+            idle_timeout: r.get(
+                "SHOP_NOTIFICATION_IDLE",
+                "1m",
+                "a delivery actor idle this long stops",
+            ),
+        };
+
         let kafka = KafkaSettings {
             brokers: r.get(
                 "SHOP_KAFKA_BROKERS",
@@ -625,6 +772,7 @@ impl Settings {
             cart,
             order,
             payment,
+            notification,
             kafka,
             entries: r.entries,
         })

@@ -133,6 +133,28 @@ impl Setting for crate::PaymentProvider {
     }
 }
 
+impl Setting for crate::EmailProvider {
+    const EXPECTED: &'static str = "smtp or sendgrid";
+    fn parse(raw: &str) -> Option<Self> {
+        match raw.trim() {
+            "smtp" => Some(crate::EmailProvider::Smtp),
+            "sendgrid" => Some(crate::EmailProvider::Sendgrid),
+            _ => None,
+        }
+    }
+}
+
+impl Setting for crate::SmsProvider {
+    const EXPECTED: &'static str = "log or twilio";
+    fn parse(raw: &str) -> Option<Self> {
+        match raw.trim() {
+            "log" => Some(crate::SmsProvider::Log),
+            "twilio" => Some(crate::SmsProvider::Twilio),
+            _ => None,
+        }
+    }
+}
+
 impl Setting for crate::LogFormat {
     const EXPECTED: &'static str = "text or json";
     fn parse(raw: &str) -> Option<Self> {

@@ -93,7 +93,8 @@ fn production_refuses_to_start_on_default_secrets() {
             "SHOP_JWT_PRIVATE_KEY_FILE",
             "SHOP_SERVICE_CLIENTS",
             "SHOP_MONGODB_URL",
-            "SHOP_STRIPE_WEBHOOK_SECRET"
+            "SHOP_STRIPE_WEBHOOK_SECRET",
+            "SHOP_SMTP_URL"
         ]
     );
 }
@@ -111,6 +112,7 @@ fn production_starts_when_every_secret_is_given() {
         ("SHOP_SERVICE_CLIENT_SECRET", "0123456789abcdef0123"),
         ("SHOP_MONGODB_URL", "mongodb://mongo:27017"),
         ("SHOP_STRIPE_WEBHOOK_SECRET", "whsec_0123456789abcdef"),
+        ("SHOP_SMTP_URL", "smtps://shop:s3cret@mail.example.com"),
     ])
     .unwrap();
     assert_eq!(settings.environment, Environment::Production);
@@ -199,4 +201,32 @@ fn the_payment_provider_is_simulated_unless_stripe_is_chosen_with_its_key() {
         .map(|entry| entry.shown.clone())
         .collect();
     assert!(!shown.iter().any(|shown| shown.contains("sk_test_123")));
+}
+
+#[test]
+fn notifications_go_by_smtp_and_log_unless_providers_are_chosen_with_their_keys() {
+    let default = settings(&[]).unwrap();
+    assert_eq!(default.notification.email, EmailProvider::Smtp);
+    assert_eq!(default.notification.sms, SmsProvider::Log);
+    assert_eq!(
+        default.notification.smtp_url.as_str(),
+        "smtp://127.0.0.1:1025"
+    );
+
+    let error = settings(&[
+        ("SHOP_EMAIL_PROVIDER", "sendgrid"),
+        ("SHOP_SMS_PROVIDER", "twilio"),
+        ("SHOP_TWILIO_ACCOUNT_SID", "AC123"),
+    ])
+    .unwrap_err();
+    assert_eq!(
+        problem_names(&error),
+        vec![
+            "SHOP_SENDGRID_API_KEY",
+            "SHOP_TWILIO_AUTH_TOKEN",
+            "SHOP_TWILIO_FROM"
+        ]
+    );
+    let error = settings(&[("SHOP_EMAIL_PROVIDER", "pigeon")]).unwrap_err();
+    assert_eq!(problem_names(&error), vec!["SHOP_EMAIL_PROVIDER"]);
 }

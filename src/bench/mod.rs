@@ -11,6 +11,7 @@ use shop_config::Settings;
 
 mod checkout;
 mod events;
+mod notifications;
 mod product;
 mod user;
 
@@ -24,9 +25,11 @@ pub enum BenchCommand {
     Product(product::ProductBench),
     /// Events through outbox -> Kafka -> bridge -> actor, and commit-to-delivery latency.
     Events(events::EventsBench),
-    /// Checkouts through nginx with payments published as the payment service would, and the
-    /// time from POST /orders to OrderPaid.
+    /// Whole purchases through nginx, paid by the payment service's simulated provider: paid
+    /// orders/s and the time from POST /orders to OrderPaid.
     Checkout(checkout::CheckoutBench),
+    /// Welcome mails through the notification service and SMTP: mails/s and event-to-sent time.
+    Notifications(notifications::NotificationsBench),
 }
 
 pub async fn run(settings: &Settings, command: BenchCommand) -> anyhow::Result<()> {
@@ -35,6 +38,7 @@ pub async fn run(settings: &Settings, command: BenchCommand) -> anyhow::Result<(
         BenchCommand::Product(args) => product::run(settings, args).await,
         BenchCommand::Events(args) => events::run(settings, args).await,
         BenchCommand::Checkout(args) => checkout::run(settings, args).await,
+        BenchCommand::Notifications(args) => notifications::run(settings, args).await,
     }
 }
 

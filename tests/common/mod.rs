@@ -313,6 +313,7 @@ pub struct Shopper {
     pub client: Client,
     pub token: String,
     pub id: String,
+    pub email: String,
 }
 
 impl Shopper {
@@ -323,6 +324,7 @@ impl Shopper {
             client,
             token: account.access_token,
             id: account.id,
+            email: account.email,
         }
     }
 
@@ -333,6 +335,7 @@ impl Shopper {
             client,
             token: account.access_token,
             id: account.id,
+            email: account.email,
         }
     }
 
@@ -401,4 +404,47 @@ pub async fn charges_of(order_id: uuid::Uuid) -> i64 {
         .fetch_one(&payment_database().await)
         .await
         .expect("counting charges")
+}
+
+/// The subjects of the mails Mailpit holds for `address`, newest first.
+pub async fn mails_to(address: &str) -> Vec<String> {
+    let mut search = reqwest::Url::parse(&format!("{}/api/v1/search", env("SHOP_MAILPIT_URL")))
+        .expect("SHOP_MAILPIT_URL is a URL");
+    search
+        .query_pairs_mut()
+        .append_pair("query", &format!("to:\"{address}\""));
+    let found: Value = reqwest::Client::new()
+        .get(search)
+        .send()
+        .await
+        .expect("Mailpit answers")
+        .json()
+        .await
+        .expect("Mailpit's search is JSON");
+    found["messages"]
+        .as_array()
+        .map(|messages| {
+            messages
+                .iter()
+                .filter_map(|message| message["Subject"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (up to 30 s) until Mailpit holds at least `count` mails for `address`.
+pub async fn wait_for_mails(address: &str, count: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let subjects = mails_to(address).await;
+        if subjects.len() >= count {
+            return subjects;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{address} got {} of {count} mails: {subjects:?}",
+            subjects.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

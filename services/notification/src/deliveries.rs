@@ -1,0 +1,252 @@
+//! Sending: the event handler (records what each event sends and hands it on), one actor per
+//! message in flight (sends it, retries transient failures on its own timer with exponential
+//! backoff, gives up after `SHOP_NOTIFICATION_MAX_ATTEMPTS`), kept by a registry from
+//! `shop_actors::entities`, and the sweeper that wakes messages due while no actor held them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use shop_actors::entities::{self, EntityKind};
+use shop_bridge::{Ack, Delivery};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::channels::{EmailSender, SendError, SmsSender};
+use crate::store;
+use crate::templates::{Email, Templates};
+
+pub type Messages = entities::Entities<MessageMsg>;
+
+/// How messages leave, shared by every message actor.
+pub struct Senders {
+    pub email: EmailSender,
+    pub sms: SmsSender,
+}
+
+/// Records what each event sends, answers the bridge, then wakes the new messages' actors.
+pub struct EventHandler;
+
+pub struct HandlerState {
+    pub pool: PgPool,
+    pub templates: Arc<Templates>,
+    pub messages: Messages,
+}
+
+impl Actor for EventHandler {
+    type Msg = Delivery;
+    type State = HandlerState;
+    type Arguments = HandlerState;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<Delivery>,
+        state: HandlerState,
+    ) -> Result<HandlerState, ActorProcessingErr> {
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Delivery>,
+        delivery: Delivery,
+        state: &mut HandlerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match crate::plan::plan(&state.pool, &state.templates, &delivery.event).await {
+            Ok(ids) => {
+                let _ = delivery.reply.send(Ack::Done);
+                for id in ids {
+                    // Not reachable now: the sweeper sends it.
+                    if let Err(error) = state.messages.send(id, MessageMsg::Work).await {
+                        tracing::warn!(%id, %error, "a message's actor could not be reached");
+                    }
+                }
+            }
+            Err(error) => {
+                let _ = delivery
+                    .reply
+                    .send(Ack::Retry(format!("recording the messages: {error}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+pub struct MessageKind {
+    pub pool: PgPool,
+    pub senders: Arc<Senders>,
+    pub max_attempts: u32,
+}
+
+impl EntityKind for MessageKind {
+    type Actor = MessageActor;
+    type Msg = MessageMsg;
+    type Args = MessageArgs;
+    const KIND: &'static str = "message";
+
+    fn args(&self, id: Uuid) -> MessageArgs {
+        MessageArgs {
+            id,
+            pool: self.pool.clone(),
+            senders: self.senders.clone(),
+            max_attempts: self.max_attempts,
+        }
+    }
+
+    fn passivate() -> MessageMsg {
+        MessageMsg::Passivate
+    }
+}
+
+#[derive(Default)]
+pub struct MessageActor;
+
+pub struct MessageArgs {
+    pub id: Uuid,
+    pub pool: PgPool,
+    pub senders: Arc<Senders>,
+    pub max_attempts: u32,
+}
+
+pub enum MessageMsg {
+    /// Send it if it is due.
+    Work,
+    Passivate,
+}
+
+/// The wait after try `attempts`: 1 s doubling, at most 60 s.
+fn backoff(attempts: i32) -> Duration {
+    let doublings = u32::try_from(attempts.clamp(1, 7) - 1).unwrap_or(0);
+    (Duration::from_secs(1) * 2u32.pow(doublings)).min(Duration::from_secs(60))
+}
+
+impl Actor for MessageActor {
+    type Msg = MessageMsg;
+    type State = MessageArgs;
+    type Arguments = MessageArgs;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<MessageMsg>,
+        args: MessageArgs,
+    ) -> Result<MessageArgs, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<MessageMsg>,
+        message: MessageMsg,
+        state: &mut MessageArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        if let MessageMsg::Passivate = message {
+            myself.stop(None);
+            return Ok(());
+        }
+        let Some(delivery) = store::delivery(&state.pool, state.id).await? else {
+            myself.stop(None);
+            return Ok(());
+        };
+        let due = delivery
+            .next_attempt_at
+            .is_some_and(|at| at <= Utc::now() + chrono::Duration::milliseconds(50));
+        if !delivery.is_pending() || !due {
+            if !delivery.is_pending() {
+                myself.stop(None);
+            }
+            return Ok(());
+        }
+        match send(&state.senders, &delivery).await {
+            Ok(message_id) => {
+                store::mark_sent(&state.pool, delivery.id, &message_id).await?;
+                tracing::info!(id = %delivery.id, channel = %delivery.channel, template = %delivery.template, "sent");
+                myself.stop(None);
+            }
+            Err(SendError::Transient(error))
+                if u32::try_from(delivery.attempts + 1).unwrap_or(u32::MAX)
+                    < state.max_attempts =>
+            {
+                let wait = backoff(delivery.attempts + 1);
+                let at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                tracing::warn!(id = %delivery.id, %error, ?wait, "sending failed; trying again");
+                store::mark_failed_try(&state.pool, delivery.id, &error, Some(at)).await?;
+                myself.send_after(wait, || MessageMsg::Work);
+            }
+            Err(error) => {
+                tracing::warn!(id = %delivery.id, %error, "sending failed for good");
+                store::mark_failed_try(&state.pool, delivery.id, &error.to_string(), None).await?;
+                myself.stop(None);
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn send(senders: &Senders, delivery: &store::Delivery) -> Result<String, SendError> {
+    let text = delivery.body_text.clone().unwrap_or_default();
+    match delivery.channel.as_str() {
+        "sms" => senders.sms.send(&delivery.recipient, &text).await,
+        _ => {
+            let email = Email {
+                subject: delivery.subject.clone().unwrap_or_default(),
+                text,
+                html: delivery.body_html.clone().unwrap_or_default(),
+            };
+            // The address book's name is not kept per delivery: the address is enough.
+            senders.email.send("", &delivery.recipient, &email).await
+        }
+    }
+}
+
+/// Messages looked at per sweep.
+const BATCH: i64 = 500;
+
+/// Wakes messages that are due and that no actor holds (after a restart, or a send missed).
+pub struct Sweeper;
+
+pub struct SweeperArgs {
+    pub pool: PgPool,
+    pub messages: Messages,
+    pub interval: Duration,
+}
+
+pub enum SweeperMsg {
+    Sweep,
+}
+
+impl Actor for Sweeper {
+    type Msg = SweeperMsg;
+    type State = SweeperArgs;
+    type Arguments = SweeperArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SweeperMsg>,
+        args: SweeperArgs,
+    ) -> Result<SweeperArgs, ActorProcessingErr> {
+        myself.send_message(SweeperMsg::Sweep)?;
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SweeperMsg>,
+        SweeperMsg::Sweep: SweeperMsg,
+        state: &mut SweeperArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        match store::due(&state.pool, BATCH).await {
+            Ok(due) => {
+                for id in due {
+                    if let Err(error) = state.messages.send(id, MessageMsg::Work).await {
+                        tracing::warn!(%id, %error, "waking a message failed; next sweep");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "looking for due messages failed; next sweep"),
+        }
+        myself.send_after(state.interval, || SweeperMsg::Sweep);
+        Ok(())
+    }
+}

@@ -1,0 +1,303 @@
+//! The notification database: the address book (from events), opt-outs, and the delivery log.
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The inbox name of the service's event handler.
+pub const CONSUMER: &str = "notification.events";
+
+#[derive(Debug, Clone, FromRow)]
+pub struct Recipient {
+    pub user_id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, FromRow)]
+pub struct Preferences {
+    pub email_opt_out: bool,
+    pub sms_opt_out: bool,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct OrderContact {
+    pub customer_id: Uuid,
+    pub total: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub channel: String,
+    pub user_id: Option<Uuid>,
+    pub recipient: String,
+    pub template: String,
+    pub subject: Option<String>,
+    pub body_text: Option<String>,
+    pub body_html: Option<String>,
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+impl Delivery {
+    pub fn is_pending(&self) -> bool {
+        matches!(self.status.as_str(), "queued" | "retrying")
+    }
+}
+
+pub async fn save_recipient(
+    transaction: &mut Transaction<'_, Postgres>,
+    recipient: &Recipient,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into recipients (user_id, email, name, phone) values ($1, $2, $3, $4)
+         on conflict (user_id) do update set email = excluded.email, name = excluded.name,
+             phone = coalesce(excluded.phone, recipients.phone), updated_at = now()",
+    )
+    .bind(recipient.user_id)
+    .bind(&recipient.email)
+    .bind(&recipient.name)
+    .bind(&recipient.phone)
+    .execute(&mut **transaction)
+    .await?;
+    Ok(())
+}
+
+pub async fn save_order(
+    transaction: &mut Transaction<'_, Postgres>,
+    order_id: Uuid,
+    contact: &OrderContact,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into order_contacts (order_id, customer_id, total, currency) values ($1, $2, $3, $4)
+         on conflict do nothing",
+    )
+    .bind(order_id)
+    .bind(contact.customer_id)
+    .bind(contact.total)
+    .bind(&contact.currency)
+    .execute(&mut **transaction)
+    .await?;
+    Ok(())
+}
+
+pub async fn recipient(
+    transaction: &mut Transaction<'_, Postgres>,
+    user_id: Uuid,
+) -> Result<Option<(Recipient, Preferences)>, sqlx::Error> {
+    let Some(recipient) = sqlx::query_as::<_, Recipient>(
+        "select user_id, email, name, phone from recipients where user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut **transaction)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let preferences = sqlx::query_as::<_, Preferences>(
+        "select email_opt_out, sms_opt_out from preferences where user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut **transaction)
+    .await?
+    .unwrap_or_default();
+    Ok(Some((recipient, preferences)))
+}
+
+pub async fn order_contact(
+    transaction: &mut Transaction<'_, Postgres>,
+    order_id: Uuid,
+) -> Result<Option<OrderContact>, sqlx::Error> {
+    sqlx::query_as("select customer_id, total, currency from order_contacts where order_id = $1")
+        .bind(order_id)
+        .fetch_optional(&mut **transaction)
+        .await
+}
+
+/// A message to record: `queued` to be sent, or `failed` when it could not even be written.
+pub struct NewDelivery<'a> {
+    pub event_id: Uuid,
+    pub event_type: &'a str,
+    pub channel: &'a str,
+    pub user_id: Option<Uuid>,
+    pub recipient: &'a str,
+    pub template: &'a str,
+    pub subject: Option<&'a str>,
+    pub body_text: Option<&'a str>,
+    pub body_html: Option<&'a str>,
+    /// `Some(error)`: recorded as failed.
+    pub failure: Option<&'a str>,
+}
+
+/// Records a delivery once per (event, channel); its id when it is new and queued.
+pub async fn add_delivery(
+    transaction: &mut Transaction<'_, Postgres>,
+    delivery: &NewDelivery<'_>,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    let (status, next_attempt_at) = match delivery.failure {
+        Some(_) => ("failed", None),
+        None => ("queued", Some(Utc::now())),
+    };
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "insert into deliveries (id, event_id, event_type, channel, user_id, recipient, template,
+             subject, body_text, body_html, status, last_error, next_attempt_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         on conflict (event_id, channel) do nothing
+         returning id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(delivery.event_id)
+    .bind(delivery.event_type)
+    .bind(delivery.channel)
+    .bind(delivery.user_id)
+    .bind(delivery.recipient)
+    .bind(delivery.template)
+    .bind(delivery.subject)
+    .bind(delivery.body_text)
+    .bind(delivery.body_html)
+    .bind(status)
+    .bind(delivery.failure)
+    .bind(next_attempt_at)
+    .fetch_optional(&mut **transaction)
+    .await?;
+    Ok(id.filter(|_| delivery.failure.is_none()))
+}
+
+pub async fn delivery(pool: &PgPool, id: Uuid) -> Result<Option<Delivery>, sqlx::Error> {
+    sqlx::query_as("select * from deliveries where id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn mark_sent(pool: &PgPool, id: Uuid, message_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update deliveries set status = 'sent', attempts = attempts + 1, provider_message_id = $2,
+             last_error = null, next_attempt_at = null, sent_at = now(), updated_at = now()
+         where id = $1",
+    )
+    .bind(id)
+    .bind(message_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A failed try: `retrying` until `next_attempt_at`, or `failed` for good when that is `None`.
+pub async fn mark_failed_try(
+    pool: &PgPool,
+    id: Uuid,
+    error: &str,
+    next_attempt_at: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update deliveries set status = case when $3::timestamptz is null then 'failed' else 'retrying' end,
+             attempts = attempts + 1, last_error = $2, next_attempt_at = $3, updated_at = now()
+         where id = $1",
+    )
+    .bind(id)
+    .bind(error)
+    .bind(next_attempt_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// An admin asks for a failed delivery again: queued, with a fresh count of tries.
+pub async fn requeue(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query(
+        "update deliveries set status = 'queued', attempts = 0, next_attempt_at = now(), updated_at = now()
+         where id = $1 and status = 'failed'",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Deliveries waiting to be sent whose time has come.
+pub async fn due(pool: &PgPool, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select id from deliveries where status in ('queued', 'retrying') and next_attempt_at <= now()
+         order by next_attempt_at limit $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub struct Filter {
+    pub user_id: Option<Uuid>,
+    pub status: Option<String>,
+    pub event_type: Option<String>,
+    pub page: u32,
+    pub per_page: u32,
+}
+
+pub async fn list(pool: &PgPool, filter: &Filter) -> Result<(Vec<Delivery>, i64), sqlx::Error> {
+    let rows = sqlx::query_as(
+        "select * from deliveries
+         where ($1::uuid is null or user_id = $1) and ($2::text is null or status = $2)
+           and ($3::text is null or event_type = $3)
+         order by created_at desc, id desc limit $4 offset $5",
+    )
+    .bind(filter.user_id)
+    .bind(&filter.status)
+    .bind(&filter.event_type)
+    .bind(i64::from(filter.per_page))
+    .bind(i64::from(filter.page.saturating_sub(1)) * i64::from(filter.per_page))
+    .fetch_all(pool)
+    .await?;
+    let total = sqlx::query_scalar(
+        "select count(*) from deliveries
+         where ($1::uuid is null or user_id = $1) and ($2::text is null or status = $2)
+           and ($3::text is null or event_type = $3)",
+    )
+    .bind(filter.user_id)
+    .bind(&filter.status)
+    .bind(&filter.event_type)
+    .fetch_one(pool)
+    .await?;
+    Ok((rows, total))
+}
+
+pub async fn preferences(pool: &PgPool, user_id: Uuid) -> Result<Preferences, sqlx::Error> {
+    Ok(
+        sqlx::query_as("select email_opt_out, sms_opt_out from preferences where user_id = $1")
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?
+            .unwrap_or_default(),
+    )
+}
+
+pub async fn set_preferences(
+    pool: &PgPool,
+    user_id: Uuid,
+    preferences: Preferences,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into preferences (user_id, email_opt_out, sms_opt_out) values ($1, $2, $3)
+         on conflict (user_id) do update set email_opt_out = excluded.email_opt_out,
+             sms_opt_out = excluded.sms_opt_out, updated_at = now()",
+    )
+    .bind(user_id)
+    .bind(preferences.email_opt_out)
+    .bind(preferences.sms_opt_out)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! The HTTP channels against local servers that check each request the way SendGrid's and
+//! Twilio's APIs do, and the delivery log against the real PostgreSQL: a provider's refusal and
+//! a template that does not render both end as `failed` with the reason, and nothing crashes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::web::Data;
+use poem::{EndpointExt, Request, Response, Route, handler};
+use ractor::Actor;
+use serde_json::{Value, json};
+use shop_config::Settings;
+use shop_notification::channels::{EmailSender, SendError, SendGrid, SmsSender, Twilio};
+use shop_notification::deliveries::{MessageActor, MessageArgs, MessageMsg, Senders};
+use shop_notification::templates::{Email, Templates};
+use shop_schemas::{Envelope, UserRegistered};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    authorization: String,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+/// A local provider answering every request with `status` and `body`, recording what it saw.
+#[derive(Clone)]
+struct Local {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    status: u16,
+    body: Value,
+}
+
+#[handler]
+async fn provider(request: &Request, body: Vec<u8>, local: Data<&Local>) -> Response {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    local.seen.lock().unwrap().push(Seen {
+        path: request.uri().path().to_owned(),
+        authorization: header("authorization"),
+        content_type: header("content-type"),
+        body,
+    });
+    Response::builder()
+        .status(poem::http::StatusCode::from_u16(local.status).unwrap())
+        .header("X-Message-Id", "sg-message-1")
+        .content_type("application/json")
+        .body(local.body.to_string())
+}
+
+async fn local(status: u16, body: Value) -> (Arc<Mutex<Vec<Seen>>>, String) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let address = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
+    let app = Route::new().at("/*path", provider).data(Local {
+        seen: seen.clone(),
+        status,
+        body,
+    });
+    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
+    (seen, format!("http://{address}"))
+}
+
+fn email() -> Email {
+    Email {
+        subject: "Your order 1a2b3c4d — €19.99".to_owned(),
+        text: "Hello Ada".to_owned(),
+        html: "<p>Hello Ada</p>".to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn sendgrid_gets_a_bearer_key_and_the_mail_as_json() {
+    let (seen, base) = local(202, json!(null)).await;
+    let sendgrid = SendGrid::new(&base, "SG.local-key", "Shop <shop@shop.test>").unwrap();
+    let sent = sendgrid.send("Ada", "ada@shop.test", &email()).await;
+    assert_eq!(sent, Ok("sg-message-1".to_owned()));
+    let seen = seen.lock().unwrap()[0].clone();
+    assert_eq!(seen.path, "/v3/mail/send");
+    assert_eq!(seen.authorization, "Bearer SG.local-key");
+    let body: Value = serde_json::from_slice(&seen.body).unwrap();
+    assert_eq!(
+        body["personalizations"][0]["to"][0]["email"],
+        "ada@shop.test"
+    );
+    assert_eq!(body["from"]["email"], "shop@shop.test");
+    assert_eq!(body["subject"], "Your order 1a2b3c4d — €19.99");
+    assert_eq!(body["content"][0]["type"], "text/plain");
+    assert_eq!(body["content"][1]["value"], "<p>Hello Ada</p>");
+}
+
+#[tokio::test]
+async fn a_sendgrid_4xx_is_final_with_its_reason_and_a_429_is_not() {
+    let refusal = json!({ "errors": [{ "message": "The from address does not match a verified Sender Identity.", "field": "from" }] });
+    let (_, base) = local(400, refusal).await;
+    let sendgrid = SendGrid::new(&base, "SG.local-key", "shop@shop.test").unwrap();
+    assert!(matches!(
+        sendgrid.send("Ada", "ada@shop.test", &email()).await,
+        Err(SendError::Permanent(reason)) if reason.contains("verified Sender Identity")
+    ));
+    let (_, busy) = local(
+        429,
+        json!({ "errors": [{ "message": "too many requests" }] }),
+    )
+    .await;
+    let sendgrid = SendGrid::new(&busy, "SG.local-key", "shop@shop.test").unwrap();
+    assert!(matches!(
+        sendgrid.send("Ada", "ada@shop.test", &email()).await,
+        Err(SendError::Transient(_))
+    ));
+}
+
+#[tokio::test]
+async fn twilio_gets_basic_auth_and_a_form_and_a_bad_number_is_final() {
+    let (seen, base) = local(201, json!({ "sid": "SM123", "status": "queued" })).await;
+    let twilio = Twilio::new(&base, "AC123", "token-1", "+15005550006").unwrap();
+    assert_eq!(
+        twilio.send("+4915112345678", "Shop: order shipped.").await,
+        Ok("SM123".to_owned())
+    );
+    let seen = seen.lock().unwrap()[0].clone();
+    assert_eq!(seen.path, "/2010-04-01/Accounts/AC123/Messages.json");
+    assert_eq!(seen.authorization, "Basic QUMxMjM6dG9rZW4tMQ==");
+    assert_eq!(seen.content_type, "application/x-www-form-urlencoded");
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&seen.body)
+        .into_owned()
+        .collect();
+    assert!(form.contains(&("To".to_owned(), "+4915112345678".to_owned())));
+    assert!(form.contains(&("From".to_owned(), "+15005550006".to_owned())));
+    assert!(form.contains(&("Body".to_owned(), "Shop: order shipped.".to_owned())));
+
+    let (_, base) = local(
+        400,
+        json!({ "code": 21211, "message": "The 'To' number is not a valid phone number." }),
+    )
+    .await;
+    let twilio = Twilio::new(&base, "AC123", "token-1", "+15005550006").unwrap();
+    assert!(matches!(
+        twilio.send("12", "x").await,
+        Err(SendError::Permanent(reason)) if reason.contains("not a valid phone number")
+    ));
+}
+
+async fn database() -> PgPool {
+    let settings = Settings::from_env().expect("the settings dev/test exports are valid");
+    shop_web::postgres::connect(
+        &settings.postgres,
+        "shop_notification_log_test",
+        &[
+            &shop_notification::store::MIGRATOR,
+            &shop_bridge::migrator(),
+        ],
+    )
+    .await
+    .expect("the test database")
+}
+
+fn registered(name: &str) -> UserRegistered {
+    UserRegistered {
+        event_id: Uuid::new_v4(),
+        occurred_at: shop_schemas::now_millis(),
+        user_id: Uuid::new_v4(),
+        email: format!("{}@shop.test", Uuid::new_v4().simple()),
+        name: name.to_owned(),
+        phone: None,
+    }
+}
+
+async fn only_delivery(pool: &PgPool, event_id: Uuid) -> shop_notification::store::Delivery {
+    sqlx::query_as("select * from deliveries where event_id = $1")
+        .bind(event_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_sendgrid_refusal_ends_the_delivery_failed_with_the_reason() {
+    let pool = database().await;
+    let refusal = json!({ "errors": [{ "message": "Does not contain a valid address." }] });
+    let (_, base) = local(400, refusal).await;
+    let event = registered("Ada");
+    let ids =
+        shop_notification::plan::plan(&pool, &Templates::new(None), &Envelope::from(event.clone()))
+            .await
+            .unwrap();
+    assert_eq!(ids.len(), 1);
+    let senders = Senders {
+        email: EmailSender::SendGrid(SendGrid::new(&base, "SG.key", "shop@shop.test").unwrap()),
+        sms: SmsSender::Log,
+    };
+    let args = MessageArgs {
+        id: ids[0],
+        pool: pool.clone(),
+        senders: Arc::new(senders),
+        max_attempts: 3,
+    };
+    let (actor, handle) = Actor::spawn(None, MessageActor, args).await.unwrap();
+    actor.send_message(MessageMsg::Work).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .unwrap()
+        .unwrap();
+    let delivery = only_delivery(&pool, event.event_id).await;
+    assert_eq!(delivery.status, "failed");
+    assert_eq!(delivery.attempts, 1);
+    assert!(
+        delivery
+            .last_error
+            .unwrap()
+            .contains("Does not contain a valid address")
+    );
+
+    // The same event again records nothing more.
+    let again = shop_notification::plan::plan(&pool, &Templates::new(None), &Envelope::from(event))
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+}
+
+#[tokio::test]
+async fn a_template_that_does_not_render_is_a_failed_delivery_and_the_next_event_goes_on() {
+    let pool = database().await;
+    let dir = std::env::temp_dir().join(format!("shop-bad-templates-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("welcome.subject.txt"),
+        "Welcome {{ name | nosuchfilter }}",
+    )
+    .unwrap();
+    let broken = Templates::new(Some(&dir));
+
+    let event = registered("Ada");
+    let ids = shop_notification::plan::plan(&pool, &broken, &Envelope::from(event.clone()))
+        .await
+        .unwrap();
+    assert!(ids.is_empty(), "nothing to send");
+    let delivery = only_delivery(&pool, event.event_id).await;
+    assert_eq!(delivery.status, "failed");
+    let error = delivery.last_error.unwrap();
+    assert!(error.contains("welcome.subject.txt"), "{error}");
+
+    let next = registered("Grace");
+    let ids =
+        shop_notification::plan::plan(&pool, &Templates::new(None), &Envelope::from(next.clone()))
+            .await
+            .unwrap();
+    assert_eq!(ids.len(), 1);
+    let queued = only_delivery(&pool, next.event_id).await;
+    assert_eq!(queued.status, "queued");
+    assert_eq!(queued.subject.as_deref(), Some("Welcome to Shop, Grace"));
+}
