@@ -63,6 +63,14 @@ impl<M: ractor::Message> Clone for Entry<M> {
     }
 }
 
+/// Tries to reach an entity whose previous actor is still stopping (passivated the moment a
+/// request came): 5 ms doubling, about 0.3 s in all, before the caller hears "busy".
+const ATTEMPTS: u32 = 7;
+
+async fn pause(attempt: u32) {
+    tokio::time::sleep(Duration::from_millis(5 << attempt.min(6))).await;
+}
+
 /// How callers reach entities: running ones through the shared map, others through the registry.
 pub struct Entities<M: ractor::Message> {
     kind: &'static str,
@@ -123,7 +131,6 @@ impl<M: ractor::Message> Entities<M> {
     async fn forget_stopped(&self, id: Uuid, actor: &ActorRef<M>) {
         self.running
             .remove_if(&id, |_, entry| entry.actor.get_id() == actor.get_id());
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
     /// Sends the entity a request, starting it if needed, and waits for the answer.
@@ -132,8 +139,15 @@ impl<M: ractor::Message> Entities<M> {
         id: Uuid,
         message: impl Fn(RpcReplyPort<R>) -> M,
     ) -> Result<R, EntityError> {
-        for _ in 0..3 {
-            let actor = self.actor(id).await?;
+        for attempt in 0..ATTEMPTS {
+            let actor = match self.actor(id).await {
+                Ok(actor) => actor,
+                // Most likely the previous actor of this entity is still stopping.
+                Err(_) => {
+                    pause(attempt).await;
+                    continue;
+                }
+            };
             match actor.call(&message, Some(self.timeout)).await {
                 Ok(CallResult::Success(answer)) => return Ok(answer),
                 // Timed out, or stopped while holding the request (a crash): whether the request
@@ -141,6 +155,7 @@ impl<M: ractor::Message> Entities<M> {
                 Ok(CallResult::Timeout | CallResult::SenderError) => break,
                 Err(MessagingErr::ChannelClosed | MessagingErr::SendErr(_)) => {
                     self.forget_stopped(id, &actor).await;
+                    pause(attempt).await;
                 }
                 Err(_) => break,
             }
@@ -151,13 +166,20 @@ impl<M: ractor::Message> Entities<M> {
     /// Sends the entity a message, starting it if needed, without waiting for an answer.
     pub async fn send(&self, id: Uuid, message: M) -> Result<(), EntityError> {
         let mut message = message;
-        for _ in 0..3 {
-            let actor = self.actor(id).await?;
+        for attempt in 0..ATTEMPTS {
+            let actor = match self.actor(id).await {
+                Ok(actor) => actor,
+                Err(_) => {
+                    pause(attempt).await;
+                    continue;
+                }
+            };
             match actor.send_message(message) {
                 Ok(()) => return Ok(()),
                 Err(MessagingErr::SendErr(returned)) => {
                     message = returned;
                     self.forget_stopped(id, &actor).await;
+                    pause(attempt).await;
                 }
                 Err(_) => break,
             }
