@@ -17,6 +17,9 @@ pub struct NotificationsBench {
     /// Events to publish.
     #[arg(long, default_value_t = 2000)]
     events: usize,
+    /// Events published per second; 0 publishes them all at once (a burst).
+    #[arg(long, default_value_t = 100)]
+    rate: u32,
 }
 
 pub async fn run(settings: &Settings, args: NotificationsBench) -> anyhow::Result<()> {
@@ -25,14 +28,24 @@ pub async fn run(settings: &Settings, args: NotificationsBench) -> anyhow::Resul
         .context("the notification database")?;
     let producer = shop_bridge::kafka::producer(&settings.kafka)?;
     println!(
-        "shop bench notifications: {} UserRegistered events -> welcome mails through SMTP",
-        args.events
+        "shop bench notifications: {} UserRegistered events at {} -> welcome mails through SMTP",
+        args.events,
+        if args.rate == 0 {
+            "once".to_owned()
+        } else {
+            format!("{}/s", args.rate)
+        }
     );
+    let mut pace = (args.rate > 0)
+        .then(|| tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate))));
     let run = Uuid::new_v4().simple().to_string();
     let started = Instant::now();
     let mut occurred = HashMap::with_capacity(args.events);
     let mut sends = Vec::with_capacity(args.events);
     for n in 0..args.events {
+        if let Some(pace) = pace.as_mut() {
+            pace.tick().await;
+        }
         let event = UserRegistered {
             event_id: Uuid::new_v4(),
             occurred_at: shop_schemas::now_millis(),
@@ -44,10 +57,12 @@ pub async fn run(settings: &Settings, args: NotificationsBench) -> anyhow::Resul
         occurred.insert(event.event_id, event.occurred_at);
         let message = shop_bridge::Outgoing::event(&event.into(), None)?;
         let producer = producer.clone();
-        sends.push(async move { shop_bridge::kafka::publish(&producer, &message).await });
+        sends.push(tokio::spawn(async move {
+            shop_bridge::kafka::publish(&producer, &message).await
+        }));
     }
-    for result in futures::future::join_all(sends).await {
-        result?;
+    for send in sends {
+        send.await??;
     }
     let published = started.elapsed();
 

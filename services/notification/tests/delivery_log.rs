@@ -262,3 +262,45 @@ async fn a_template_that_does_not_render_is_a_failed_delivery_and_the_next_event
     assert_eq!(queued.status, "queued");
     assert_eq!(queued.subject.as_deref(), Some("Welcome to Shop, Grace"));
 }
+
+#[tokio::test]
+async fn a_customer_with_a_phone_gets_an_sms_too_unless_opted_out() {
+    let pool = database().await;
+    let mut event = registered("Ada");
+    event.phone = Some("+4915112345678".to_owned());
+    let ids =
+        shop_notification::plan::plan(&pool, &Templates::new(None), &Envelope::from(event.clone()))
+            .await
+            .unwrap();
+    assert_eq!(ids.len(), 2, "an email and an SMS");
+    let sms: shop_notification::store::Delivery =
+        sqlx::query_as("select * from deliveries where event_id = $1 and channel = 'sms'")
+            .bind(event.event_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(sms.recipient, "+4915112345678");
+    assert_eq!(sms.body_text.as_deref(), Some("Welcome to Shop, Ada!"));
+
+    shop_notification::store::set_preferences(
+        &pool,
+        event.user_id,
+        shop_notification::store::Preferences {
+            email_opt_out: false,
+            sms_opt_out: true,
+        },
+    )
+    .await
+    .unwrap();
+    let delivered = shop_schemas::OrderDelivered {
+        event_id: Uuid::new_v4(),
+        occurred_at: shop_schemas::now_millis(),
+        order_id: Uuid::new_v4(),
+        customer_id: event.user_id,
+    };
+    let ids =
+        shop_notification::plan::plan(&pool, &Templates::new(None), &Envelope::from(delivered))
+            .await
+            .unwrap();
+    assert_eq!(ids.len(), 1, "the email only");
+}
