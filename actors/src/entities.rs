@@ -33,8 +33,9 @@ pub trait EntityKind: Send + Sync + 'static {
 
     /// The arguments an entity starts with.
     fn args(&self, id: Uuid) -> Self::Args;
-    /// The message that asks an idle entity to stop (it may refuse while it has work).
-    fn passivate() -> Self::Msg;
+    /// The message that asks an idle entity to stop (it may refuse while it has work, and must
+    /// when `idle.still()` is false: a caller reached for it since).
+    fn passivate(idle: Idle) -> Self::Msg;
     /// An entity started (`restarts`: after this many failures in the window).
     fn started(&self, _id: Uuid, _restarts: usize) {}
     /// An entity stopped, for good or by failing.
@@ -59,6 +60,30 @@ impl<M: ractor::Message> Clone for Entry<M> {
         Self {
             actor: self.actor.clone(),
             last_active: self.last_active.clone(),
+        }
+    }
+}
+
+/// A passivation request's proof of idleness: the entity's last activity when the registry found
+/// it idle. Callers mark activity before they send, so an entity that checks [`Idle::still`]
+/// before stopping does not drop a request already on its way.
+#[derive(Debug, Clone)]
+pub struct Idle {
+    last_active: Arc<AtomicU64>,
+    seen: u64,
+}
+
+impl Idle {
+    /// No caller reached for the entity since it was found idle.
+    pub fn still(&self) -> bool {
+        self.last_active.load(Ordering::SeqCst) == self.seen
+    }
+
+    /// Idle whatever happens (tests, and callers that stop an entity on purpose).
+    pub fn regardless() -> Self {
+        Self {
+            last_active: Arc::new(AtomicU64::new(0)),
+            seen: 0,
         }
     }
 }
@@ -111,7 +136,7 @@ impl<M: ractor::Message> Entities<M> {
     /// The entity's actor, started if needed.
     async fn actor(&self, id: Uuid) -> Result<ActorRef<M>, EntityError> {
         if let Some(entry) = self.running.get(&id) {
-            entry.last_active.store(self.now_ms(), Ordering::Relaxed);
+            entry.last_active.store(self.now_ms(), Ordering::SeqCst);
             return Ok(entry.actor.clone());
         }
         let registry: ActorRef<RegistryMsg<M>> = ractor::registry::where_is(self.registry.clone())
@@ -351,9 +376,13 @@ impl<K: EntityKind> Actor for EntityRegistry<K> {
                 let now = state.entities.now_ms();
                 let idle_ms = u64::try_from(state.idle_timeout.as_millis()).unwrap_or(u64::MAX);
                 for entry in state.entities.running.iter() {
-                    let last = entry.last_active.load(Ordering::Relaxed);
+                    let last = entry.last_active.load(Ordering::SeqCst);
                     if now.saturating_sub(last) >= idle_ms {
-                        let _ = entry.actor.send_message(K::passivate());
+                        let idle = Idle {
+                            last_active: entry.last_active.clone(),
+                            seen: last,
+                        };
+                        let _ = entry.actor.send_message(K::passivate(idle));
                     }
                 }
             }

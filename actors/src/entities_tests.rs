@@ -15,7 +15,7 @@ struct Counter;
 enum CounterMsg {
     Ping(RpcReplyPort<usize>),
     Fail,
-    Passivate,
+    Passivate(Idle),
 }
 
 impl Actor for Counter {
@@ -43,7 +43,11 @@ impl Actor for Counter {
                 let _ = reply.send(starts.load(AtomicOrdering::SeqCst));
             }
             CounterMsg::Fail => return Err("told to fail".into()),
-            CounterMsg::Passivate => myself.stop(None),
+            CounterMsg::Passivate(idle) => {
+                if idle.still() {
+                    myself.stop(None)
+                }
+            }
         }
         Ok(())
     }
@@ -64,8 +68,8 @@ impl EntityKind for CounterKind {
         self.starts.clone()
     }
 
-    fn passivate() -> CounterMsg {
-        CounterMsg::Passivate
+    fn passivate(idle: Idle) -> CounterMsg {
+        CounterMsg::Passivate(idle)
     }
 }
 
@@ -126,7 +130,7 @@ async fn a_failed_entity_is_restarted_until_it_fails_too_often() {
         1 + CounterKind::MAX_RESTARTS
     );
     assert!(
-        !entities.send_if_running(id, CounterMsg::Passivate),
+        !entities.send_if_running(id, CounterMsg::Passivate(Idle::regardless())),
         "not running"
     );
     // ...until its next message starts it again.

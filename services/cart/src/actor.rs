@@ -30,7 +30,7 @@ pub enum CartMsg {
     /// The write under way finished.
     Written(Written),
     /// The registry saw no request for a while: stop, unless a write is pending.
-    Passivate,
+    Passivate(shop_actors::entities::Idle),
     /// A test hook: panic, to show that a failing cart is restarted from its stored state.
     Crash,
 }
@@ -138,8 +138,8 @@ impl Actor for CartActor {
                 }
             }
             CartMsg::Written(outcome) => Box::pin(finish_write(&myself, state, outcome)).await,
-            CartMsg::Passivate => {
-                if state.writing.is_none() && state.queued.is_empty() {
+            CartMsg::Passivate(idle) => {
+                if idle.still() && state.writing.is_none() && state.queued.is_empty() {
                     if state.durable.version > state.oldest.max(1) {
                         let (store, user) = (state.store.clone(), state.user_id);
                         let (newest, oldest) = (state.durable.version, state.oldest);

@@ -29,8 +29,8 @@ impl EntityKind for CartKind {
         }
     }
 
-    fn passivate() -> CartMsg {
-        CartMsg::Passivate
+    fn passivate(idle: entities::Idle) -> CartMsg {
+        CartMsg::Passivate(idle)
     }
 
     fn started(&self, _: Uuid, _: usize) {

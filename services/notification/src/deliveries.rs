@@ -95,8 +95,8 @@ impl EntityKind for MessageKind {
         }
     }
 
-    fn passivate() -> MessageMsg {
-        MessageMsg::Passivate
+    fn passivate(idle: entities::Idle) -> MessageMsg {
+        MessageMsg::Passivate(idle)
     }
 }
 
@@ -113,7 +113,8 @@ pub struct MessageArgs {
 pub enum MessageMsg {
     /// Send it if it is due.
     Work,
-    Passivate,
+    /// The registry saw no message for a while.
+    Passivate(entities::Idle),
 }
 
 /// The wait after try `attempts`: 1 s doubling, at most 60 s.
@@ -141,8 +142,10 @@ impl Actor for MessageActor {
         message: MessageMsg,
         state: &mut MessageArgs,
     ) -> Result<(), ActorProcessingErr> {
-        if let MessageMsg::Passivate = message {
-            myself.stop(None);
+        if let MessageMsg::Passivate(idle) = message {
+            if idle.still() {
+                myself.stop(None);
+            }
             return Ok(());
         }
         let Some(delivery) = store::delivery(&state.pool, state.id).await? else {

@@ -45,7 +45,7 @@ pub enum OrderMsg {
     /// The payment grace period may be over.
     Expire,
     /// The registry saw no message for a while.
-    Passivate,
+    Passivate(shop_actors::entities::Idle),
 }
 
 pub struct OrderState {
@@ -119,9 +119,9 @@ impl Actor for OrderActor {
                 let _ = delivery.reply.send(ack);
             }
             OrderMsg::Expire => state.expire(&myself).await,
-            OrderMsg::Passivate => {
+            OrderMsg::Passivate(idle) => {
                 // A pending order waits for its timer; the others come back on their next message.
-                if state.current() != Some(State::Pending) {
+                if idle.still() && state.current() != Some(State::Pending) {
                     myself.stop(None);
                 }
                 return Ok(());

@@ -33,8 +33,8 @@ impl EntityKind for OrderKind {
         }
     }
 
-    fn passivate() -> OrderMsg {
-        OrderMsg::Passivate
+    fn passivate(idle: entities::Idle) -> OrderMsg {
+        OrderMsg::Passivate(idle)
     }
 }
 

@@ -63,7 +63,7 @@ pub enum PaymentMsg {
     ),
     Refund(RefundAsk, RpcReplyPort<Result<RefundRow, PaymentError>>),
     /// The registry saw no message for a while.
-    Passivate,
+    Passivate(shop_actors::entities::Idle),
 }
 
 pub struct PaymentState {
@@ -152,8 +152,10 @@ impl Actor for PaymentActor {
                 let refund = state.refund(&myself, ask).await;
                 let _ = reply.send(refund);
             }
-            PaymentMsg::Passivate => {
-                myself.stop(None);
+            PaymentMsg::Passivate(idle) => {
+                if idle.still() {
+                    myself.stop(None);
+                }
                 return Ok(());
             }
         }

@@ -39,8 +39,8 @@ impl EntityKind for PaymentKind {
         }
     }
 
-    fn passivate() -> PaymentMsg {
-        PaymentMsg::Passivate
+    fn passivate(idle: entities::Idle) -> PaymentMsg {
+        PaymentMsg::Passivate(idle)
     }
 }
 
