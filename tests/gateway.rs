@@ -276,6 +276,57 @@ async fn shop_tree_prints_the_user_services_tree_with_its_hashing_pool() {
 }
 
 #[tokio::test]
+async fn shop_tree_all_prints_every_services_tree() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"))
+        .args(["tree", "--all"])
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for service in [
+        "user",
+        "product",
+        "cart",
+        "order",
+        "payment",
+        "notification",
+    ] {
+        assert!(
+            printed.contains(&format!("== {service}  http")),
+            "{printed}"
+        );
+        assert!(
+            printed.contains(&format!("\n{service} [supervisor] running restarts=")),
+            "{service}: {printed}"
+        );
+    }
+    assert!(
+        printed.contains("── payment.registry [registry] running"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("── notification.bridge [bridge] running"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains('\x1b'),
+        "no colours when not on a terminal"
+    );
+
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"))
+        .args(["tree", "--all", "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+}
+
+#[tokio::test]
 async fn shop_config_prints_settings_without_secrets() {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"))
         .arg("config")

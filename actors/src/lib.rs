@@ -20,4 +20,4 @@ pub mod tree;
 pub use policy::{Backoff, Intensity, Restart};
 pub use service::{Service, ServiceStopped};
 pub use supervisor::{Child, SupervisorSpec};
-pub use tree::{ActorNode, SnapshotLimits, snapshot};
+pub use tree::{ActorNode, Piece, SnapshotLimits, snapshot};

@@ -105,19 +105,50 @@ fn status_label(status: ActorStatus) -> &'static str {
     }
 }
 
+/// A part of a rendered line that a terminal may colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    Status(&'a str),
+    Restarts(usize),
+}
+
+impl Piece<'_> {
+    /// The piece as plain text.
+    pub fn plain(self) -> String {
+        match self {
+            Piece::Status(status) => status.to_owned(),
+            Piece::Restarts(restarts) => format!("restarts={restarts}"),
+        }
+    }
+}
+
 impl ActorNode {
     /// The tree as indented lines, like `pstree`: `name [kind] status restarts=N`.
     pub fn render_text(&self) -> String {
+        self.render_painted(&|_, piece| piece.plain())
+    }
+
+    /// [`render_text`](Self::render_text), with `paint` deciding how each status and restart
+    /// count of each node is written (a terminal colours them).
+    pub fn render_painted(&self, paint: &dyn Fn(&ActorNode, Piece<'_>) -> String) -> String {
         let mut out = String::new();
-        self.render_into(&mut out, "", "");
+        self.render_into(&mut out, "", "", paint);
         out
     }
 
-    fn render_into(&self, out: &mut String, first_prefix: &str, rest_prefix: &str) {
+    fn render_into(
+        &self,
+        out: &mut String,
+        first_prefix: &str,
+        rest_prefix: &str,
+        paint: &dyn Fn(&ActorNode, Piece<'_>) -> String,
+    ) {
         let name = self.name.as_deref().unwrap_or("-");
         out.push_str(&format!(
-            "{first_prefix}{name} [{}] {} restarts={}",
-            self.kind, self.status, self.restarts
+            "{first_prefix}{name} [{}] {} {}",
+            self.kind,
+            paint(self, Piece::Status(&self.status)),
+            paint(self, Piece::Restarts(self.restarts))
         ));
         if let Some(restart) = self.restart {
             out.push_str(&format!(" policy={}", restart_label(restart)));
@@ -136,6 +167,7 @@ impl ActorNode {
                 out,
                 &format!("{rest_prefix}{branch}"),
                 &format!("{rest_prefix}{continuation}"),
+                paint,
             );
         }
         if hidden > 0 {
