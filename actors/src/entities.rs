@@ -397,32 +397,50 @@ impl<K: EntityKind> Actor for EntityRegistry<K> {
         state: &mut RegistryState<K>,
     ) -> Result<(), ActorProcessingErr> {
         match event {
-            SupervisionEvent::ActorTerminated(cell, _, _) => {
+            SupervisionEvent::ActorTerminated(cell, _, reason)
+                if reason.as_deref() != Some(crate::STOPPED_BY_OPERATOR) =>
+            {
                 state.forget(&cell, false);
                 state.stopped_since_trim += 1;
             }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                let error = crate::STOPPED_BY_OPERATOR.into();
+                state.failed(&myself, &cell, error).await;
+            }
             SupervisionEvent::ActorFailed(cell, error) => {
-                let Some(id) = state.forget(&cell, true) else {
-                    return Ok(());
-                };
-                let now = Instant::now();
-                let failures = state.failures.entry(id).or_default();
-                failures.retain(|at| now.duration_since(*at) < K::RESTART_WINDOW);
-                failures.push(now);
-                let restarts = failures.len();
-                let kind = K::KIND;
-                if restarts > K::MAX_RESTARTS {
-                    tracing::error!(kind, %id, %error, "entity keeps failing; left stopped until its next message");
-                    return Ok(());
-                }
-                tracing::warn!(kind, %id, %error, restarts, "entity failed; restarting it from its stored state");
-                if let Err(error) = state.spawn(&myself, id, restarts).await {
-                    tracing::warn!(kind, %id, %error, "restarting the entity failed; its next message will");
-                }
+                state.failed(&myself, &cell, error).await;
             }
             SupervisionEvent::ActorStarted(_) | SupervisionEvent::ProcessGroupChanged(_) => {}
         }
         Ok(())
+    }
+}
+
+impl<K: EntityKind> RegistryState<K> {
+    /// An entity failed: restarted from its stored state, unless it fails too often.
+    async fn failed(
+        &mut self,
+        myself: &ActorRef<RegistryMsg<K::Msg>>,
+        cell: &ActorCell,
+        error: ActorProcessingErr,
+    ) {
+        let Some(id) = self.forget(cell, true) else {
+            return;
+        };
+        let now = Instant::now();
+        let failures = self.failures.entry(id).or_default();
+        failures.retain(|at| now.duration_since(*at) < K::RESTART_WINDOW);
+        failures.push(now);
+        let restarts = failures.len();
+        let kind = K::KIND;
+        if restarts > K::MAX_RESTARTS {
+            tracing::error!(kind, %id, %error, "entity keeps failing; left stopped until its next message");
+            return;
+        }
+        tracing::warn!(kind, %id, %error, restarts, "entity failed; restarting it from its stored state");
+        if let Err(error) = self.spawn(myself, id, restarts).await {
+            tracing::warn!(kind, %id, %error, "restarting the entity failed; its next message will");
+        }
     }
 }
 

@@ -21,3 +21,8 @@ pub use policy::{Backoff, Intensity, Restart};
 pub use service::{Service, ServiceStopped};
 pub use supervisor::{Child, SupervisorSpec};
 pub use tree::{ActorNode, Piece, SnapshotLimits, snapshot};
+
+/// The reason an actor stopped by an operator (`POST /admin/actors/{name}/stop`) gives. As with
+/// Erlang's `exit(Pid, kill)`, it counts as an abnormal exit: permanent and transient actors
+/// alike are restarted under their declared policy and intensity.
+pub const STOPPED_BY_OPERATOR: &str = "stopped by an operator";

@@ -56,6 +56,7 @@ impl ServiceWeb {
             .at("/ready", poem::get(ready))
             .at("/metrics", poem::get(metrics_text))
             .at("/admin/tree", poem::get(admin_tree))
+            .at("/admin/actors/:name/stop", poem::post(stop_actor))
             .at(format!("{prefix}/openapi.json"), spec)
             .nest(format!("{prefix}/docs"), docs)
             .nest("/", openapi)
@@ -158,4 +159,53 @@ async fn admin_tree(request: &Request, Query(query): Query<TreeQuery>) -> poem::
         ..defaults
     };
     Ok(Json(snapshot(&root, limits)).into_response())
+}
+
+/// Stops one actor of this service, as an operator would kill an Erlang process to watch its
+/// supervisor bring it back (admin token; audited in the log). The root supervisor is refused:
+/// stopping it stops the service.
+#[handler]
+async fn stop_actor(
+    request: &Request,
+    poem::web::Path(name): poem::web::Path<String>,
+) -> poem::Result<Response> {
+    let caller = crate::auth::caller_from_header(request).await?;
+    caller.require_admin()?;
+    let ops = request
+        .data::<Ops>()
+        .ok_or_else(|| ApiError::internal(&"no ops data"))?;
+    if name == ops.root_actor {
+        return Err(ApiError::new(
+            crate::ProblemKind::Conflict,
+            "the root supervisor cannot be stopped; stop the service instead",
+        )
+        .into());
+    }
+    let not_found = || {
+        ApiError::new(
+            crate::ProblemKind::NotFound,
+            format!("no actor {name:?} in this service"),
+        )
+    };
+    let cell = ractor::registry::where_is(name.clone()).ok_or_else(not_found)?;
+    // Only actors of this service's tree: walk up to its root.
+    let mut above = cell.try_get_supervisor();
+    let mut in_tree = false;
+    while let Some(parent) = above {
+        if parent.get_name().as_deref() == Some(ops.root_actor.as_str()) {
+            in_tree = true;
+            break;
+        }
+        above = parent.try_get_supervisor();
+    }
+    if !in_tree {
+        return Err(not_found().into());
+    }
+    tracing::warn!(actor = %name, by = %caller.0.sub, "audit: an operator stopped an actor");
+    cell.stop(Some(shop_actors::STOPPED_BY_OPERATOR.to_owned()));
+    Ok(
+        Json(json!({ "stopped": name, "reason": shop_actors::STOPPED_BY_OPERATOR }))
+            .with_status(StatusCode::ACCEPTED)
+            .into_response(),
+    )
 }

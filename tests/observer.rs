@@ -1,0 +1,104 @@
+//! Watching and poking the supervision trees: an operator stops an actor and its supervisor
+//! brings it back under the policy it declared.
+
+mod common;
+
+use std::time::Duration;
+
+use common::orders::{Ordering, products};
+use common::{Shopper, client, env, get_json, problem};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+fn find<'a>(node: &'a Value, name: &str) -> Option<&'a Value> {
+    if node["name"] == name {
+        return Some(node);
+    }
+    node["children"]
+        .as_array()?
+        .iter()
+        .find_map(|child| find(child, name))
+}
+
+async fn stop(service: &str, name: &str, token: Option<&str>) -> reqwest::Response {
+    let mut request = client().post(format!("{}/admin/actors/{name}/stop", env(service)));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+/// Waits (up to 20 s) until the named actor in the service's tree is running after a restart.
+async fn restarted(service: &str, name: &str, token: &str) -> Value {
+    let url = format!("{}/admin/tree?sample=1000", env(service));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let tree = get_json(&client(), &url, Some(token)).await;
+        if let Some(node) = find(&tree, name)
+            && node["restarts"].as_u64() >= Some(1)
+            && node["status"] == "running"
+        {
+            return node.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} never came back: {tree}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn stopping_an_actor_takes_an_admin_and_spares_the_root() {
+    let customer = Shopper::customer().await;
+    let admin = Shopper::admin().await;
+    problem(stop("SHOP_CART_URL", "cart.http", None).await, 401).await;
+    problem(
+        stop("SHOP_CART_URL", "cart.http", Some(&customer.token)).await,
+        403,
+    )
+    .await;
+    problem(stop("SHOP_CART_URL", "cart", Some(&admin.token)).await, 409).await;
+    problem(
+        stop("SHOP_CART_URL", "nobody", Some(&admin.token)).await,
+        404,
+    )
+    .await;
+    // An actor of another service is not this service's to stop.
+    problem(
+        stop("SHOP_CART_URL", "payment.sweeper", Some(&admin.token)).await,
+        404,
+    )
+    .await;
+    let tree = get_json(
+        &client(),
+        format!("{}/admin/tree", env("SHOP_CART_URL")),
+        Some(&admin.token),
+    )
+    .await;
+    assert_eq!(tree["status"], "running");
+}
+
+#[tokio::test]
+async fn a_stopped_permanent_child_is_restarted_by_its_supervisor() {
+    let admin = Shopper::admin().await;
+    let stopped = stop("SHOP_PAYMENT_URL", "payment.sweeper", Some(&admin.token)).await;
+    assert_eq!(stopped.status(), StatusCode::ACCEPTED);
+    let node = restarted("SHOP_PAYMENT_URL", "payment.sweeper", &admin.token).await;
+    assert_eq!(node["restart"], "permanent");
+}
+
+#[tokio::test]
+async fn a_stopped_cart_actor_is_restarted_with_its_cart_intact() {
+    let shopper = Shopper::customer().await;
+    let admin = Shopper::admin().await;
+    let shelf = products(&[5]).await;
+    shopper.put_in_cart(&shelf[0], 2).await;
+    let name = format!("cart:{}", shopper.id);
+    let stopped = stop("SHOP_CART_URL", &name, Some(&admin.token)).await;
+    assert_eq!(stopped.status(), StatusCode::ACCEPTED);
+    let node = restarted("SHOP_CART_URL", &name, &admin.token).await;
+    assert_eq!(node["restart"], "transient");
+    let cart = shopper.cart().await;
+    assert_eq!(cart["items"][0]["quantity"], 2, "{cart}");
+}
