@@ -102,3 +102,45 @@ async fn a_stopped_cart_actor_is_restarted_with_its_cart_intact() {
     let cart = shopper.cart().await;
     assert_eq!(cart["items"][0]["quantity"], 2, "{cart}");
 }
+
+#[tokio::test]
+async fn metrics_count_the_actors_alive_and_restarted_by_kind() {
+    let shopper = Shopper::customer().await;
+    let admin = Shopper::admin().await;
+    let shelf = products(&[5]).await;
+    shopper.put_in_cart(&shelf[0], 1).await;
+    let metrics = client()
+        .get(format!("{}/metrics", env("SHOP_CART_URL")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("shop_actors_alive{kind=\"registry\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("shop_actors_alive{kind=\"cart\"}"),
+        "{metrics}"
+    );
+
+    let stopped = stop("SHOP_PAYMENT_URL", "payment.outbox", Some(&admin.token)).await;
+    assert_eq!(stopped.status(), StatusCode::ACCEPTED);
+    restarted("SHOP_PAYMENT_URL", "payment.outbox", &admin.token).await;
+    let metrics = client()
+        .get(format!("{}/metrics", env("SHOP_PAYMENT_URL")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let restarts = metrics
+        .lines()
+        .find(|line| line.starts_with("shop_actor_restarts{kind=\"relay\"}"))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|count| count.parse::<i64>().ok());
+    assert!(restarts.is_some_and(|count| count >= 1), "{metrics}");
+}

@@ -64,3 +64,21 @@ pub fn mark_group(name: &str) {
             group: true,
         });
 }
+
+/// Actors known by kind: how many are alive, and how many restarts the live ones have behind
+/// them (for `/metrics`). Group markers are not actors of their own and are left out.
+pub fn census() -> Vec<(String, usize, usize)> {
+    let mut by_kind: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    for entry in META.iter() {
+        if entry.kind == "group" {
+            continue;
+        }
+        let counts = by_kind.entry(entry.kind.clone()).or_default();
+        counts.0 += 1;
+        counts.1 += entry.restarts;
+    }
+    by_kind
+        .into_iter()
+        .map(|(kind, (alive, restarts))| (kind, alive, restarts))
+        .collect()
+}

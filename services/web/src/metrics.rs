@@ -7,8 +7,8 @@ use std::time::Instant;
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::OperationId;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, TextEncoder, register_histogram_vec,
-    register_int_counter_vec,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, TextEncoder,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec,
 };
 
 static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -85,7 +85,40 @@ impl<E: Endpoint> Endpoint for HttpMetricsEndpoint<E> {
 
 /// The process's metrics in Prometheus' text format. The default registry includes the process's
 /// own figures (resident memory, CPU, threads) through the crate's `process` feature.
+static ACTORS_ALIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        Opts::new(
+            "shop_actors_alive",
+            "actors of the service's tree alive, by kind"
+        ),
+        &["kind"]
+    )
+    .expect("the metric is registered once")
+});
+
+static ACTOR_RESTARTS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        Opts::new(
+            "shop_actor_restarts",
+            "restarts behind the live actors, by kind (an actor's count resets when it stops for good)"
+        ),
+        &["kind"]
+    )
+    .expect("the metric is registered once")
+});
+
 pub fn render() -> String {
+    // The actors are counted when asked: the tree changes too often to keep a gauge per change.
+    ACTORS_ALIVE.reset();
+    ACTOR_RESTARTS.reset();
+    for (kind, alive, restarts) in shop_actors::meta::census() {
+        ACTORS_ALIVE
+            .with_label_values(&[&kind])
+            .set(i64::try_from(alive).unwrap_or(i64::MAX));
+        ACTOR_RESTARTS
+            .with_label_values(&[&kind])
+            .set(i64::try_from(restarts).unwrap_or(i64::MAX));
+    }
     let mut buffer = Vec::new();
     let encoder = TextEncoder::new();
     if let Err(error) = encoder.encode(&prometheus::gather(), &mut buffer) {
