@@ -143,4 +143,26 @@ async fn metrics_count_the_actors_alive_and_restarted_by_kind() {
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|count| count.parse::<i64>().ok());
     assert!(restarts.is_some_and(|count| count >= 1), "{metrics}");
+
+    // The payment service's consumer reports how far behind shop.orders it is (measured every 5 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = client()
+            .get(format!("{}/metrics", env("SHOP_PAYMENT_URL")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("shop_kafka_consumer_lag{group=\"payment\",partition=") {
+            assert!(metrics.contains("topic=\"shop.orders\""), "{metrics}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no consumer lag: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -129,11 +129,53 @@ pub struct BridgeState {
     _consuming: Option<Consuming>,
 }
 
-struct Consuming(AbortHandle);
+struct Consuming(Vec<AbortHandle>);
 
 impl Drop for Consuming {
     fn drop(&mut self) {
-        self.0.abort();
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// How often the consumer's lag is measured for `/metrics`.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Publishes, per assigned partition, how far the consumer is behind the partition's end: the
+/// high watermark (asked of the broker, off the async threads) less the consumer's position.
+async fn report_lag(context: Arc<Context>) {
+    let mut tick = tokio::time::interval(LAG_INTERVAL);
+    loop {
+        tick.tick().await;
+        let context = context.clone();
+        let measured = tokio::task::spawn_blocking(move || {
+            let Ok(position) = context.consumer.position() else {
+                return;
+            };
+            for element in position.elements() {
+                let (topic, partition) = (element.topic(), element.partition());
+                let Ok((low, high)) =
+                    context
+                        .consumer
+                        .fetch_watermarks(topic, partition, Duration::from_secs(1))
+                else {
+                    continue;
+                };
+                // Nothing read from the partition yet: all of it is still to come.
+                let at = match element.offset() {
+                    Offset::Offset(at) => at,
+                    _ => low,
+                };
+                metrics::CONSUMER_LAG
+                    .with_label_values(&[context.service, topic, &partition.to_string()])
+                    .set((high - at).max(0));
+            }
+        })
+        .await;
+        if let Err(error) = measured {
+            tracing::debug!(%error, "measuring the consumer lag failed");
+        }
     }
 }
 
@@ -174,6 +216,7 @@ impl Actor for Bridge {
                 subscriptions: args.subscriptions,
                 max_attempts: args.settings.max_attempts.max(1),
             });
+            let lag = tokio::spawn(report_lag(context.clone()));
             let task = tokio::spawn(consume(context));
             let abort = task.abort_handle();
             tokio::spawn(async move {
@@ -184,7 +227,7 @@ impl Actor for Bridge {
                 };
                 let _ = myself.send_message(BridgeMsg::ConsumerStopped(why));
             });
-            Some(Consuming(abort))
+            Some(Consuming(vec![abort, lag.abort_handle()]))
         };
         Ok(BridgeState {
             producer,

@@ -2,7 +2,10 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{IntCounter, IntGauge, register_int_counter, register_int_gauge};
+use prometheus::{
+    IntCounter, IntGauge, IntGaugeVec, Opts, register_int_counter, register_int_gauge,
+    register_int_gauge_vec,
+};
 
 pub static PUBLISHED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("shop_events_published_total", "events Kafka acknowledged")
@@ -29,6 +32,17 @@ pub static OUTBOX_PENDING: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
         "shop_outbox_pending",
         "outbox rows not yet published, as last seen by the relay"
+    )
+    .expect("the metric is registered once")
+});
+
+pub static CONSUMER_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        Opts::new(
+            "shop_kafka_consumer_lag",
+            "messages a consumer group is behind the end of a partition"
+        ),
+        &["group", "topic", "partition"]
     )
     .expect("the metric is registered once")
 });
