@@ -125,6 +125,24 @@ async fn metrics_count_the_actors_alive_and_restarted_by_kind() {
         metrics.contains("shop_actors_alive{kind=\"cart\"}"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("shop_actor_messages_handled{kind=\"cart\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("shop_actor_handling_seconds{kind=\"cart\"}"),
+        "{metrics}"
+    );
+    // The cart's own figures in the tree: it handled the add (and its write's result).
+    let tree = get_json(
+        &client(),
+        format!("{}/admin/tree?sample=1000", env("SHOP_CART_URL")),
+        Some(&admin.token),
+    )
+    .await;
+    let cart = find(&tree, &format!("cart:{}", shopper.id)).expect("the cart is in the tree");
+    assert!(cart["messages"].as_u64() >= Some(1), "{cart}");
+    assert!(cart["mean_handling_ms"].as_f64().is_some(), "{cart}");
 
     let stopped = stop("SHOP_PAYMENT_URL", "payment.outbox", Some(&admin.token)).await;
     assert_eq!(stopped.status(), StatusCode::ACCEPTED);

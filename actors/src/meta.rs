@@ -6,9 +6,11 @@
 //! by the registry that owns them, so the map never outgrows the live tree.
 
 use std::sync::LazyLock;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
+use ractor::ActorCell;
 
 use crate::policy::Restart;
 
@@ -20,6 +22,9 @@ pub(crate) struct ActorMeta {
     pub restarts: usize,
     /// Children of this actor are a dynamic group: a snapshot lists only the first few.
     pub group: bool,
+    /// Messages handled since it (re)started, and the time that took.
+    pub messages: u64,
+    pub handling: Duration,
 }
 
 static META: LazyLock<DashMap<String, ActorMeta>> = LazyLock::new(DashMap::new);
@@ -34,6 +39,8 @@ pub(crate) fn record_start(name: &str, kind: &str, restart: Option<Restart>, res
             started_at: Utc::now(),
             restarts,
             group,
+            messages: 0,
+            handling: Duration::ZERO,
         },
     );
 }
@@ -62,6 +69,8 @@ pub fn mark_group(name: &str) {
             started_at: Utc::now(),
             restarts: 0,
             group: true,
+            messages: 0,
+            handling: Duration::ZERO,
         });
 }
 
@@ -80,5 +89,49 @@ pub fn census() -> Vec<(String, usize, usize)> {
     by_kind
         .into_iter()
         .map(|(kind, (alive, restarts))| (kind, alive, restarts))
+        .collect()
+}
+
+/// Messages handled by actors of each kind since the process started, and the time spent.
+static BY_KIND: LazyLock<DashMap<String, (u64, Duration)>> = LazyLock::new(DashMap::new);
+
+/// Times one message's handling; dropped at the end of `handle`, it adds the message to the
+/// actor's figures (shown in tree snapshots) and to its kind's (on `/metrics`).
+pub struct Handling {
+    actor: ActorCell,
+    started: Instant,
+}
+
+impl Handling {
+    pub fn start(actor: ActorCell) -> Self {
+        Self {
+            actor,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        let took = self.started.elapsed();
+        let Some(name) = self.actor.get_name() else {
+            return;
+        };
+        let Some(mut meta) = META.get_mut(&name) else {
+            return;
+        };
+        meta.messages += 1;
+        meta.handling += took;
+        let mut totals = BY_KIND.entry(meta.kind.clone()).or_default();
+        totals.0 += 1;
+        totals.1 += took;
+    }
+}
+
+/// Messages handled and seconds spent handling them, by kind of actor (for `/metrics`).
+pub fn handled_by_kind() -> Vec<(String, u64, f64)> {
+    BY_KIND
+        .iter()
+        .map(|entry| (entry.key().clone(), entry.0, entry.1.as_secs_f64()))
         .collect()
 }

@@ -25,6 +25,12 @@ pub struct ActorNode {
     pub restart: Option<Restart>,
     pub restarts: usize,
     pub started_at: Option<DateTime<Utc>>,
+    /// Messages handled since it (re)started (actors that time their handling).
+    #[serde(default)]
+    pub messages: u64,
+    /// Mean time to handle one of them, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mean_handling_ms: Option<f64>,
     pub children: Vec<ActorNode>,
     /// How many children there are when `children` lists only some of them.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -87,6 +93,11 @@ fn node(cell: &ActorCell, parent_kind: Option<&str>, limits: SnapshotLimits) -> 
         restart: meta.as_ref().and_then(|meta| meta.restart),
         restarts: meta.as_ref().map_or(0, |meta| meta.restarts),
         started_at: meta.as_ref().map(|meta| meta.started_at),
+        messages: meta.as_ref().map_or(0, |meta| meta.messages),
+        mean_handling_ms: meta
+            .as_ref()
+            .filter(|meta| meta.messages > 0)
+            .map(|meta| meta.handling.as_secs_f64() * 1000.0 / meta.messages as f64),
         children_total: (children.len() < total).then_some(total),
         children,
         kind,
@@ -152,6 +163,9 @@ impl ActorNode {
         ));
         if let Some(restart) = self.restart {
             out.push_str(&format!(" policy={}", restart_label(restart)));
+        }
+        if let Some(mean) = self.mean_handling_ms {
+            out.push_str(&format!(" msgs={} avg={mean:.2}ms", self.messages));
         }
         out.push_str(&format!(" id={}\n", self.id));
         let shown = self.children.len();

@@ -237,10 +237,11 @@ impl Actor for Bridge {
 
     async fn handle(
         &self,
-        _myself: ActorRef<BridgeMsg>,
+        myself: ActorRef<BridgeMsg>,
         message: BridgeMsg,
         state: &mut BridgeState,
     ) -> Result<(), ActorProcessingErr> {
+        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         match message {
             BridgeMsg::Publish(messages, reply) => {
                 // Off the mailbox: deliveries take a broker round trip.

@@ -171,10 +171,11 @@ impl Actor for OutboxRelay {
 
     async fn handle(
         &self,
-        _myself: ActorRef<RelayMsg>,
+        myself: ActorRef<RelayMsg>,
         message: RelayMsg,
         _state: &mut RelayState,
     ) -> Result<(), ActorProcessingErr> {
+        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         match message {
             RelayMsg::Stopped(why) => Err(format!("the outbox relay stopped: {why}").into()),
         }

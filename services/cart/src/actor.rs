@@ -104,6 +104,7 @@ impl Actor for CartActor {
         message: CartMsg,
         state: &mut CartState,
     ) -> Result<(), ActorProcessingErr> {
+        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         match message {
             CartMsg::Read(reply) => {
                 let _ = reply.send(Ok(state.durable.clone()));

@@ -28,10 +28,11 @@ impl Actor for OrderEvents {
 
     async fn handle(
         &self,
-        _: ActorRef<Delivery>,
+        myself: ActorRef<Delivery>,
         delivery: Delivery,
         carts: &mut Carts,
     ) -> Result<(), ActorProcessingErr> {
+        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         let Envelope::OrderPlaced(placed) = &delivery.event else {
             let _ = delivery.reply.send(Ack::Done);
             return Ok(());

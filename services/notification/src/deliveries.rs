@@ -49,10 +49,11 @@ impl Actor for EventHandler {
 
     async fn handle(
         &self,
-        _: ActorRef<Delivery>,
+        myself: ActorRef<Delivery>,
         delivery: Delivery,
         state: &mut HandlerState,
     ) -> Result<(), ActorProcessingErr> {
+        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         match crate::plan::plan(&state.pool, &state.templates, &delivery.event).await {
             Ok(ids) => {
                 let _ = delivery.reply.send(Ack::Done);
@@ -142,6 +143,7 @@ impl Actor for MessageActor {
         message: MessageMsg,
         state: &mut MessageArgs,
     ) -> Result<(), ActorProcessingErr> {
+        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         if let MessageMsg::Passivate(idle) = message {
             if idle.still() {
                 myself.stop(None);
@@ -239,6 +241,7 @@ impl Actor for Sweeper {
         SweeperMsg::Sweep: SweeperMsg,
         state: &mut SweeperArgs,
     ) -> Result<(), ActorProcessingErr> {
+        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         match store::due(&state.pool, BATCH).await {
             Ok(due) => {
                 for id in due {

@@ -97,6 +97,7 @@ impl Actor for OrderActor {
         message: OrderMsg,
         state: &mut OrderState,
     ) -> Result<(), ActorProcessingErr> {
+        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         match message {
             OrderMsg::Load => {}
             OrderMsg::Command(request, reply) => {

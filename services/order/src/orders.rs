@@ -56,10 +56,11 @@ impl Actor for PaymentEvents {
 
     async fn handle(
         &self,
-        _: ActorRef<Delivery>,
+        myself: ActorRef<Delivery>,
         delivery: Delivery,
         orders: &mut Orders,
     ) -> Result<(), ActorProcessingErr> {
+        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         let order_id = delivery.event.aggregate_id();
         // If the order's actor cannot be reached, the delivery is dropped unanswered and the
         // bridge delivers it again after a backoff.
@@ -107,6 +108,7 @@ impl Actor for OverdueSweeper {
         SweeperMsg::Sweep: SweeperMsg,
         state: &mut SweeperArgs,
     ) -> Result<(), ActorProcessingErr> {
+        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         match store::overdue(&state.pool, BATCH).await {
             Ok(due) => {
                 for order_id in due {

@@ -62,10 +62,11 @@ impl Actor for OrderEvents {
 
     async fn handle(
         &self,
-        _: ActorRef<Delivery>,
+        myself: ActorRef<Delivery>,
         delivery: Delivery,
         payments: &mut Payments,
     ) -> Result<(), ActorProcessingErr> {
+        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         let order_id = delivery.event.aggregate_id();
         // Unreachable actor: the delivery is dropped unanswered and the bridge tries again.
         if let Err(error) = payments.send(order_id, PaymentMsg::Event(delivery)).await {
@@ -117,6 +118,7 @@ impl Actor for Sweeper {
         SweeperMsg::Sweep: SweeperMsg,
         state: &mut SweeperState,
     ) -> Result<(), ActorProcessingErr> {
+        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         match store::due(&state.args.pool, BATCH, state.first).await {
             Ok(due) => {
                 if !due.is_empty() {

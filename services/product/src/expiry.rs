@@ -54,6 +54,7 @@ impl Actor for ReservationExpiry {
         message: ExpiryMsg,
         state: &mut ExpiryState,
     ) -> Result<(), ActorProcessingErr> {
+        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         match message {
             ExpiryMsg::Sweep => {
                 sweep(&state.pool).await;

@@ -29,10 +29,11 @@ impl Actor for OrderEvents {
 
     async fn handle(
         &self,
-        _: ActorRef<Delivery>,
+        myself: ActorRef<Delivery>,
         delivery: Delivery,
         pool: &mut PgPool,
     ) -> Result<(), ActorProcessingErr> {
+        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         let ack = match &delivery.event {
             Envelope::OrderPaid(paid) => answer(
                 paid.order_id,

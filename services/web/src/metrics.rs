@@ -7,8 +7,8 @@ use std::time::Instant;
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::OperationId;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, TextEncoder,
-    register_histogram_vec, register_int_counter_vec, register_int_gauge_vec,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, TextEncoder,
+    register_gauge_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge_vec,
 };
 
 static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -107,6 +107,28 @@ static ACTOR_RESTARTS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .expect("the metric is registered once")
 });
 
+static ACTOR_MESSAGES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        Opts::new(
+            "shop_actor_messages_handled",
+            "messages handled since the process started, by kind of actor"
+        ),
+        &["kind"]
+    )
+    .expect("the metric is registered once")
+});
+
+static ACTOR_HANDLING: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec!(
+        Opts::new(
+            "shop_actor_handling_seconds",
+            "time spent handling messages since the process started, by kind of actor"
+        ),
+        &["kind"]
+    )
+    .expect("the metric is registered once")
+});
+
 pub fn render() -> String {
     // The actors are counted when asked: the tree changes too often to keep a gauge per change.
     ACTORS_ALIVE.reset();
@@ -118,6 +140,12 @@ pub fn render() -> String {
         ACTOR_RESTARTS
             .with_label_values(&[&kind])
             .set(i64::try_from(restarts).unwrap_or(i64::MAX));
+    }
+    for (kind, messages, seconds) in shop_actors::meta::handled_by_kind() {
+        ACTOR_MESSAGES
+            .with_label_values(&[&kind])
+            .set(i64::try_from(messages).unwrap_or(i64::MAX));
+        ACTOR_HANDLING.with_label_values(&[&kind]).set(seconds);
     }
     let mut buffer = Vec::new();
     let encoder = TextEncoder::new();

@@ -161,10 +161,11 @@ impl Actor for HttpServer {
 
     async fn handle(
         &self,
-        _myself: ActorRef<HttpServerMsg>,
+        myself: ActorRef<HttpServerMsg>,
         message: HttpServerMsg,
         state: &mut HttpServerState,
     ) -> Result<(), ActorProcessingErr> {
+        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         match message {
             HttpServerMsg::Exited(_) if state.shutdown.is_triggered() => Ok(()),
             HttpServerMsg::Exited(why) => Err(format!("the HTTP server stopped: {why}").into()),

@@ -130,6 +130,7 @@ impl Actor for PaymentActor {
         message: PaymentMsg,
         state: &mut PaymentState,
     ) -> Result<(), ActorProcessingErr> {
+        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         match message {
             PaymentMsg::Event(delivery) => {
                 let trace_id = delivery.trace_id.clone();
