@@ -16,6 +16,7 @@ PORT_OFFSET=${SHOP_DEV_PORT_OFFSET:-0}
 
 FERRETDB_VERSION=v1.24.2
 MAILPIT_VERSION=v1.33.1
+PLAYWRIGHT_VERSION=1.65.1
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/dev/kafka/pom.xml")
 PG_BIN=/usr/lib/postgresql/15/bin
 
@@ -82,6 +83,7 @@ install_all() {
   install_ferretdb
   install_kafka
   install_mailpit
+  install_playwright
   INSTALL_SECONDS=$((SECONDS - started))
   log "installed in ${INSTALL_SECONDS}s"
 }
@@ -95,6 +97,7 @@ install_debian_packages() {
   command -v curl >/dev/null || missing+=(curl)
   command -v wrk >/dev/null || missing+=(wrk)
   command -v jq >/dev/null || missing+=(jq)
+  command -v chromium >/dev/null || missing+=(chromium)
   [ ${#missing[@]} -eq 0 ] && return
   log "installing Debian packages: ${missing[*]}"
   # Debian's postinst scripts would start a system PostgreSQL and nginx on the default ports;
@@ -312,6 +315,8 @@ render_nginx() {
   export SHOP_GATEWAY_API_RATE=${SHOP_GATEWAY_API_RATE:-2000r/s}
   export SHOP_GATEWAY_AUTH_RATE=${SHOP_GATEWAY_AUTH_RATE:-5r/s}
   export SHOP_BODY_LIMIT_NGINX=${SHOP_BODY_LIMIT_NGINX:-64k}
+  export SHOP_ADMIN_STATIC=$ROOT/web/admin
+  ensure_reachable_by www-data "$SHOP_ADMIN_STATIC"
   local name
   for name in user product cart order payment notification; do
     export "SHOP_${name^^}_UPSTREAM=127.0.0.1:${SERVICE_PORT[$name]}"
@@ -356,6 +361,17 @@ install_mailpit() {
   GOBIN=$TOOLS/bin go install "github.com/axllent/mailpit@$MAILPIT_VERSION" >"$TOOLS/mailpit-build.log" 2>&1 ||
     die "building Mailpit failed; see $TOOLS/mailpit-build.log"
   touch "$TOOLS/mailpit-$MAILPIT_VERSION"
+}
+
+# playwright-core (no browser download: it drives Debian's chromium) for the observer page's test.
+install_playwright() {
+  local dir=$ROOT/dev/browser
+  local installed=$dir/node_modules/playwright-core/package.json
+  [ -f "$installed" ] && [ "$(jq -r .version "$installed")" = "$PLAYWRIGHT_VERSION" ] && return
+  command -v npm >/dev/null || die "npm is needed to install playwright-core"
+  log "installing playwright-core $PLAYWRIGHT_VERSION (npm)"
+  (cd "$dir" && npm install --no-save --no-audit --no-fund "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null 2>&1) ||
+    die "installing playwright-core failed"
 }
 
 start_mailpit() {

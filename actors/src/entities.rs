@@ -438,8 +438,11 @@ impl<K: EntityKind> RegistryState<K> {
             return;
         }
         tracing::warn!(kind, %id, %error, restarts, "entity failed; restarting it from its stored state");
-        if let Err(error) = self.spawn(myself, id, restarts).await {
-            tracing::warn!(kind, %id, %error, "restarting the entity failed; its next message will");
+        match self.spawn(myself, id, restarts).await {
+            Ok(_) => meta::note_failure(&actor_name(kind, id), &error.to_string()),
+            Err(error) => {
+                tracing::warn!(kind, %id, %error, "restarting the entity failed; its next message will");
+            }
         }
     }
 }

@@ -25,6 +25,8 @@ pub(crate) struct ActorMeta {
     /// Messages handled since it (re)started, and the time that took.
     pub messages: u64,
     pub handling: Duration,
+    /// Why its previous incarnation failed, when its owner knows.
+    pub last_failure: Option<String>,
 }
 
 static META: LazyLock<DashMap<String, ActorMeta>> = LazyLock::new(DashMap::new);
@@ -41,6 +43,7 @@ pub(crate) fn record_start(name: &str, kind: &str, restart: Option<Restart>, res
             group,
             messages: 0,
             handling: Duration::ZERO,
+            last_failure: None,
         },
     );
 }
@@ -52,6 +55,13 @@ pub(crate) fn get(name: &str) -> Option<ActorMeta> {
 /// Records an actor that its owner starts by itself (an entity under a registry, say).
 pub fn track(name: &str, kind: &str, restart: Restart, restarts: usize) {
     record_start(name, kind, Some(restart), restarts);
+}
+
+/// Records why the named actor's previous incarnation failed (shown in snapshots).
+pub fn note_failure(name: &str, reason: &str) {
+    if let Some(mut meta) = META.get_mut(name) {
+        meta.last_failure = Some(reason.chars().take(300).collect());
+    }
 }
 
 /// Forgets an actor that stopped for good.
@@ -71,6 +81,7 @@ pub fn mark_group(name: &str) {
             group: true,
             messages: 0,
             handling: Duration::ZERO,
+            last_failure: None,
         });
 }
 

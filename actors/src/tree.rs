@@ -31,6 +31,9 @@ pub struct ActorNode {
     /// Mean time to handle one of them, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub mean_handling_ms: Option<f64>,
+    /// Why it was last restarted, when its supervisor knows.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub last_failure: Option<String>,
     pub children: Vec<ActorNode>,
     /// How many children there are when `children` lists only some of them.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -72,14 +75,36 @@ fn node(cell: &ActorCell, parent_kind: Option<&str>, limits: SnapshotLimits) -> 
     let group = meta.as_ref().is_some_and(|meta| meta.group);
 
     let mut children = cell.get_children();
-    // get_children comes from a hash map; order by id so snapshots are stable.
-    children.sort_by_key(|child| child.get_id());
     let total = children.len();
     let keep = if group || total > limits.max_children {
         limits.group_sample
     } else {
         total
     };
+    if group && keep < total {
+        // A big group shows its busiest members, the newest first among equals: picked in
+        // linear time, then ordered, so a snapshot of 100,000 carts stays cheap.
+        let mut ranked: Vec<(std::cmp::Reverse<(u64, ractor::ActorId)>, ActorCell)> = children
+            .into_iter()
+            .map(|child| {
+                let messages = child
+                    .get_name()
+                    .as_deref()
+                    .and_then(meta::get)
+                    .map_or(0, |meta| meta.messages);
+                (std::cmp::Reverse((messages, child.get_id())), child)
+            })
+            .collect();
+        if keep > 0 {
+            ranked.select_nth_unstable_by(keep - 1, |a, b| a.0.cmp(&b.0));
+        }
+        ranked.truncate(keep);
+        ranked.sort_by(|a, b| a.0.cmp(&b.0));
+        children = ranked.into_iter().map(|(_, child)| child).collect();
+    } else {
+        // get_children comes from a hash map; order by id so snapshots are stable.
+        children.sort_by_key(|child| child.get_id());
+    }
     let children: Vec<ActorNode> = children
         .iter()
         .take(keep)
@@ -94,6 +119,7 @@ fn node(cell: &ActorCell, parent_kind: Option<&str>, limits: SnapshotLimits) -> 
         restarts: meta.as_ref().map_or(0, |meta| meta.restarts),
         started_at: meta.as_ref().map(|meta| meta.started_at),
         messages: meta.as_ref().map_or(0, |meta| meta.messages),
+        last_failure: meta.as_ref().and_then(|meta| meta.last_failure.clone()),
         mean_handling_ms: meta
             .as_ref()
             .filter(|meta| meta.messages > 0)

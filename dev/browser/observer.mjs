@@ -1,0 +1,39 @@
+// Drives the observer page in headless Chromium: signs in as the admin, waits for the six
+// trees, stops a cart actor through the page and waits for its restart count to go up.
+// Usage: node dev/browser/observer.mjs GATEWAY ADMIN_EMAIL ADMIN_PASSWORD CART_ACTOR SCREENSHOT
+import { chromium } from "playwright-core";
+
+const [gateway, email, password, cartActor, screenshot] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+  await page.goto(`${gateway}/admin/`);
+  await page.fill("input[name=email]", email);
+  await page.fill("input[name=password]", password);
+  await page.click("button[type=submit]");
+  for (const service of ["user", "product", "cart", "order", "payment", "notification"]) {
+    await page.waitForSelector(`#service-${service} .actor[data-name="${service}"]`, { timeout: 15000 });
+  }
+  const actor = page.locator(`#service-cart .actor[data-name="${cartActor}"]`);
+  await actor.waitFor({ timeout: 15000 });
+  await actor.click();
+  await page.click("#stop");
+  await page.waitForFunction(
+    (name) => {
+      const node = document.querySelector(`#service-cart .actor[data-name="${name}"]`);
+      return node && Number(node.dataset.restarts) >= 1;
+    },
+    cartActor,
+    { timeout: 15000 },
+  );
+  await page.screenshot({ path: screenshot, fullPage: true });
+  const restarts = await page
+    .locator(`#service-cart .actor[data-name="${cartActor}"]`)
+    .getAttribute("data-restarts");
+  console.log(JSON.stringify({ trees: 6, stopped: cartActor, restarts: Number(restarts) }));
+} finally {
+  await browser.close();
+}
