@@ -99,7 +99,7 @@ fn node(cell: &ActorCell, parent_kind: Option<&str>, limits: SnapshotLimits) -> 
             ranked.select_nth_unstable_by(keep - 1, |a, b| a.0.cmp(&b.0));
         }
         ranked.truncate(keep);
-        ranked.sort_by(|a, b| a.0.cmp(&b.0));
+        ranked.sort_by_key(|a| a.0);
         children = ranked.into_iter().map(|(_, child)| child).collect();
     } else {
         // get_children comes from a hash map; order by id so snapshots are stable.
