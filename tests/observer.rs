@@ -227,3 +227,33 @@ async fn the_observer_page_shows_six_trees_and_stops_a_cart_actor_that_comes_bac
     assert!(seen["restarts"].as_u64() >= Some(1), "{seen}");
     assert!(screenshot.exists(), "the screenshot is saved");
 }
+
+#[tokio::test]
+async fn the_gateway_serves_the_page_and_every_services_tree_to_admins_only() {
+    let customer = Shopper::customer().await;
+    let admin = Shopper::admin().await;
+    let page = client().get(common::url("/admin/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("Shop observer"));
+    for service in [
+        "user",
+        "product",
+        "cart",
+        "order",
+        "payment",
+        "notification",
+    ] {
+        let url = common::url(&format!("/admin/services/{service}/tree"));
+        problem(client().get(&url).send().await.unwrap(), 401).await;
+        problem(
+            customer
+                .get(&format!("/admin/services/{service}/tree"))
+                .await,
+            403,
+        )
+        .await;
+        let tree = get_json(&client(), &url, Some(&admin.token)).await;
+        assert_eq!(tree["name"], service);
+    }
+    problem(admin.get("/admin/services/nobody/tree").await, 404).await;
+}

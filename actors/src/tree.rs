@@ -82,17 +82,22 @@ fn node(cell: &ActorCell, parent_kind: Option<&str>, limits: SnapshotLimits) -> 
         total
     };
     if group && keep < total {
-        // A big group shows its busiest members, the newest first among equals: picked in
-        // linear time, then ordered, so a snapshot of 100,000 carts stays cheap.
-        let mut ranked: Vec<(std::cmp::Reverse<(u64, ractor::ActorId)>, ActorCell)> = children
+        // A big group shows the members that were restarted, then its busiest, the newest
+        // first among equals: picked in linear time, then ordered, so a snapshot of 100,000
+        // carts stays cheap.
+        type Rank = std::cmp::Reverse<(usize, u64, ractor::ActorId)>;
+        let mut ranked: Vec<(Rank, ActorCell)> = children
             .into_iter()
             .map(|child| {
-                let messages = child
+                let (restarts, messages) = child
                     .get_name()
                     .as_deref()
                     .and_then(meta::get)
-                    .map_or(0, |meta| meta.messages);
-                (std::cmp::Reverse((messages, child.get_id())), child)
+                    .map_or((0, 0), |meta| (meta.restarts, meta.messages));
+                (
+                    std::cmp::Reverse((restarts, messages, child.get_id())),
+                    child,
+                )
             })
             .collect();
         if keep > 0 {

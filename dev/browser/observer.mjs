@@ -1,9 +1,10 @@
 // Drives the observer page in headless Chromium: signs in as the admin, waits for the six
 // trees, stops a cart actor through the page and waits for its restart count to go up.
 // Usage: node dev/browser/observer.mjs GATEWAY ADMIN_EMAIL ADMIN_PASSWORD CART_ACTOR SCREENSHOT
+// (CART_ACTOR `any`: the first cart the page lists, for a system under load.)
 import { chromium } from "playwright-core";
 
-const [gateway, email, password, cartActor, screenshot] = process.argv.slice(2);
+const [gateway, email, password, wanted, screenshot] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
@@ -17,6 +18,9 @@ try {
   for (const service of ["user", "product", "cart", "order", "payment", "notification"]) {
     await page.waitForSelector(`#service-${service} .actor[data-name="${service}"]`, { timeout: 15000 });
   }
+  const cartActor = wanted === "any"
+    ? await page.locator(`#service-cart .actor[data-name^="cart:"]`).first().getAttribute("data-name")
+    : wanted;
   const actor = page.locator(`#service-cart .actor[data-name="${cartActor}"]`);
   await actor.waitFor({ timeout: 15000 });
   await actor.click();
