@@ -14,6 +14,7 @@ pub mod meta;
 pub mod policy;
 pub mod service;
 pub mod supervisor;
+pub mod sweeper;
 pub mod testing;
 pub mod tree;
 

@@ -1,7 +1,7 @@
 //! Sending: the event handler (records what each event sends and hands it on), one actor per
 //! message in flight (sends it, retries transient failures on its own timer with exponential
 //! backoff, gives up after `SHOP_NOTIFICATION_MAX_ATTEMPTS`), kept by a registry from
-//! `shop_actors::entities`, and the sweeper that wakes messages due while no actor held them.
+//! `shop_actors::entities`, and what the sweeper looks for.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use shop_actors::entities::{self, EntityKind};
+use shop_actors::sweeper::{Due, SweeperArgs};
 use shop_bridge::{Ack, Delivery};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -208,51 +209,21 @@ async fn send(senders: &Senders, delivery: &store::Delivery) -> Result<String, S
 /// Messages looked at per sweep.
 const BATCH: i64 = 500;
 
-/// Wakes messages that are due and that no actor holds (after a restart, or a send missed).
-pub struct Sweeper;
-
-pub struct SweeperArgs {
-    pub pool: PgPool,
-    pub messages: Messages,
-    pub interval: Duration,
-}
-
-pub enum SweeperMsg {
-    Sweep,
-}
-
-impl Actor for Sweeper {
-    type Msg = SweeperMsg;
-    type State = SweeperArgs;
-    type Arguments = SweeperArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<SweeperMsg>,
-        args: SweeperArgs,
-    ) -> Result<SweeperArgs, ActorProcessingErr> {
-        myself.send_message(SweeperMsg::Sweep)?;
-        Ok(args)
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<SweeperMsg>,
-        SweeperMsg::Sweep: SweeperMsg,
-        state: &mut SweeperArgs,
-    ) -> Result<(), ActorProcessingErr> {
-        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
-        match store::due(&state.pool, BATCH).await {
-            Ok(due) => {
-                for id in due {
-                    if let Err(error) = state.messages.send(id, MessageMsg::Work).await {
-                        tracing::warn!(%id, %error, "waking a message failed; next sweep");
-                    }
-                }
-            }
-            Err(error) => tracing::warn!(%error, "looking for due messages failed; next sweep"),
-        }
-        myself.send_after(state.interval, || SweeperMsg::Sweep);
-        Ok(())
+/// The sweeper's work: messages due that no actor holds (after a restart, or a send missed).
+pub fn sweeper(pool: PgPool, messages: Messages, interval: Duration) -> SweeperArgs<MessageMsg> {
+    let due: Due = Arc::new(move |_first| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            store::due(&pool, BATCH)
+                .await
+                .map_err(|error| error.to_string())
+        })
+    });
+    SweeperArgs {
+        what: "messages",
+        due,
+        entities: messages,
+        wake: || MessageMsg::Work,
+        interval,
     }
 }

@@ -13,8 +13,6 @@ use crate::deliveries::{MessageMsg, Messages};
 use crate::error::NotificationError;
 use crate::store::{self, Delivery, Filter, Preferences};
 
-const MAX_PER_PAGE: u32 = 100;
-
 pub struct NotificationsApi {
     pub pool: PgPool,
     pub messages: Messages,
@@ -234,21 +232,14 @@ impl NotificationsApi {
         page: Option<u32>,
         per_page: Option<u32>,
     ) -> Result<Json<NotificationPage>, ApiError> {
+        let paging = shop_web::Paging::new(page, per_page)?;
         let filter = Filter {
             user_id,
             status,
             event_type,
-            page: page.unwrap_or(1),
-            per_page: per_page.unwrap_or(20),
+            page: paging.page,
+            per_page: paging.per_page,
         };
-        if filter.page == 0 {
-            return Err(ApiError::unprocessable("page starts at 1"));
-        }
-        if !(1..=MAX_PER_PAGE).contains(&filter.per_page) {
-            return Err(ApiError::unprocessable(format!(
-                "per_page must be 1 to {MAX_PER_PAGE}"
-            )));
-        }
         let (rows, total) = store::list(&self.pool, &filter)
             .await
             .map_err(NotificationError::from)?;

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shop_actors::entities::{self, EntityKind};
+use shop_actors::sweeper::Sweeper;
 use shop_actors::{Child, Intensity, Restart, Service, SupervisorSpec};
 use shop_bridge::{Subscriber, Subscriptions};
 use shop_config::{EmailProvider, Secret, Settings, SmsProvider};
@@ -188,12 +189,8 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
             "timer",
             Restart::Permanent,
             move || {
-                let args = deliveries::SweeperArgs {
-                    pool: pool.clone(),
-                    messages: messages.clone(),
-                    interval: SWEEP_INTERVAL,
-                };
-                (deliveries::Sweeper, args)
+                let args = deliveries::sweeper(pool.clone(), messages.clone(), SWEEP_INTERVAL);
+                (Sweeper::default(), args)
             },
         ))
         .child(shop_bridge::bridge_child(

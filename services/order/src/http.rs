@@ -17,8 +17,6 @@ use crate::orders::Orders;
 use crate::state::{Command, State};
 use crate::store::{self, Filter, HistoryRow, Order};
 
-const MAX_PER_PAGE: u32 = 100;
-
 pub struct OrdersApi {
     pub pool: PgPool,
     pub orders: Orders,
@@ -269,20 +267,13 @@ impl OrdersApi {
                 _ => Some(auth.0.user_id()?),
             }
         };
+        let paging = shop_web::Paging::new(page.0, per_page.0)?;
         let filter = Filter {
             customer_id,
             state: state.0.map(Into::into),
-            page: page.0.unwrap_or(1),
-            per_page: per_page.0.unwrap_or(20),
+            page: paging.page,
+            per_page: paging.per_page,
         };
-        if filter.page == 0 {
-            return Err(ApiError::unprocessable("page starts at 1"));
-        }
-        if !(1..=MAX_PER_PAGE).contains(&filter.per_page) {
-            return Err(ApiError::unprocessable(format!(
-                "per_page must be 1 to {MAX_PER_PAGE}"
-            )));
-        }
         let (orders, total) = store::list(&self.pool, &filter).await?;
         Ok(Json(OrderPage {
             items: orders

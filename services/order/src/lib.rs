@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shop_actors::entities::{self, EntityKind};
+use shop_actors::sweeper::Sweeper;
 use shop_actors::{Child, Intensity, Restart, Service, SupervisorSpec};
 use shop_bridge::{Subscriber, Subscriptions};
 use shop_config::Settings;
@@ -154,12 +155,8 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
             "timer",
             Restart::Permanent,
             move || {
-                let args = orders::SweeperArgs {
-                    pool: sweeper_pool.clone(),
-                    orders: orders.clone(),
-                    interval: sweep,
-                };
-                (orders::OverdueSweeper, args)
+                let args = orders::overdue_sweeper(sweeper_pool.clone(), orders.clone(), sweep);
+                (Sweeper::default(), args)
             },
         ))
         .child(shop_bridge::bridge_child(

@@ -1,11 +1,12 @@
 //! The open orders: one actor each, kept by a registry from `shop_actors::entities`; the actor
-//! that routes payment events to them; and the sweeper that wakes orders whose payment time ran
-//! out while no actor held them (after a restart, or on another replica).
+//! that routes payment events to them; and what the sweeper looks for.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use shop_actors::entities::{self, EntityKind};
+use shop_actors::sweeper::{Due, SweeperArgs};
 use shop_bridge::Delivery;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -74,53 +75,22 @@ impl Actor for PaymentEvents {
 /// Orders looked at per sweep.
 const BATCH: i64 = 500;
 
-/// Wakes pending orders past their payment time, whose actors then cancel them.
-pub struct OverdueSweeper;
-
-pub struct SweeperArgs {
-    pub pool: PgPool,
-    pub orders: Orders,
-    pub interval: Duration,
-}
-
-pub enum SweeperMsg {
-    Sweep,
-}
-
-impl Actor for OverdueSweeper {
-    type Msg = SweeperMsg;
-    type State = SweeperArgs;
-    type Arguments = SweeperArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<SweeperMsg>,
-        args: SweeperArgs,
-    ) -> Result<SweeperArgs, ActorProcessingErr> {
-        // Right away: orders may have run out of time while no process ran.
-        myself.send_message(SweeperMsg::Sweep)?;
-        Ok(args)
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<SweeperMsg>,
-        SweeperMsg::Sweep: SweeperMsg,
-        state: &mut SweeperArgs,
-    ) -> Result<(), ActorProcessingErr> {
-        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
-        match store::overdue(&state.pool, BATCH).await {
-            Ok(due) => {
-                for order_id in due {
-                    if let Err(error) = state.orders.send(order_id, OrderMsg::Expire).await {
-                        tracing::warn!(%order_id, %error, "waking an overdue order failed; next sweep");
-                    }
-                }
-            }
-            Err(error) => tracing::warn!(%error, "looking for overdue orders failed; next sweep"),
-        }
-        // The next tick is set after this one is done, so slow sweeps never pile up.
-        myself.send_after(state.interval, || SweeperMsg::Sweep);
-        Ok(())
+/// The sweeper's work: pending orders past their payment time, whose actors then cancel them
+/// (they may have run out of time while no actor held them: after a restart, on another replica).
+pub fn overdue_sweeper(pool: PgPool, orders: Orders, interval: Duration) -> SweeperArgs<OrderMsg> {
+    let due: Due = Arc::new(move |_first| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            store::overdue(&pool, BATCH)
+                .await
+                .map_err(|error| error.to_string())
+        })
+    });
+    SweeperArgs {
+        what: "overdue orders",
+        due,
+        entities: orders,
+        wake: || OrderMsg::Expire,
+        interval,
     }
 }

@@ -17,8 +17,6 @@ use crate::provider::Charged;
 use crate::store::{self, Filter, Payment, RefundRow};
 use crate::webhook;
 
-const MAX_PER_PAGE: u32 = 100;
-
 pub struct PaymentsApi {
     pub pool: PgPool,
     pub payments: Payments,
@@ -163,20 +161,13 @@ impl PaymentsApi {
                 _ => Some(auth.0.user_id()?),
             }
         };
+        let paging = shop_web::Paging::new(page.0, per_page.0)?;
         let filter = Filter {
             customer_id,
             order_id: order_id.0,
-            page: page.0.unwrap_or(1),
-            per_page: per_page.0.unwrap_or(20),
+            page: paging.page,
+            per_page: paging.per_page,
         };
-        if filter.page == 0 {
-            return Err(ApiError::unprocessable("page starts at 1"));
-        }
-        if !(1..=MAX_PER_PAGE).contains(&filter.per_page) {
-            return Err(ApiError::unprocessable(format!(
-                "per_page must be 1 to {MAX_PER_PAGE}"
-            )));
-        }
         let (payments, total) = store::list(&self.pool, &filter)
             .await
             .map_err(PaymentError::from)?;

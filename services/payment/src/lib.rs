@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shop_actors::entities::{self, EntityKind};
+use shop_actors::sweeper::Sweeper;
 use shop_actors::{Child, Intensity, Restart, Service, SupervisorSpec};
 use shop_bridge::{Subscriber, Subscriptions};
 use shop_config::{PaymentProvider, Settings};
@@ -168,12 +169,9 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
             "timer",
             Restart::Permanent,
             move || {
-                let args = payments::SweeperArgs {
-                    pool: sweeper_pool.clone(),
-                    payments: payments.clone(),
-                    interval: SWEEP_INTERVAL,
-                };
-                (payments::Sweeper, args)
+                let args =
+                    payments::sweeper(sweeper_pool.clone(), payments.clone(), SWEEP_INTERVAL);
+                (Sweeper::default(), args)
             },
         ))
         .child(shop_bridge::bridge_child(

@@ -2,10 +2,12 @@
 //! actor that routes order events to them; and the sweeper that wakes payments with work left
 //! when no actor holds them (after a crash or a restart).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use shop_actors::entities::{self, EntityKind};
+use shop_actors::sweeper::{Due, SweeperArgs};
 use shop_bridge::Delivery;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -79,61 +81,23 @@ impl Actor for OrderEvents {
 /// Payments looked at per sweep.
 const BATCH: i64 = 500;
 
-/// Wakes payments whose work is due and whose actor is gone.
-pub struct Sweeper;
-
-pub struct SweeperArgs {
-    pub pool: PgPool,
-    pub payments: Payments,
-    pub interval: Duration,
-}
-
-pub struct SweeperState {
-    args: SweeperArgs,
-    /// The first sweep after start takes leases for expired: no actor of this process holds one.
-    first: bool,
-}
-
-pub enum SweeperMsg {
-    Sweep,
-}
-
-impl Actor for Sweeper {
-    type Msg = SweeperMsg;
-    type State = SweeperState;
-    type Arguments = SweeperArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<SweeperMsg>,
-        args: SweeperArgs,
-    ) -> Result<SweeperState, ActorProcessingErr> {
-        myself.send_message(SweeperMsg::Sweep)?;
-        Ok(SweeperState { args, first: true })
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<SweeperMsg>,
-        SweeperMsg::Sweep: SweeperMsg,
-        state: &mut SweeperState,
-    ) -> Result<(), ActorProcessingErr> {
-        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
-        match store::due(&state.args.pool, BATCH, state.first).await {
-            Ok(due) => {
-                if !due.is_empty() {
-                    tracing::info!(payments = due.len(), "resuming payments with work left");
-                }
-                for order_id in due {
-                    if let Err(error) = state.args.payments.send(order_id, PaymentMsg::Work).await {
-                        tracing::warn!(%order_id, %error, "waking a payment failed; next sweep");
-                    }
-                }
-                state.first = false;
-            }
-            Err(error) => tracing::warn!(%error, "looking for due payments failed; next sweep"),
-        }
-        myself.send_after(state.args.interval, || SweeperMsg::Sweep);
-        Ok(())
+/// The sweeper's work: payments with work left that no actor holds (a charge not sent or whose
+/// lease ran out, a pending refund, a cancelled order's charge to refund). On the first sweep
+/// after start leases count as expired: no actor of this process holds one yet.
+pub fn sweeper(pool: PgPool, payments: Payments, interval: Duration) -> SweeperArgs<PaymentMsg> {
+    let due: Due = Arc::new(move |first| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            store::due(&pool, BATCH, first)
+                .await
+                .map_err(|error| error.to_string())
+        })
+    });
+    SweeperArgs {
+        what: "payments",
+        due,
+        entities: payments,
+        wake: || PaymentMsg::Work,
+        interval,
     }
 }

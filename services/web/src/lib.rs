@@ -13,6 +13,7 @@ pub mod app;
 pub mod auth;
 pub mod jwks;
 pub mod metrics;
+pub mod paging;
 pub mod postgres;
 pub mod problem;
 pub mod request_id;
@@ -21,6 +22,7 @@ pub mod service_token;
 
 pub use app::{ReadinessCheck, ServiceWeb};
 pub use auth::{BearerAuth, Caller, Claims, Role, TokenVerifier};
+pub use paging::Paging;
 pub use problem::{ApiError, ProblemKind};
 pub use server::{HttpServer, HttpServerArgs, RouteFactory, Shutdown};
 pub use service_token::{ServiceTokenError, ServiceTokens};
