@@ -7,12 +7,14 @@ pub mod inbox;
 pub mod kafka;
 mod metrics;
 pub mod outbox;
+mod router;
 
 pub use bridge::{
     Ack, Bridge, BridgeArgs, BridgeMsg, Delivery, Subscriber, Subscriptions, publish_via,
 };
 pub use kafka::{BridgeError, Outgoing};
 pub use outbox::{OutboxRelay, RelayArgs};
+pub use router::{EntityRouter, RouterArgs};
 
 use shop_actors::{Child, Restart};
 

@@ -214,7 +214,8 @@ impl Twilio {
             self.base, self.account_sid
         );
         let form = [("To", to), ("From", self.from.as_str()), ("Body", text)];
-        let body = serde_urlencoded(&form);
+        let body = serde_urlencoded::to_string(form)
+            .map_err(|error| SendError::Permanent(format!("encoding the SMS: {error}")))?;
         let response = self
             .http
             .post(url)
@@ -238,12 +239,6 @@ impl Twilio {
             .to_owned();
         Err(classify("twilio", status, reason))
     }
-}
-
-fn serde_urlencoded(form: &[(&str, &str)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form)
-        .finish()
 }
 
 /// Rate limits, server errors and authentication (fixable by an operator) are worth another

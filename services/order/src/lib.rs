@@ -31,7 +31,7 @@ use std::time::Duration;
 use shop_actors::entities::{self, EntityKind};
 use shop_actors::sweeper::Sweeper;
 use shop_actors::{Child, Intensity, Restart, Service, SupervisorSpec};
-use shop_bridge::{Subscriber, Subscriptions};
+use shop_bridge::{EntityRouter, RouterArgs, Subscriber, Subscriptions};
 use shop_config::Settings;
 use shop_schemas::{PaymentFailed, PaymentRefunded, PaymentSucceeded};
 use shop_web::server::Shutdown;
@@ -148,7 +148,13 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
             PAYMENTS,
             "router",
             Restart::Permanent,
-            move || (orders::PaymentEvents, payment_orders.clone()),
+            move || {
+                let args = RouterArgs {
+                    entities: payment_orders.clone(),
+                    wrap: actor::OrderMsg::Event,
+                };
+                (EntityRouter::default(), args)
+            },
         ))
         .child(Child::actor(
             OVERDUE,

@@ -1,13 +1,11 @@
 //! The open orders: one actor each, kept by a registry from `shop_actors::entities`; the actor
-//! that routes payment events to them; and what the sweeper looks for.
+//! and what the sweeper looks for.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 use shop_actors::entities::{self, EntityKind};
 use shop_actors::sweeper::{Due, SweeperArgs};
-use shop_bridge::Delivery;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -36,39 +34,6 @@ impl EntityKind for OrderKind {
 
     fn passivate(idle: entities::Idle) -> OrderMsg {
         OrderMsg::Passivate(idle)
-    }
-}
-
-/// Hands each payment event to its order's actor, which answers the bridge.
-pub struct PaymentEvents;
-
-impl Actor for PaymentEvents {
-    type Msg = Delivery;
-    type State = Orders;
-    type Arguments = Orders;
-
-    async fn pre_start(
-        &self,
-        _: ActorRef<Delivery>,
-        orders: Orders,
-    ) -> Result<Orders, ActorProcessingErr> {
-        Ok(orders)
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<Delivery>,
-        delivery: Delivery,
-        orders: &mut Orders,
-    ) -> Result<(), ActorProcessingErr> {
-        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
-        let order_id = delivery.event.aggregate_id();
-        // If the order's actor cannot be reached, the delivery is dropped unanswered and the
-        // bridge delivers it again after a backoff.
-        if let Err(error) = orders.send(order_id, OrderMsg::Event(delivery)).await {
-            tracing::warn!(%order_id, %error, "a payment event could not reach its order");
-        }
-        Ok(())
     }
 }
 

@@ -34,7 +34,7 @@ use std::time::Duration;
 use shop_actors::entities::{self, EntityKind};
 use shop_actors::sweeper::Sweeper;
 use shop_actors::{Child, Intensity, Restart, Service, SupervisorSpec};
-use shop_bridge::{Subscriber, Subscriptions};
+use shop_bridge::{EntityRouter, RouterArgs, Subscriber, Subscriptions};
 use shop_config::{PaymentProvider, Settings};
 use shop_schemas::{OrderCancelled, OrderPlaced};
 use shop_web::server::Shutdown;
@@ -162,7 +162,13 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
             ORDERS,
             "router",
             Restart::Permanent,
-            move || (payments::OrderEvents, order_payments.clone()),
+            move || {
+                let args = RouterArgs {
+                    entities: order_payments.clone(),
+                    wrap: actor::PaymentMsg::Event,
+                };
+                (EntityRouter::default(), args)
+            },
         ))
         .child(Child::actor(
             SWEEPER,

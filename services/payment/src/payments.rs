@@ -5,10 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 use shop_actors::entities::{self, EntityKind};
 use shop_actors::sweeper::{Due, SweeperArgs};
-use shop_bridge::Delivery;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -43,38 +41,6 @@ impl EntityKind for PaymentKind {
 
     fn passivate(idle: entities::Idle) -> PaymentMsg {
         PaymentMsg::Passivate(idle)
-    }
-}
-
-/// Hands each order event to its payment's actor, which answers the bridge.
-pub struct OrderEvents;
-
-impl Actor for OrderEvents {
-    type Msg = Delivery;
-    type State = Payments;
-    type Arguments = Payments;
-
-    async fn pre_start(
-        &self,
-        _: ActorRef<Delivery>,
-        payments: Payments,
-    ) -> Result<Payments, ActorProcessingErr> {
-        Ok(payments)
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<Delivery>,
-        delivery: Delivery,
-        payments: &mut Payments,
-    ) -> Result<(), ActorProcessingErr> {
-        let _handling = shop_actors::meta::Handling::start(myself.get_cell());
-        let order_id = delivery.event.aggregate_id();
-        // Unreachable actor: the delivery is dropped unanswered and the bridge tries again.
-        if let Err(error) = payments.send(order_id, PaymentMsg::Event(delivery)).await {
-            tracing::warn!(%order_id, %error, "an order event could not reach its payment");
-        }
-        Ok(())
     }
 }
 

@@ -257,9 +257,14 @@ impl PaymentState {
                     lease_until: Utc::now(),
                     caused_by: Some(cancelled.event_id),
                 };
-                store::add_refund(&self.pool, &refund).await.map(|_| ())
+                store::add_refund(&self.pool, &refund)
+                    .await
+                    .map(|_| ())
+                    .map_err(Into::into)
             }
-            _ => store::mark_seen(&self.pool, None, Some(cancelled.event_id)).await,
+            _ => store::mark_seen(&self.pool, None, Some(cancelled.event_id))
+                .await
+                .map_err(Into::into),
         };
         if let Err(error) = result {
             return Ack::Retry(format!("recording the cancellation: {error}"));
@@ -274,7 +279,7 @@ impl PaymentState {
         &self,
         cancelled: &OrderCancelled,
         reference: Option<&str>,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), shop_bridge::BridgeError> {
         let Some(payment) = &self.payment else {
             return Ok(());
         };
@@ -289,21 +294,18 @@ impl PaymentState {
             caused_by: Some(cancelled.event_id),
             trace_id: None,
         };
-        match store::settle(&self.pool, settle).await {
-            Ok(_) => Ok(()),
-            Err(shop_bridge::BridgeError::Database(error)) => Err(error),
-            Err(error) => Err(sqlx::Error::Protocol(error.to_string())),
-        }
+        store::settle(&self.pool, settle).await.map(|_| ())
     }
 
     async fn note_cancelled(
         &self,
         payment_id: Uuid,
         cancelled: &OrderCancelled,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), shop_bridge::BridgeError> {
         store::mark_order_cancelled(&self.pool, payment_id, cancelled.event_id)
             .await
             .map(|_| ())
+            .map_err(Into::into)
     }
 
     /// Sends the charge if it is due, makes the refunds that are due, and refunds a cancelled
