@@ -20,6 +20,18 @@ fn find<'a>(node: &'a Value, name: &str) -> Option<&'a Value> {
         .find_map(|child| find(child, name))
 }
 
+async fn metrics_of(service: &str) -> String {
+    let url = format!("{}/metrics", env(service));
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn stop(service: &str, name: &str, token: Option<&str>) -> reqwest::Response {
     let mut request = client().post(format!("{}/admin/actors/{name}/stop", env(service)));
     if let Some(token) = token {
@@ -110,14 +122,7 @@ async fn metrics_count_the_actors_alive_and_restarted_by_kind() {
     let admin = Shopper::admin().await;
     let shelf = products(&[5]).await;
     shopper.put_in_cart(&shelf[0], 1).await;
-    let metrics = client()
-        .get(format!("{}/metrics", env("SHOP_CART_URL")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_of("SHOP_CART_URL").await;
     assert!(
         metrics.contains("shop_actors_alive{kind=\"registry\"} 1"),
         "{metrics}"
@@ -148,14 +153,7 @@ async fn metrics_count_the_actors_alive_and_restarted_by_kind() {
     let stopped = stop("SHOP_PAYMENT_URL", "payment.outbox", Some(&admin.token)).await;
     assert_eq!(stopped.status(), StatusCode::ACCEPTED);
     restarted("SHOP_PAYMENT_URL", "payment.outbox", &admin.token).await;
-    let metrics = client()
-        .get(format!("{}/metrics", env("SHOP_PAYMENT_URL")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_of("SHOP_PAYMENT_URL").await;
     let restarts = metrics
         .lines()
         .find(|line| line.starts_with("shop_actor_restarts{kind=\"relay\"}"))
@@ -166,14 +164,7 @@ async fn metrics_count_the_actors_alive_and_restarted_by_kind() {
     // The payment service's consumer reports how far behind shop.orders it is (measured every 5 s).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let metrics = client()
-            .get(format!("{}/metrics", env("SHOP_PAYMENT_URL")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = metrics_of("SHOP_PAYMENT_URL").await;
         if metrics.contains("shop_kafka_consumer_lag{group=\"payment\",partition=") {
             assert!(metrics.contains("topic=\"shop.orders\""), "{metrics}");
             break;
