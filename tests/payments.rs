@@ -18,14 +18,19 @@ fn webhook_secret() -> String {
         .unwrap_or_else(|_| "whsec_dev_only_secret".to_owned())
 }
 
-/// The payment of an order, as `who` sees it.
-async fn payment_of(who: &Shopper, order_id: &str) -> Value {
-    let page = get_json(
+/// `GET /payments?order_id=…` as `who`.
+async fn payments_page(who: &Shopper, order_id: &str) -> Value {
+    get_json(
         &who.client,
         url(&format!("/payments?order_id={order_id}")),
         Some(&who.token),
     )
-    .await;
+    .await
+}
+
+/// The payment of an order, as `who` sees it.
+async fn payment_of(who: &Shopper, order_id: &str) -> Value {
+    let page = payments_page(who, order_id).await;
     assert_eq!(page["total"], 1, "one payment per order: {page}");
     page["items"][0].clone()
 }
@@ -34,12 +39,7 @@ async fn payment_of(who: &Shopper, order_id: &str) -> Value {
 async fn payment_becomes(who: &Shopper, order_id: &str, status: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let page = get_json(
-            &who.client,
-            url(&format!("/payments?order_id={order_id}")),
-            Some(&who.token),
-        )
-        .await;
+        let page = payments_page(who, order_id).await;
         if page["items"][0]["status"] == status {
             return page["items"][0].clone();
         }
@@ -339,12 +339,7 @@ async fn a_signed_webhook_settles_a_waiting_charge_once_and_a_bad_or_stale_one_c
     let order_id = uuid(&order["id"]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let reference = loop {
-        let page = get_json(
-            &shopper.client,
-            url(&format!("/payments?order_id={id}")),
-            Some(&shopper.token),
-        )
-        .await;
+        let page = payments_page(&shopper, id).await;
         if let Some(reference) = page["items"][0]["provider_reference"].as_str() {
             assert_eq!(page["items"][0]["status"], "processing");
             break reference.to_owned();
@@ -422,12 +417,7 @@ async fn payments_are_shown_to_their_customer_and_admins_only() {
     )
     .await;
     problem(shopper.get("/payments/not-a-uuid").await, 400).await;
-    let theirs = get_json(
-        &other.client,
-        url(&format!("/payments?order_id={id}")),
-        Some(&other.token),
-    )
-    .await;
+    let theirs = payments_page(&other, id).await;
     assert_eq!(theirs["total"], 0);
     problem(
         other
@@ -476,12 +466,7 @@ async fn an_order_cancelled_while_its_charge_waits_calls_the_charge_off() {
     let id = order["id"].as_str().unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let page = get_json(
-            &shopper.client,
-            url(&format!("/payments?order_id={id}")),
-            Some(&shopper.token),
-        )
-        .await;
+        let page = payments_page(&shopper, id).await;
         if page["items"][0]["provider_reference"].is_string() {
             break;
         }
