@@ -17,6 +17,7 @@ PORT_OFFSET=${SHOP_DEV_PORT_OFFSET:-0}
 FERRETDB_VERSION=v1.24.2
 MAILPIT_VERSION=v1.33.1
 PLAYWRIGHT_VERSION=1.65.1
+SCHEMATHESIS_VERSION=4.32.5
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/dev/kafka/pom.xml")
 PG_BIN=/usr/lib/postgresql/15/bin
 
@@ -98,6 +99,7 @@ install_debian_packages() {
   command -v wrk >/dev/null || missing+=(wrk)
   command -v jq >/dev/null || missing+=(jq)
   command -v chromium >/dev/null || missing+=(chromium)
+  python3 -c "import ensurepip, venv" 2>/dev/null || missing+=(python3-venv)
   [ ${#missing[@]} -eq 0 ] && return
   log "installing Debian packages: ${missing[*]}"
   # Debian's postinst scripts would start a system PostgreSQL and nginx on the default ports;
@@ -372,6 +374,18 @@ install_playwright() {
   log "installing playwright-core $PLAYWRIGHT_VERSION (npm)"
   (cd "$dir" && npm install --no-save --no-audit --no-fund "playwright-core@$PLAYWRIGHT_VERSION" >/dev/null 2>&1) ||
     die "installing playwright-core failed"
+}
+
+# schemathesis (PyPI) in its own virtualenv, for the security suite (dev/test --security).
+install_schemathesis() {
+  local venv=$TOOLS/schemathesis
+  [ -f "$venv/schemathesis-$SCHEMATHESIS_VERSION" ] && return
+  log "installing schemathesis $SCHEMATHESIS_VERSION (pip)"
+  rm -rf "$venv"
+  python3 -m venv "$venv" || die "python3 -m venv failed (is python3-venv installed?)"
+  "$venv/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION" >"$TOOLS/schemathesis-install.log" 2>&1 ||
+    die "installing schemathesis failed; see $TOOLS/schemathesis-install.log"
+  touch "$venv/schemathesis-$SCHEMATHESIS_VERSION"
 }
 
 start_mailpit() {

@@ -50,10 +50,11 @@ enum Command {
         #[command(subcommand)]
         command: load::LoadCommand,
     },
-    /// Benchmarks, run against a system started by dev/up.
+    /// Benchmarks, run against a system started by dev/up; alone, every one of them as one
+    /// markdown table of figures and their baselines.
     Bench {
         #[command(subcommand)]
-        command: bench::BenchCommand,
+        command: Option<bench::BenchCommand>,
     },
 }
 

@@ -60,12 +60,19 @@ async fn me(client: &reqwest::Client, token: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// `token` is refused by the user service for `why`, and by every other service too (each
+/// verifies tokens itself).
 async fn refused(client: &reqwest::Client, token: &str, why: &str) {
     let body = problem(me(client, token).await, 401).await;
     assert!(
         body["detail"].as_str().unwrap().contains(why),
         "expected {why:?} in {body}"
     );
+    for path in ["/carts/me", "/orders", "/payments", "/notifications/me"] {
+        let response = client.get(url(path)).bearer_auth(token).send().await.unwrap();
+        let body = problem(response, 401).await;
+        assert!(body["detail"].is_string(), "GET {path}: {body}");
+    }
 }
 
 #[tokio::test]

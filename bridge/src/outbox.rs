@@ -209,7 +209,8 @@ async fn relay(args: RelayArgs) -> String {
             Err(error) => {
                 tracing::warn!(%error, wait = ?backoff, "publishing the outbox failed; trying again");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                // Short: a relay that slept long after an outage would hold every event back.
+                backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
             }
         }

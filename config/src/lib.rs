@@ -141,6 +141,8 @@ pub struct CartSettings {
     pub product_cache_ttl: Duration,
     /// Test hooks (the admin "crash this cart" endpoint). Never on in production.
     pub test_hooks: bool,
+    /// Fault injection for the fault suite: this percentage of cart actor messages panic.
+    pub panic_percent: u8,
 }
 
 impl std::fmt::Debug for CartSettings {
@@ -156,6 +158,7 @@ impl std::fmt::Debug for CartSettings {
             .field("idle_timeout", &self.idle_timeout)
             .field("product_cache_ttl", &self.product_cache_ttl)
             .field("test_hooks", &self.test_hooks)
+            .field("panic_percent", &self.panic_percent)
             .finish()
     }
 }
@@ -507,6 +510,23 @@ impl Settings {
                 message: "test hooks cannot be enabled in production".to_owned(),
             });
         }
+        let panic_percent: u8 = r.get(
+            "SHOP_TEST_CART_PANIC_PERCENT",
+            "0",
+            "test only (needs SHOP_TEST_HOOKS): this percentage of cart actor messages panic",
+        );
+        if panic_percent > 0 && !test_hooks {
+            r.problems.push(Problem {
+                name: "SHOP_TEST_CART_PANIC_PERCENT",
+                message: "panicking carts is a test hook: it needs SHOP_TEST_HOOKS=true".to_owned(),
+            });
+        }
+        if panic_percent > 100 {
+            r.problems.push(Problem {
+                name: "SHOP_TEST_CART_PANIC_PERCENT",
+                message: "a percentage is at most 100".to_owned(),
+            });
+        }
         let cart = CartSettings {
             port: cart_port,
             url: r.get(
@@ -532,6 +552,7 @@ impl Settings {
                 "how long the cart service reuses a product's name, price and availability",
             ),
             test_hooks,
+            panic_percent,
         };
 
         let Port(order_port) = r.get("SHOP_ORDER_PORT", "8104", "order service HTTP port");

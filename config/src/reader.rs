@@ -64,6 +64,7 @@ macro_rules! from_str_setting {
 from_str_setting! {
     bool => "true or false",
     usize => "a whole number",
+    u8 => "a whole number from 0 to 255",
     u32 => "a whole number",
     std::net::IpAddr => "an IP address such as 127.0.0.1 or 0.0.0.0",
 }

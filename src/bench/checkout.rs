@@ -23,17 +23,17 @@ use crate::load::users;
 pub struct CheckoutBench {
     /// How long shoppers check out, e.g. 20s.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
-    duration: Duration,
+    pub(crate) duration: Duration,
     /// Concurrent shoppers, each adding one item and checking out, back to back.
     #[arg(long, default_value_t = 16)]
-    shoppers: usize,
+    pub(crate) shoppers: usize,
     /// The gateway.
     #[arg(
         long,
         env = "SHOP_GATEWAY_URL",
         default_value = "http://127.0.0.1:8080"
     )]
-    gateway: String,
+    pub(crate) gateway: String,
 }
 
 type Times = Arc<Mutex<HashMap<Uuid, Instant>>>;
@@ -73,10 +73,56 @@ impl Actor for PaidWatcher {
 #[derive(Default)]
 struct Tally {
     placed: Vec<(Uuid, Instant, Duration)>,
-    failed: HashMap<u16, u64>,
+    failed: std::collections::BTreeMap<u16, u64>,
 }
 
 pub async fn run(settings: &Settings, args: CheckoutBench) -> anyhow::Result<()> {
+    let figures = measure(settings, &args).await?;
+    figures.print();
+    if figures.paid < figures.placed {
+        anyhow::bail!("{} orders were never paid", figures.placed - figures.paid);
+    }
+    Ok(())
+}
+
+/// What one checkout run gave.
+pub struct CheckoutFigures {
+    pub placed: usize,
+    pub elapsed: Duration,
+    pub failed: std::collections::BTreeMap<u16, u64>,
+    /// `POST /orders` p50 and p99, ms.
+    pub posting: (f64, f64),
+    /// `POST /orders` to `OrderPaid` p50 and p99, ms.
+    pub to_paid: (f64, f64),
+    pub paid: usize,
+    pub paid_per_second: f64,
+}
+
+impl CheckoutFigures {
+    pub fn print(&self) {
+        println!(
+            "  checkouts placed (201)      {} in {:.1} s = {:.1}/s; refused or failed: {:?}",
+            self.placed,
+            self.elapsed.as_secs_f64(),
+            self.placed as f64 / self.elapsed.as_secs_f64(),
+            self.failed
+        );
+        println!(
+            "  POST /orders                p50 {:.1} ms, p99 {:.1} ms",
+            self.posting.0, self.posting.1
+        );
+        println!(
+            "  POST /orders -> OrderPaid   p50 {:.1} ms, p99 {:.1} ms ({} of {} paid)",
+            self.to_paid.0, self.to_paid.1, self.paid, self.placed
+        );
+        println!(
+            "  orders paid                 {} = {:.1}/s",
+            self.paid, self.paid_per_second
+        );
+    }
+}
+
+pub async fn measure(settings: &Settings, args: &CheckoutBench) -> anyhow::Result<CheckoutFigures> {
     let gateway = args.gateway.trim_end_matches('/').to_owned();
     let client = reqwest::Client::new();
     let admin = api::admin_token(&client, settings).await?;
@@ -191,40 +237,20 @@ pub async fn run(settings: &Settings, args: CheckoutBench) -> anyhow::Result<()>
             .get(((sorted.len().saturating_sub(1)) as f64 * p).round() as usize)
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
-    println!(
-        "  checkouts placed (201)      {} in {:.1} s = {:.1}/s; refused or failed: {:?}",
-        placed.len(),
-        elapsed.as_secs_f64(),
-        placed.len() as f64 / elapsed.as_secs_f64(),
-        failed
-    );
-    println!(
-        "  POST /orders                p50 {:.1} ms, p99 {:.1} ms",
-        at(&posting, 0.5),
-        at(&posting, 0.99)
-    );
-    println!(
-        "  POST /orders -> OrderPaid   p50 {:.1} ms, p99 {:.1} ms ({} of {} paid)",
-        at(&to_paid, 0.5),
-        at(&to_paid, 0.99),
-        to_paid.len(),
-        placed.len()
-    );
     let last_paid = placed
         .iter()
         .filter_map(|(id, _, _)| paid.get(id))
         .max()
         .map_or(elapsed, |last| last.saturating_duration_since(started));
-    println!(
-        "  orders paid                 {} in {:.1} s = {:.1}/s",
-        to_paid.len(),
-        last_paid.as_secs_f64(),
-        to_paid.len() as f64 / last_paid.as_secs_f64().max(0.001)
-    );
-    if to_paid.len() < placed.len() {
-        anyhow::bail!("{} orders were never paid", placed.len() - to_paid.len());
-    }
-    Ok(())
+    Ok(CheckoutFigures {
+        placed: placed.len(),
+        elapsed,
+        failed,
+        posting: (at(&posting, 0.5), at(&posting, 0.99)),
+        to_paid: (at(&to_paid, 0.5), at(&to_paid, 0.99)),
+        paid: to_paid.len(),
+        paid_per_second: to_paid.len() as f64 / last_paid.as_secs_f64().max(0.001),
+    })
 }
 
 /// One item into the cart and a checkout; the order id, when the checkout started and how long

@@ -13,10 +13,14 @@ mod checkout;
 mod events;
 mod notifications;
 mod product;
+mod suite;
 mod user;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
+    /// Every measurement below in one go (what `shop bench` alone runs), each beside its
+    /// baseline from the same run, as one markdown table.
+    All(suite::Suite),
     /// Logins/s through nginx against raw argon2id verifications/s, and GET /users/me through
     /// nginx against the same requests sent straight to the user service.
     User(user::UserBench),
@@ -32,8 +36,14 @@ pub enum BenchCommand {
     Notifications(notifications::NotificationsBench),
 }
 
-pub async fn run(settings: &Settings, command: BenchCommand) -> anyhow::Result<()> {
+pub use suite::Suite;
+
+pub async fn run(settings: &Settings, command: Option<BenchCommand>) -> anyhow::Result<()> {
+    let Some(command) = command else {
+        return suite::run(settings, Suite::default()).await;
+    };
     match command {
+        BenchCommand::All(suite) => suite::run(settings, suite).await,
         BenchCommand::User(args) => user::run(settings, args).await,
         BenchCommand::Product(args) => product::run(settings, args).await,
         BenchCommand::Events(args) => events::run(settings, args).await,

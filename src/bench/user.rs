@@ -13,28 +13,56 @@ use super::{Measured, client_from, load, loopback};
 pub struct UserBench {
     /// How long each measurement runs in each round, e.g. 5s.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    duration: Duration,
+    pub(crate) duration: Duration,
     /// Rounds; each runs every measurement once, in turn, so that what else the machine is
     /// doing falls on all of them alike. The figures are the medians over the rounds.
     #[arg(long, default_value_t = 3)]
-    rounds: usize,
+    pub(crate) rounds: usize,
     /// Concurrent clients.
     #[arg(long, default_value_t = 16)]
-    concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Loopback addresses (127.0.1.N) the clients take turns sending from, so that nginx's
     /// per-client login limit (5/s) never binds: the figure is the service's, not the limit's.
     #[arg(long, default_value_t = 64)]
-    addresses: usize,
+    pub(crate) addresses: usize,
     /// The gateway.
     #[arg(
         long,
         env = "SHOP_GATEWAY_URL",
         default_value = "http://127.0.0.1:8080"
     )]
-    gateway: String,
+    pub(crate) gateway: String,
+}
+
+/// Medians over the rounds, per second.
+pub struct UserFigures {
+    pub raw_verifications: f64,
+    pub logins: f64,
+    pub me_gateway: f64,
+    pub me_direct: f64,
 }
 
 pub async fn run(settings: &Settings, args: UserBench) -> anyhow::Result<()> {
+    let rounds = args.rounds.max(1);
+    let figures = measure(settings, &args).await?;
+    println!();
+    println!("medians over {rounds} rounds:");
+    println!("  raw argon2id verifications   {:>9.1}/s", figures.raw_verifications);
+    println!("  logins via nginx             {:>9.1}/s", figures.logins);
+    println!("  GET /users/me via nginx      {:>9.1}/s", figures.me_gateway);
+    println!("  GET /users/me direct         {:>9.1}/s", figures.me_direct);
+    println!(
+        "  logins via nginx / raw argon2id verifications: {:.2}x (target >= 0.8x)",
+        figures.logins / figures.raw_verifications
+    );
+    println!(
+        "  /users/me via nginx / direct:                  {:.2}x (target >= 0.8x)",
+        figures.me_gateway / figures.me_direct
+    );
+    Ok(())
+}
+
+pub async fn measure(settings: &Settings, args: &UserBench) -> anyhow::Result<UserFigures> {
     let direct = settings
         .auth
         .user_service_url
@@ -118,22 +146,12 @@ pub async fn run(settings: &Settings, args: UserBench) -> anyhow::Result<()> {
         rates.sort_by(f64::total_cmp);
         rates[rates.len() / 2]
     };
-    let (raw, logins, me_gateway, me_direct) = (median(0), median(1), median(2), median(3));
-    println!();
-    println!("medians over {} rounds:", rounds.len());
-    println!("  raw argon2id verifications   {raw:>9.1}/s");
-    println!("  logins via nginx             {logins:>9.1}/s");
-    println!("  GET /users/me via nginx      {me_gateway:>9.1}/s");
-    println!("  GET /users/me direct         {me_direct:>9.1}/s");
-    println!(
-        "  logins via nginx / raw argon2id verifications: {:.2}x (target >= 0.8x)",
-        logins / raw
-    );
-    println!(
-        "  /users/me via nginx / direct:                  {:.2}x (target >= 0.8x)",
-        me_gateway / me_direct
-    );
-    Ok(())
+    Ok(UserFigures {
+        raw_verifications: median(0),
+        logins: median(1),
+        me_gateway: median(2),
+        me_direct: median(3),
+    })
 }
 
 /// The ceiling for logins: argon2id verifications with the service's parameters on every core.

@@ -45,32 +45,32 @@ pub struct IdleCarts {
 pub struct CartLoad {
     /// Every client adds to ONE cart (a sale rush on one basket).
     #[arg(long)]
-    hot: bool,
+    pub(crate) hot: bool,
     /// Customers whose carts are shared out among the clients (ignored with --hot).
     #[arg(long, default_value_t = 1000)]
-    users: usize,
+    pub(crate) users: usize,
     /// Clients sending at once.
     #[arg(long, default_value_t = 64)]
-    concurrency: usize,
+    pub(crate) concurrency: usize,
     /// How long to send (default 10s, unless --requests is given).
     #[arg(long, value_parser = humantime::parse_duration)]
-    duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
     /// How many adds to send in all (instead of --duration).
     #[arg(long)]
-    requests: Option<u64>,
+    pub(crate) requests: Option<u64>,
     /// Where to send them.
     #[arg(
         long,
         env = "SHOP_GATEWAY_URL",
         default_value = "http://127.0.0.1:8080"
     )]
-    url: String,
+    pub(crate) url: String,
     /// Also measure the store's own single-document update rate at the same concurrency.
     #[arg(long)]
-    raw_store: bool,
+    pub(crate) raw_store: bool,
     /// Write the results as JSON to this file too.
     #[arg(long)]
-    json: Option<std::path::PathBuf>,
+    pub(crate) json: Option<std::path::PathBuf>,
 }
 
 /// Products the load tester adds, each with stock enough never to run out.
@@ -86,7 +86,7 @@ pub async fn run(settings: &Settings, command: LoadCommand) -> anyhow::Result<()
 }
 
 #[derive(Serialize)]
-struct Report {
+pub(crate) struct Report {
     scenario: &'static str,
     users: usize,
     concurrency: usize,
@@ -94,24 +94,24 @@ struct Report {
     requests: u64,
     acknowledged: u64,
     requests_per_second: f64,
-    acknowledged_per_second: f64,
-    latency_ms: Latency,
+    pub acknowledged_per_second: f64,
+    pub latency_ms: Latency,
     errors_by_status: BTreeMap<String, u64>,
-    lost_updates: Vec<Difference>,
-    raw_store_updates_per_second: Option<f64>,
-    ratio_to_raw_store: Option<f64>,
+    pub lost_updates: Vec<Difference>,
+    pub raw_store_updates_per_second: Option<f64>,
+    pub ratio_to_raw_store: Option<f64>,
 }
 
 #[derive(Serialize, Default)]
-struct Latency {
-    p50: f64,
+pub(crate) struct Latency {
+    pub p50: f64,
     p90: f64,
-    p99: f64,
+    pub p99: f64,
     max: f64,
 }
 
 #[derive(Serialize)]
-struct Difference {
+pub(crate) struct Difference {
     user: String,
     product: String,
     acknowledged: u64,
@@ -119,6 +119,23 @@ struct Difference {
 }
 
 async fn cart(settings: &Settings, args: CartLoad) -> anyhow::Result<()> {
+    let report = measure_cart(settings, &args).await?;
+    print_report(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !report.lost_updates.is_empty() {
+        bail!(
+            "{} cart lines differ from the acknowledged adds",
+            report.lost_updates.len()
+        );
+    }
+    Ok(())
+}
+
+/// Runs one cart load and checks the carts afterwards; the caller reports.
+pub(crate) async fn measure_cart(settings: &Settings, args: &CartLoad) -> anyhow::Result<Report> {
     let gateway = args.url.trim_end_matches('/').to_owned();
     let user_url = settings
         .auth
@@ -229,18 +246,7 @@ async fn cart(settings: &Settings, args: CartLoad) -> anyhow::Result<()> {
         ratio_to_raw_store: raw_rate.map(|raw| acknowledged as f64 / seconds / raw),
         raw_store_updates_per_second: raw_rate,
     };
-    print_report(&report);
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    if !report.lost_updates.is_empty() {
-        bail!(
-            "{} cart lines differ from the acknowledged adds",
-            report.lost_updates.len()
-        );
-    }
-    Ok(())
+    Ok(report)
 }
 
 /// The load tester's own products, in a category of their own, made once.
@@ -555,48 +561,18 @@ async fn cart_figures(client: &reqwest::Client, cart_url: &str) -> anyhow::Resul
 async fn idle_carts(settings: &Settings, args: IdleCarts) -> anyhow::Result<()> {
     let cart_url = settings.cart.url.as_str().trim_end_matches('/').to_owned();
     let client = reqwest::Client::new();
-    let admin = admin_token(&client, settings).await?;
     let mib = |bytes: f64| bytes / (1024.0 * 1024.0);
-    let (actors_before, rss_before) = cart_figures(&client, &cart_url).await?;
+    println!("shop load idle-carts: {} cart actors", args.count);
+    let idle = start_idle_carts(settings, args.count, args.concurrency).await?;
+    let (actors_before, actors_full, rss_full) = (idle.actors_before, idle.actors, idle.rss);
     println!(
-        "shop load idle-carts: {} cart actors; the cart service holds {:.0} MiB with {actors_before} running",
+        "  the cart service held {:.0} MiB with {actors_before} running; started {} in {:.1} s ({} failed); {actors_full} running, {:.0} MiB: {:.0} bytes per idle cart actor",
+        mib(idle.rss_before),
         args.count,
-        mib(rss_before)
-    );
-
-    let bar = ProgressBar::new(args.count as u64);
-    bar.set_style(
-        ProgressStyle::with_template("starting cart actors [{bar:40}] {pos}/{len} ({per_sec})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    let started = Instant::now();
-    let failures: usize = futures::stream::iter(0..args.count)
-        .map(|_| {
-            let (client, admin, cart_url, bar) =
-                (client.clone(), admin.clone(), cart_url.clone(), bar.clone());
-            async move {
-                // No such cart: the actor starts, finds nothing stored, answers 404, stays.
-                let status = client
-                    .get(format!("{cart_url}/carts/{}", uuid::Uuid::new_v4()))
-                    .bearer_auth(&admin)
-                    .send()
-                    .await
-                    .map(|response| response.status().as_u16());
-                bar.inc(1);
-                usize::from(!matches!(status, Ok(404)))
-            }
-        })
-        .buffer_unordered(args.concurrency.max(1))
-        .fold(0, |sum, failed| async move { sum + failed })
-        .await;
-    bar.finish_and_clear();
-    let (actors_full, rss_full) = cart_figures(&client, &cart_url).await?;
-    println!(
-        "  started in {:.1} s ({failures} failed); {actors_full} running, {:.0} MiB: {:.0} bytes per idle cart actor",
-        started.elapsed().as_secs_f64(),
+        idle.took.as_secs_f64(),
+        idle.failures,
         mib(rss_full),
-        (rss_full - rss_before) / (actors_full - actors_before).max(1.0)
+        idle.bytes_per_actor()
     );
 
     let deadline = Instant::now() + args.wait;
@@ -617,4 +593,70 @@ async fn idle_carts(settings: &Settings, args: IdleCarts) -> anyhow::Result<()> 
         );
     }
     Ok(())
+}
+
+/// The cart service before and after `count` idle cart actors were started.
+pub(crate) struct IdleCartMemory {
+    pub actors_before: f64,
+    pub rss_before: f64,
+    pub actors: f64,
+    pub rss: f64,
+    pub failures: usize,
+    pub took: Duration,
+}
+
+impl IdleCartMemory {
+    pub fn bytes_per_actor(&self) -> f64 {
+        (self.rss - self.rss_before) / (self.actors - self.actors_before).max(1.0)
+    }
+}
+
+/// Starts `count` cart actors by reading carts nobody has (each actor stays, idle, until it
+/// passivates) and measures the cart service's memory around it.
+pub(crate) async fn start_idle_carts(
+    settings: &Settings,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<IdleCartMemory> {
+    let cart_url = settings.cart.url.as_str().trim_end_matches('/').to_owned();
+    let client = reqwest::Client::new();
+    let admin = admin_token(&client, settings).await?;
+    let (actors_before, rss_before) = cart_figures(&client, &cart_url).await?;
+    let bar = ProgressBar::new(count as u64);
+    bar.set_style(
+        ProgressStyle::with_template("starting cart actors [{bar:40}] {pos}/{len} ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let failures: usize = futures::stream::iter(0..count)
+        .map(|_| {
+            let (client, admin, cart_url, bar) =
+                (client.clone(), admin.clone(), cart_url.clone(), bar.clone());
+            async move {
+                // No such cart: the actor starts, finds nothing stored, answers 404, stays.
+                let status = client
+                    .get(format!("{cart_url}/carts/{}", uuid::Uuid::new_v4()))
+                    .bearer_auth(&admin)
+                    .send()
+                    .await
+                    .map(|response| response.status().as_u16());
+                bar.inc(1);
+                usize::from(!matches!(status, Ok(404)))
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .fold(0, |sum, failed| async move { sum + failed })
+        .await;
+    bar.finish_and_clear();
+    let took = started.elapsed();
+    let (actors, rss) = cart_figures(&client, &cart_url).await?;
+    Ok(IdleCartMemory {
+        actors_before,
+        rss_before,
+        actors,
+        rss,
+        failures,
+        took,
+    })
 }

@@ -21,6 +21,8 @@ pub struct CartActor;
 pub struct CartArgs {
     pub user_id: Uuid,
     pub store: CartStore,
+    /// Fault injection (test hook, 0 otherwise): this percentage of changes panic the cart.
+    pub panic_percent: u8,
 }
 
 pub enum CartMsg {
@@ -56,6 +58,7 @@ pub struct CartState {
     writing: Option<Cart>,
     /// The oldest stored version this actor knows of: older ones are tidied away on passivation.
     oldest: i64,
+    panic_percent: u8,
 }
 
 impl Actor for CartActor {
@@ -78,6 +81,7 @@ impl Actor for CartActor {
             queued: Vec::new(),
             writing: None,
             oldest: 0,
+            panic_percent: args.panic_percent,
         })
     }
 
@@ -110,6 +114,9 @@ impl Actor for CartActor {
                 let _ = reply.send(Ok(state.durable.clone()));
             }
             CartMsg::Change(change, reply) => {
+                if state.panic_percent > 0 && rand::random_range(0..100) < state.panic_percent {
+                    panic!("cart {} panicked by fault injection", state.user_id);
+                }
                 let snapshot = |cart: &Cart| {
                     (
                         cart.items.clone(),

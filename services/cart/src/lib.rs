@@ -110,7 +110,10 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
         ))
         .child(entities::registry_child(
             REGISTRY,
-            registry::CartKind { store },
+            registry::CartKind {
+                store,
+                panic_percent: settings.cart.panic_percent,
+            },
             carts.entities().clone(),
             idle_timeout,
         ))

@@ -14,6 +14,8 @@ use crate::store::CartStore;
 #[derive(Clone)]
 pub struct CartKind {
     pub store: CartStore,
+    /// Fault injection (test hook): this percentage of changes panic the cart.
+    pub panic_percent: u8,
 }
 
 impl EntityKind for CartKind {
@@ -26,6 +28,7 @@ impl EntityKind for CartKind {
         CartArgs {
             user_id,
             store: self.store.clone(),
+            panic_percent: self.panic_percent,
         }
     }
 

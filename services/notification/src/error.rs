@@ -20,9 +20,7 @@ impl From<NotificationError> for ApiError {
                 ApiError::new(ProblemKind::Conflict, error.to_string())
                     .with("notification_status", status.as_str())
             }
-            NotificationError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
-            ) => {
+            NotificationError::Database(cause) if shop_web::postgres::unavailable(cause) => {
                 ApiError::unavailable("the notification database is unavailable; try again shortly")
             }
             NotificationError::Database(_) => ApiError::internal(&error),

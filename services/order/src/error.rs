@@ -65,9 +65,12 @@ impl OrderError {
             OrderError::NotFound => ProblemKind::NotFound,
             OrderError::Illegal { .. } | OrderError::Short(_) => ProblemKind::Conflict,
             OrderError::Unavailable(_) | OrderError::Busy => ProblemKind::Unavailable,
-            OrderError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
-            ) => ProblemKind::Unavailable,
+            OrderError::Database(cause)
+            | OrderError::Outbox(shop_bridge::BridgeError::Database(cause))
+                if shop_web::postgres::unavailable(cause) =>
+            {
+                ProblemKind::Unavailable
+            }
             OrderError::Upstream { .. } | OrderError::Database(_) | OrderError::Outbox(_) => {
                 ProblemKind::Internal
             }
@@ -84,7 +87,11 @@ impl From<OrderError> for ApiError {
     fn from(error: OrderError) -> Self {
         match (error.kind(), &error) {
             (ProblemKind::Internal, _) => ApiError::internal(&error),
-            (ProblemKind::Unavailable, OrderError::Database(cause)) => {
+            (ProblemKind::Unavailable, OrderError::Database(cause))
+            | (
+                ProblemKind::Unavailable,
+                OrderError::Outbox(shop_bridge::BridgeError::Database(cause)),
+            ) => {
                 tracing::warn!(%cause, "database unavailable");
                 ApiError::unavailable("the order database is unavailable; try again shortly")
             }

@@ -79,9 +79,7 @@ impl ProductError {
             | ProductError::BelowReserved { .. }
             | ProductError::ReservationMismatch
             | ProductError::ReservationClosed(_) => ProblemKind::Conflict,
-            ProductError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
-            ) => ProblemKind::Unavailable,
+            ProductError::Database(cause) if shop_web::postgres::unavailable(cause) => ProblemKind::Unavailable,
             ProductError::Database(_) => ProblemKind::Internal,
         }
     }

@@ -58,9 +58,7 @@ impl UserError {
             UserError::WrongCurrentPassword | UserError::Forbidden(_) => ProblemKind::Forbidden,
             UserError::NotFound => ProblemKind::NotFound,
             UserError::HashersBusy => ProblemKind::Unavailable,
-            UserError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
-            ) => ProblemKind::Unavailable,
+            UserError::Database(cause) if shop_web::postgres::unavailable(cause) => ProblemKind::Unavailable,
             UserError::Database(_)
             | UserError::Signing(_)
             | UserError::Hashing(_)

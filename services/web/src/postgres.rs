@@ -140,3 +140,18 @@ pub fn readiness(pool: PgPool) -> crate::ReadinessCheck {
         })
     })
 }
+
+/// Whether `error` says the database cannot be reached just now (pool exhausted or closed, the
+/// connection lost, the server shutting down or starting up, too many connections), so the same
+/// work is worth trying again shortly — as opposed to a query that is wrong for good.
+pub fn unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            // SQLSTATE class 08: connection exceptions; 57P01-57P03: admin or crash shutdown,
+            // cannot connect now; 53300: too many connections.
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
