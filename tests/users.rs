@@ -184,6 +184,30 @@ async fn only_an_admin_changes_roles_and_the_new_role_is_in_the_next_token() {
     )
     .await;
     assert_eq!(others.status(), StatusCode::OK);
+
+    // Carol, now an admin, cannot demote herself (the shop could be left without an admin);
+    // the first admin can demote her.
+    let carol_now = refreshed["access_token"].as_str().unwrap();
+    let demote_self = put_json(
+        &client,
+        url(&format!("/users/{}", carol.id)),
+        carol_now,
+        &json!({ "role": "customer" }),
+    )
+    .await;
+    let refused = problem(demote_self, 403).await;
+    assert!(
+        refused["detail"].as_str().unwrap().contains("own admin role"),
+        "{refused}"
+    );
+    let demoted = put_json(
+        &client,
+        url(&format!("/users/{}", carol.id)),
+        &admin.access_token,
+        &json!({ "role": "customer" }),
+    )
+    .await;
+    assert_eq!(demoted.status(), StatusCode::OK);
 }
 
 #[tokio::test]

@@ -31,11 +31,12 @@ struct CartLine {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 struct CartBody {
     user_id: Uuid,
     /// Goes up by one with every stored change.
     version: i64,
-    /// ISO 4217; null while the cart is empty.
+    /// ISO 4217; absent while the cart is empty.
     currency: Option<String>,
     items: Vec<CartLine>,
     /// Units in the cart.

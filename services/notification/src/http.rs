@@ -39,6 +39,7 @@ impl Status {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 struct NotificationBody {
     id: Uuid,
     /// The event that caused it.

@@ -72,6 +72,7 @@ struct OrderLineBody {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 struct HistoryEntry {
     /// Null for the first entry (the order was placed).
     from: Option<OrderState>,
@@ -83,6 +84,7 @@ struct HistoryEntry {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 struct OrderBody {
     id: Uuid,
     customer_id: Uuid,

@@ -24,6 +24,7 @@ pub struct PaymentsApi {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 struct RefundBody {
     id: Uuid,
     payment_id: Uuid,
@@ -58,6 +59,7 @@ impl From<RefundRow> for RefundBody {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 struct PaymentBody {
     id: Uuid,
     order_id: Uuid,

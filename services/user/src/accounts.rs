@@ -198,6 +198,12 @@ impl Accounts {
         if update.role == Some(Role::Service) {
             return Err(UserError::Invalid("role must be customer or admin".into()));
         }
+        // An admin demoting themselves could leave the shop with no admin at all.
+        if own && caller.is_admin() && update.role == Some(Role::Customer) {
+            return Err(UserError::Forbidden(
+                "an admin cannot take away their own admin role; another admin can".into(),
+            ));
+        }
         let mut changes = UserChanges {
             email: update.email.as_deref().map(valid_email).transpose()?,
             name: update.name.as_deref().map(valid_name).transpose()?,

@@ -72,6 +72,7 @@ enum UserRole {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 struct User {
     id: Uuid,
     email: String,

@@ -206,6 +206,7 @@ const DOCUMENTED: &[(u16, &str)] = &[
     (404, "No such resource"),
     (409, "Conflicts with the current state"),
     (413, "The body is too large"),
+    (415, "The body is not of a media type the operation takes"),
     (422, "Well-formed but not acceptable"),
     (429, "Too many requests"),
     (500, "Internal error"),

@@ -17,6 +17,7 @@ pub struct CategoriesApi {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 struct Category {
     id: Uuid,
     name: String,

@@ -28,6 +28,7 @@ struct Money {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 struct Product {
     id: Uuid,
     sku: String,
