@@ -397,3 +397,71 @@ async fn an_idle_cart_stops_and_comes_back_with_its_contents() {
         &get_json(&ann.client, &tree_url, Some(&admin)).await
     ));
 }
+
+#[tokio::test]
+async fn the_internal_cart_api_takes_an_orders_lines_once_and_is_for_services_only() {
+    let shopper = Shopper::customer().await;
+    let product = &common::products_on_a_shelf("Internal cart thing", 500, &[20]).await[0];
+    assert_eq!(shopper.add(product, 3).await.status(), StatusCode::OK);
+    let client = client();
+    let base = format!(
+        "{}/internal/carts/{}/orders",
+        common::env("SHOP_CART_URL").trim_end_matches('/'),
+        shopper.id
+    );
+    let order = json!({ "order_id": uuid::Uuid::new_v4(), "lines": [{ "product_id": product, "quantity": 2 }] });
+
+    // Customers, admins, nobody at all, and anyone through nginx: refused.
+    let admin = admin(&client).await.access_token;
+    for token in [&shopper.token, &admin] {
+        let response = client
+            .post(&base)
+            .bearer_auth(token)
+            .json(&order)
+            .send()
+            .await
+            .unwrap();
+        problem(response, 403).await;
+    }
+    problem(client.post(&base).json(&order).send().await.unwrap(), 401).await;
+    let service = common::service_token(&client).await;
+    let through_nginx = client
+        .post(url(&format!("/internal/carts/{}/orders", shopper.id)))
+        .bearer_auth(&service)
+        .json(&order)
+        .send()
+        .await
+        .unwrap();
+    problem(through_nginx, 404).await;
+
+    // Bad bodies: a problem each, and the cart untouched.
+    for bad in [
+        json!({ "order_id": uuid::Uuid::new_v4(), "lines": [] }),
+        json!({ "order_id": uuid::Uuid::new_v4(), "lines": [{ "product_id": product, "quantity": 0 }] }),
+        json!({ "order_id": "not-a-uuid", "lines": [{ "product_id": product, "quantity": 1 }] }),
+    ] {
+        let response = client
+            .post(&base)
+            .bearer_auth(&service)
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        assert!(status == 400 || status == 422, "{bad}: {status}");
+    }
+    assert_eq!(shopper.cart().await["items"][0]["quantity"], 3);
+
+    // The order's lines leave the cart once, however often it is said.
+    for _ in 0..2 {
+        let response = client
+            .post(&base)
+            .bearer_auth(&service)
+            .json(&order)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+    assert_eq!(shopper.cart().await["items"][0]["quantity"], 1);
+}

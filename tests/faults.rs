@@ -53,7 +53,10 @@ async fn kafka_stopped_for_thirty_seconds_loses_and_doubles_nothing() {
 async fn the_order_then_the_payment_process_killed_mid_traffic_charges_nobody_twice() {
     run_scenario(async {
         for service in ["order", "payment"] {
-            shell(&format!("kill -KILL \"$(cat \"$DATA/run/{service}.pid\")\"")).await;
+            shell(&format!(
+                "kill -KILL \"$(cat \"$DATA/run/{service}.pid\")\""
+            ))
+            .await;
             sleep(Duration::from_secs(3)).await;
             shell("start_services").await;
             sleep(Duration::from_secs(3)).await;
@@ -125,17 +128,23 @@ async fn a_poison_message_on_every_topic_goes_to_its_dead_letter_topic_and_consu
     // above balanced with traffic after the poison).
     let consumers: [(&str, &[&str]); 3] = [
         (shop_schemas::USERS, &["notification"]),
-        (shop_schemas::ORDERS, &["cart", "notification", "payment", "product"]),
+        (
+            shop_schemas::ORDERS,
+            &["cart", "notification", "payment", "product"],
+        ),
         (shop_schemas::PAYMENTS, &["notification", "order"]),
     ];
     for (topic, expected) in consumers {
-        let dead: Vec<(String, String)> =
-            dead_letters(&shop_schemas::dead_letter_topic(topic), &key, expected.len())
-                .await
-                .into_iter()
-                // The tests' own event watchers dead-letter it too.
-                .filter(|(consumer, _)| !consumer.starts_with("test-"))
-                .collect();
+        let dead: Vec<(String, String)> = dead_letters(
+            &shop_schemas::dead_letter_topic(topic),
+            &key,
+            expected.len(),
+        )
+        .await
+        .into_iter()
+        // The tests' own event watchers dead-letter it too.
+        .filter(|(consumer, _)| !consumer.starts_with("test-"))
+        .collect();
         let mut by: Vec<String> = dead.iter().map(|(consumer, _)| consumer.clone()).collect();
         by.sort();
         assert_eq!(by, *expected, "dead letters of {topic}: {dead:?}");
@@ -200,15 +209,20 @@ impl Shop {
         let orders = self.settled_orders().await;
         let known: HashSet<&str> = orders.iter().map(|o| o.id.as_str()).collect();
         for (accepted, _) in &ledger.accepted {
-            assert!(known.contains(accepted.as_str()), "accepted order {accepted} is gone");
+            assert!(
+                known.contains(accepted.as_str()),
+                "accepted order {accepted} is gone"
+            );
         }
         let paid: Vec<&PlacedOrder> = orders.iter().filter(|o| o.state == "paid").collect();
         // Orders placed just after the fault may wait out the payment grace (15 s here) while
         // consumers catch up; ten seconds on, checkouts must be paid again.
         let recovered = healed + Duration::from_secs(10);
         assert!(
-            ledger.accepted.iter().any(|(id, at)| *at > recovered
-                && paid.iter().any(|order| order.id == *id)),
+            ledger
+                .accepted
+                .iter()
+                .any(|(id, at)| *at > recovered && paid.iter().any(|order| order.id == *id)),
             "no order placed after the fault was paid: checkout did not recover ({} orders, {} paid)",
             orders.len(),
             paid.len()
@@ -218,7 +232,11 @@ impl Shop {
         // the end (never charged, or refunded in full).
         let database = payment_database().await;
         for order in &orders {
-            let expected = if order.state == "paid" { order.total } else { 0 };
+            let expected = if order.state == "paid" {
+                order.total
+            } else {
+                0
+            };
             let deadline = Instant::now() + SETTLE;
             loop {
                 let (charges, net) = money_of(&database, &order.id).await;
@@ -258,8 +276,10 @@ impl Shop {
         let ids: HashSet<String> = orders.iter().map(|o| o.id.clone()).collect();
         for topic in shop_schemas::TOPICS {
             let dead = all_dead_letters(&shop_schemas::dead_letter_topic(topic)).await;
-            let ours: Vec<&(String, String, String)> =
-                dead.iter().filter(|(key, _, _)| ids.contains(key)).collect();
+            let ours: Vec<&(String, String, String)> = dead
+                .iter()
+                .filter(|(key, _, _)| ids.contains(key))
+                .collect();
             assert!(ours.is_empty(), "events dead-lettered: {ours:?}");
         }
 
@@ -393,8 +413,10 @@ impl Shop {
                     .collect::<HashSet<_>>()
                     .len()
             };
-            let counts: Vec<(&str, usize)> =
-                expected.iter().map(|(name, _)| (*name, distinct(name))).collect();
+            let counts: Vec<(&str, usize)> = expected
+                .iter()
+                .map(|(name, _)| (*name, distinct(name)))
+                .collect();
             if counts == expected {
                 return;
             }
@@ -707,8 +729,7 @@ async fn dead_letters(topic: &str, key: &str, count: usize) -> Vec<(String, Stri
         }
     }
     // Give a duplicate the chance to show itself.
-    while let Ok(Ok(message)) =
-        tokio::time::timeout(Duration::from_secs(3), consumer.recv()).await
+    while let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(3), consumer.recv()).await
     {
         if message.key() == Some(key.as_bytes()) {
             found.push((

@@ -608,3 +608,21 @@ async fn order_placed_delivered_twice_takes_the_ordered_lines_out_of_the_cart_on
         "a line not ordered stays: {cart}"
     );
 }
+
+#[tokio::test]
+async fn checking_out_twice_in_a_row_orders_the_cart_once() {
+    let product = &products(&[10]).await[0];
+    let shopper = Shopper::customer().await;
+    shopper.put_in_cart(product, 2).await;
+    shopper.checkout("pm_card_authenticationRequired").await;
+    // The ordered lines left the cart before the first checkout answered: nothing to order.
+    let again = shopper
+        .checkout_with(
+            &Uuid::new_v4().to_string(),
+            "pm_card_authenticationRequired",
+        )
+        .await;
+    problem(again, 422).await;
+    assert_eq!(shopper.cart().await["items"], json!([]));
+    stock_until(product, 10, 2).await;
+}

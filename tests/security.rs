@@ -134,7 +134,11 @@ async fn every_json_operation_answers_a_body_over_the_limit_with_a_413_problem()
             .expect("the gateway answers");
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
-        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{method} {path}: {body}");
+        assert_eq!(
+            status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{method} {path}: {body}"
+        );
         let problem: Value = serde_json::from_str(&body).expect("a problem body");
         assert_eq!(problem["status"], 413, "{method} {path}: {body}");
     }
@@ -182,7 +186,11 @@ async fn another_customers_ids_are_403_or_404_and_give_nothing_away() {
         ),
         (Method::GET, format!("/carts/{victim_id}"), None),
         (Method::GET, format!("/orders/{order_id}"), None),
-        (Method::GET, format!("/orders?customer_id={victim_id}"), None),
+        (
+            Method::GET,
+            format!("/orders?customer_id={victim_id}"),
+            None,
+        ),
         (Method::POST, format!("/orders/{order_id}/cancel"), None),
         (Method::POST, format!("/orders/{order_id}/ship"), None),
         (Method::POST, format!("/orders/{order_id}/deliver"), None),
@@ -197,7 +205,11 @@ async fn another_customers_ids_are_403_or_404_and_give_nothing_away() {
             format!("/payments/{payment_id}/refunds"),
             Some(json!({ "amount": 1 })),
         ),
-        (Method::GET, format!("/notifications/{notification_id}"), None),
+        (
+            Method::GET,
+            format!("/notifications/{notification_id}"),
+            None,
+        ),
         (
             Method::GET,
             format!("/notifications?user_id={victim_id}"),

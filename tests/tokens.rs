@@ -69,7 +69,12 @@ async fn refused(client: &reqwest::Client, token: &str, why: &str) {
         "expected {why:?} in {body}"
     );
     for path in ["/carts/me", "/orders", "/payments", "/notifications/me"] {
-        let response = client.get(url(path)).bearer_auth(token).send().await.unwrap();
+        let response = client
+            .get(url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         let body = problem(response, 401).await;
         assert!(body["detail"].is_string(), "GET {path}: {body}");
     }

@@ -197,7 +197,10 @@ async fn only_an_admin_changes_roles_and_the_new_role_is_in_the_next_token() {
     .await;
     let refused = problem(demote_self, 403).await;
     assert!(
-        refused["detail"].as_str().unwrap().contains("own admin role"),
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("own admin role"),
         "{refused}"
     );
     let demoted = put_json(

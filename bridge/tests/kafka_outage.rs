@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Answer, enqueue, unique, user_registered, wait_for};
+use common::{enqueue, unique, user_registered, wait_for};
 
 /// Runs a function of dev/lib.sh against the instance dev/test started.
 fn dev(function: &str) {

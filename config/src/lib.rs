@@ -170,6 +170,9 @@ pub struct OrderSettings {
     pub url: Url,
     /// An order not paid this long after it was placed is cancelled and its stock released.
     pub payment_grace: Duration,
+    /// How long an order's stock reservation outlives its payment grace: the backstop that
+    /// frees the stock of a checkout that died between reserving and storing its order.
+    pub reservation_margin: Duration,
     /// An order actor with no message for this long stops; the next command brings it back.
     pub idle_timeout: Duration,
 }
@@ -567,6 +570,11 @@ impl Settings {
                 "SHOP_ORDER_PAYMENT_GRACE",
                 "15m",
                 "an order unpaid this long after checkout is cancelled and its stock released",
+            ),
+            reservation_margin: r.get(
+                "SHOP_ORDER_RESERVATION_MARGIN",
+                "5m",
+                "how long a checkout's stock reservation outlives the payment grace (frees the stock of a checkout that died halfway)",
             ),
             idle_timeout: r.get(
                 "SHOP_ORDER_IDLE",

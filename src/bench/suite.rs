@@ -71,7 +71,11 @@ pub async fn run(settings: &Settings, suite: Suite) -> anyhow::Result<()> {
 
     eprintln!("[bench] hot cart: 64 clients on one cart, then the store's own update rate");
     let hot = cart_load::measure_cart(settings, &carts(true, 1, 64, suite.duration)).await?;
-    rows.push(cart_row("Hot cart: adds/s, 64 clients on one cart", &hot, 1.0));
+    rows.push(cart_row(
+        "Hot cart: adds/s, 64 clients on one cart",
+        &hot,
+        1.0,
+    ));
 
     eprintln!("[bench] many carts: {} customers, 64 clients", suite.users);
     let many =
@@ -97,7 +101,10 @@ pub async fn run(settings: &Settings, suite: Suite) -> anyhow::Result<()> {
     rows.push(Row {
         what: "Logins/s through nginx, 16 clients".to_owned(),
         figure: format!("{:.1}/s", users.logins),
-        baseline: format!("{:.1}/s raw argon2id verifications", users.raw_verifications),
+        baseline: format!(
+            "{:.1}/s raw argon2id verifications",
+            users.raw_verifications
+        ),
         ratio: users.logins / users.raw_verifications,
         goal: "≥ 0.8×",
         met: Some(users.logins / users.raw_verifications >= 0.8),
@@ -138,7 +145,11 @@ pub async fn run(settings: &Settings, suite: Suite) -> anyhow::Result<()> {
 
     eprintln!("[bench] cart p99 alone, then during a login storm");
     let quiet = cart_load::measure_cart(settings, &carts(false, 100, 16, suite.duration)).await?;
-    let storm = login_storm(settings, &suite.gateway, suite.duration + Duration::from_secs(2));
+    let storm = login_storm(
+        settings,
+        &suite.gateway,
+        suite.duration + Duration::from_secs(2),
+    );
     let (stormy, logins) = tokio::join!(
         async {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -197,7 +208,11 @@ fn cart_row(what: &str, report: &cart_load::Report, goal_ratio: f64) -> Row {
         ),
         baseline: format!("{raw:.0}/s raw store updates"),
         ratio,
-        goal: if goal_ratio >= 1.0 { "≥ 1.0×" } else { "≥ 0.7×" },
+        goal: if goal_ratio >= 1.0 {
+            "≥ 1.0×"
+        } else {
+            "≥ 0.7×"
+        },
         met: Some(ratio >= goal_ratio && report.lost_updates.is_empty()),
     }
 }

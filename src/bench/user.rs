@@ -47,10 +47,19 @@ pub async fn run(settings: &Settings, args: UserBench) -> anyhow::Result<()> {
     let figures = measure(settings, &args).await?;
     println!();
     println!("medians over {rounds} rounds:");
-    println!("  raw argon2id verifications   {:>9.1}/s", figures.raw_verifications);
+    println!(
+        "  raw argon2id verifications   {:>9.1}/s",
+        figures.raw_verifications
+    );
     println!("  logins via nginx             {:>9.1}/s", figures.logins);
-    println!("  GET /users/me via nginx      {:>9.1}/s", figures.me_gateway);
-    println!("  GET /users/me direct         {:>9.1}/s", figures.me_direct);
+    println!(
+        "  GET /users/me via nginx      {:>9.1}/s",
+        figures.me_gateway
+    );
+    println!(
+        "  GET /users/me direct         {:>9.1}/s",
+        figures.me_direct
+    );
     println!(
         "  logins via nginx / raw argon2id verifications: {:.2}x (target >= 0.8x)",
         figures.logins / figures.raw_verifications

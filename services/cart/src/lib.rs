@@ -19,6 +19,7 @@ mod actor;
 mod cart;
 mod error;
 mod http;
+mod internal;
 mod metrics;
 mod orders;
 mod products;
@@ -85,11 +86,16 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
     let api_carts = carts.clone();
     let routes: shop_web::RouteFactory = Arc::new(move || {
         web.endpoint(
-            http::CartsApi {
-                carts: api_carts.clone(),
-                products: products.clone(),
-                test_hooks,
-            },
+            (
+                http::CartsApi {
+                    carts: api_carts.clone(),
+                    products: products.clone(),
+                    test_hooks,
+                },
+                internal::InternalApi {
+                    carts: api_carts.clone(),
+                },
+            ),
             "/carts",
         )
     });

@@ -25,9 +25,6 @@ use crate::error::{OrderError, Shortage};
 use crate::orders::Orders;
 use crate::store::{self, LineRow, NewOrder, Order};
 
-/// How long a reservation outlives the order's payment grace period: the order's own timer
-/// releases it first; the product service's expiry is the backstop.
-const HOLD_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// Longest Idempotency-Key and payment method reference accepted.
 const MAX_KEY: usize = 255;
 
@@ -40,6 +37,9 @@ pub struct Checkout {
     pub product_url: String,
     pub tokens: ServiceTokens,
     pub payment_grace: Duration,
+    /// How long a reservation outlives the payment grace period: the order's own timer
+    /// releases it first; the product service's expiry is the backstop.
+    pub reservation_margin: Duration,
     pub orders: Orders,
 }
 
@@ -146,6 +146,7 @@ impl Checkout {
         let stored = store::insert(&self.pool, &order, request.trace_id.as_deref()).await;
         match stored {
             Ok(true) => {
+                self.take_from_cart(&order).await;
                 // Its actor arms the payment timer.
                 if let Err(error) = self.orders.send(order.id, OrderMsg::Load).await {
                     tracing::warn!(order_id = %order.id, %error, "the order's actor did not start; the sweeper will expire it if unpaid");
@@ -219,7 +220,7 @@ impl Checkout {
     }
 
     async fn reserve(&self, order: &NewOrder) -> Result<(), OrderError> {
-        let hold = self.payment_grace + HOLD_MARGIN;
+        let hold = self.payment_grace + self.reservation_margin;
         let body = json!({
             "order_id": order.id,
             "lines": order.lines.iter().map(|line| json!({
@@ -229,7 +230,7 @@ impl Checkout {
             "hold_seconds": hold.as_secs().min(86_400),
         });
         let url = format!("{}/internal/reservations", self.product_url);
-        let response = self.internal_post(&url, Some(&body)).await?;
+        let response = self.internal_post("product", &url, Some(&body)).await?;
         match response.status() {
             status if status.is_success() => Ok(()),
             StatusCode::CONFLICT => {
@@ -256,27 +257,78 @@ impl Checkout {
         }
     }
 
-    /// Gives a reservation back; on failure it expires by itself.
-    async fn release(&self, order_id: Uuid) {
+    /// Takes the ordered lines out of the customer's cart now, so that a checkout right after
+    /// this one does not order them again. On failure `OrderPlaced` does it a little later.
+    async fn take_from_cart(&self, order: &NewOrder) {
         let url = format!(
-            "{}/internal/reservations/{order_id}/release",
-            self.product_url
+            "{}/internal/carts/{}/orders",
+            self.cart_url, order.customer_id
         );
-        match self.internal_post(&url, None).await {
+        let body = serde_json::json!({
+            "order_id": order.id,
+            "lines": order.lines.iter().map(|line| serde_json::json!({
+                "product_id": line.product_id,
+                "quantity": line.quantity,
+            })).collect::<Vec<_>>(),
+        });
+        match self.internal_post("cart", &url, Some(&body)).await {
             Ok(response) if response.status().is_success() => {}
             Ok(response) => {
-                tracing::warn!(%order_id, status = %response.status(), "releasing a reservation was refused; it will expire");
+                tracing::warn!(order_id = %order.id, status = %response.status(), "the cart refused to give up the ordered lines; OrderPlaced will take them");
             }
             Err(error) => {
-                tracing::warn!(%order_id, %error, "releasing a reservation failed; it will expire");
+                tracing::warn!(order_id = %order.id, %error, "the cart did not give up the ordered lines; OrderPlaced will take them");
             }
         }
     }
 
-    /// A POST to the product service's internal API with the service token, asking for a new
-    /// token once if the current one is refused.
+    /// Gives a reservation back. If the product service cannot be reached just now (its
+    /// database restarting, say), tries again in the background for about a minute rather
+    /// than leave the stock held until the reservation expires.
+    async fn release(&self, order_id: Uuid) {
+        if self.release_once(order_id).await {
+            return;
+        }
+        let checkout = self.clone();
+        tokio::spawn(async move {
+            let mut wait = Duration::from_secs(1);
+            for _ in 0..6 {
+                tokio::time::sleep(wait).await;
+                if checkout.release_once(order_id).await {
+                    tracing::info!(%order_id, "reservation released on a later try");
+                    return;
+                }
+                wait *= 2;
+            }
+            tracing::warn!(%order_id, "releasing a reservation kept failing; it will expire");
+        });
+    }
+
+    /// Whether the reservation is released (or there was none to release).
+    async fn release_once(&self, order_id: Uuid) -> bool {
+        let url = format!(
+            "{}/internal/reservations/{order_id}/release",
+            self.product_url
+        );
+        match self.internal_post("product", &url, None).await {
+            Ok(response) if response.status().is_success() => true,
+            Ok(response) if response.status() == StatusCode::NOT_FOUND => true,
+            Ok(response) => {
+                tracing::warn!(%order_id, status = %response.status(), "releasing a reservation was refused");
+                !response.status().is_server_error()
+            }
+            Err(error) => {
+                tracing::warn!(%order_id, %error, "releasing a reservation failed");
+                false
+            }
+        }
+    }
+
+    /// A POST to another service's internal API with the service token, asking for a new token
+    /// once if the current one is refused.
     async fn internal_post(
         &self,
+        service: &'static str,
         url: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<reqwest::Response, OrderError> {
@@ -292,14 +344,14 @@ impl Checkout {
             let response = request
                 .send()
                 .await
-                .map_err(|error| unreachable("product", &error))?;
+                .map_err(|error| unreachable(service, &error))?;
             if response.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
                 self.tokens.forget().await;
                 continue;
             }
             return Ok(response);
         }
-        Err(OrderError::Unavailable("product"))
+        Err(OrderError::Unavailable(service))
     }
 }
 

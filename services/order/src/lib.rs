@@ -93,6 +93,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
         user_url: base(&settings.auth.user_service_url),
         product_url: base(&settings.product.url),
         payment_grace: settings.order.payment_grace,
+        reservation_margin: settings.order.reservation_margin,
         orders: orders.clone(),
     };
 

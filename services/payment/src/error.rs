@@ -29,7 +29,9 @@ impl PaymentError {
             PaymentError::Invalid(_) | PaymentError::TooMuch { .. } => ProblemKind::Unprocessable,
             PaymentError::NotRefundable(_) => ProblemKind::Conflict,
             PaymentError::Busy => ProblemKind::Unavailable,
-            PaymentError::Database(cause) if shop_web::postgres::unavailable(cause) => ProblemKind::Unavailable,
+            PaymentError::Database(cause) if shop_web::postgres::unavailable(cause) => {
+                ProblemKind::Unavailable
+            }
             PaymentError::Database(_) | PaymentError::Outbox(_) => ProblemKind::Internal,
         }
     }

@@ -79,7 +79,9 @@ impl ProductError {
             | ProductError::BelowReserved { .. }
             | ProductError::ReservationMismatch
             | ProductError::ReservationClosed(_) => ProblemKind::Conflict,
-            ProductError::Database(cause) if shop_web::postgres::unavailable(cause) => ProblemKind::Unavailable,
+            ProductError::Database(cause) if shop_web::postgres::unavailable(cause) => {
+                ProblemKind::Unavailable
+            }
             ProductError::Database(_) => ProblemKind::Internal,
         }
     }

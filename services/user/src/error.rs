@@ -58,7 +58,9 @@ impl UserError {
             UserError::WrongCurrentPassword | UserError::Forbidden(_) => ProblemKind::Forbidden,
             UserError::NotFound => ProblemKind::NotFound,
             UserError::HashersBusy => ProblemKind::Unavailable,
-            UserError::Database(cause) if shop_web::postgres::unavailable(cause) => ProblemKind::Unavailable,
+            UserError::Database(cause) if shop_web::postgres::unavailable(cause) => {
+                ProblemKind::Unavailable
+            }
             UserError::Database(_)
             | UserError::Signing(_)
             | UserError::Hashing(_)
