@@ -430,6 +430,10 @@ build_shop() {
 start_services() {
   # shellcheck disable=SC1091
   source "$DATA/env"
+  # A suite may start services with other settings for a while (the fault suite's longer
+  # payment grace).
+  # shellcheck disable=SC1091
+  [ -f "$DATA/env.override" ] && source "$DATA/env.override"
   "$SHOP_BIN" migrate >>"$DATA/logs/migrate.log" 2>&1 || die "shop migrate failed; see $DATA/logs/migrate.log"
   if [ -n "${SHOP_DEV_SEED:-}" ]; then
     "$SHOP_BIN" seed >>"$DATA/logs/migrate.log" 2>&1 || die "shop seed failed; see $DATA/logs/migrate.log"

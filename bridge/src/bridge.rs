@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -121,10 +121,13 @@ pub enum BridgeMsg {
     Publish(Vec<Outgoing>, RpcReplyPort<Result<(), String>>),
     /// The consuming task ended: the actor fails, and its supervisor starts a new one.
     ConsumerStopped(String),
+    /// Messages timed out in the producer (the broker was away): start a fresh producer.
+    RenewProducer,
 }
 
 pub struct BridgeState {
     producer: FutureProducer,
+    settings: KafkaSettings,
     /// Held for its `Drop`, which stops the consumer with the actor.
     _consuming: Option<Consuming>,
 }
@@ -231,6 +234,7 @@ impl Actor for Bridge {
         };
         Ok(BridgeState {
             producer,
+            settings: args.settings,
             _consuming: consuming,
         })
     }
@@ -253,6 +257,12 @@ impl Actor for Bridge {
                     let results = futures::future::join_all(sends).await;
                     let published = results.iter().filter(|result| result.is_ok()).count();
                     metrics::PUBLISHED.inc_by(published as u64);
+                    if results
+                        .iter()
+                        .any(|result| result.as_ref().is_err_and(kafka::BridgeError::timed_out))
+                    {
+                        let _ = myself.send_message(BridgeMsg::RenewProducer);
+                    }
                     let outcome = match results.into_iter().find_map(Result::err) {
                         Some(error) => Err(error.to_string()),
                         None => Ok(()),
@@ -262,6 +272,15 @@ impl Actor for Bridge {
                 Ok(())
             }
             BridgeMsg::ConsumerStopped(why) => Err(format!("the consumer stopped: {why}").into()),
+            BridgeMsg::RenewProducer => {
+                // An idempotent producer whose messages timed out has a gap in its sequence
+                // numbers; the broker, back, refuses everything after it (OutOfOrderSequence)
+                // and librdkafka does not recover. A new producer starts a new sequence; the
+                // outbox sends its rows again, and consumers' inboxes drop any duplicate.
+                tracing::warn!("messages timed out in the producer; starting a new one");
+                state.producer = kafka::producer(&state.settings)?;
+                Ok(())
+            }
         }
     }
 }
@@ -354,11 +373,16 @@ impl Positions {
     }
 }
 
+/// How often a consumer that keeps failing to read says so.
+const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Reads and delivers messages, several at once but each key's in order, and stores each
 /// partition's offset once every message before it was handled.
 async fn consume(context: Arc<Context>) -> String {
     let mut in_flight = FuturesUnordered::new();
     let mut positions = Positions::default();
+    let mut failures = 0_u64;
+    let mut last_reported: Option<Instant> = None;
     loop {
         let room = in_flight.len() + positions.waiting_count < IN_FLIGHT;
         tokio::select! {
@@ -376,8 +400,17 @@ async fn consume(context: Arc<Context>) -> String {
                 let message = match received {
                     Ok(message) => message.detach(),
                     Err(error) => {
-                        tracing::warn!(%error, "reading from kafka failed; trying again");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        // No pause per error: librdkafka puts its errors ahead of other events,
+                        // and with a broker back but one connection still retrying, one error a
+                        // second paced by a one-second pause starved the rebalance that assigns
+                        // the consumer its partitions — it never read again.
+                        failures += 1;
+                        if last_reported.is_none_or(|at| at.elapsed() >= ERROR_REPORT_INTERVAL) {
+                            tracing::warn!(%error, failures, "reading from kafka failed; going on");
+                            last_reported = Some(Instant::now());
+                            failures = 0;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
                     }
                 };

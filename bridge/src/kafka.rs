@@ -130,6 +130,9 @@ fn base_config(settings: &KafkaSettings) -> ClientConfig {
     config.set("bootstrap.servers", &settings.brokers);
     // Back within a second of a broker's return, rather than librdkafka's default of up to 10 s.
     config.set("reconnect.backoff.max.ms", "1000");
+    if let Ok(debug) = std::env::var("SHOP_KAFKA_DEBUG") {
+        config.set("debug", debug);
+    }
     config
 }
 
@@ -203,6 +206,18 @@ pub async fn delete_topics(settings: &KafkaSettings, names: &[&str]) -> Result<(
         }
     }
     Ok(())
+}
+
+impl BridgeError {
+    /// A message that waited longer than the producer's `message.timeout.ms` for the broker.
+    pub fn timed_out(&self) -> bool {
+        matches!(
+            self,
+            BridgeError::Kafka(KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut
+            ))
+        )
+    }
 }
 
 /// Publishes one message and waits until Kafka has it.
