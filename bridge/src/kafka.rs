@@ -130,7 +130,7 @@ fn base_config(settings: &KafkaSettings) -> ClientConfig {
     config.set("bootstrap.servers", &settings.brokers);
     // Back within a second of a broker's return, rather than librdkafka's default of up to 10 s.
     config.set("reconnect.backoff.max.ms", "1000");
-    if let Ok(debug) = std::env::var("SHOP_KAFKA_DEBUG") {
+    if let Some(debug) = &settings.debug {
         config.set("debug", debug);
     }
     config

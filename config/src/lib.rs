@@ -259,6 +259,8 @@ pub struct KafkaSettings {
     pub outbox_poll: Duration,
     /// Deliveries of one message to a subscriber that keeps answering "retry", before the DLQ.
     pub max_attempts: u32,
+    /// librdkafka's `debug` contexts (e.g. `broker,cgrp`), logged at debug level.
+    pub debug: Option<String>,
 }
 
 /// The admin that exists from the start.
@@ -780,6 +782,11 @@ impl Settings {
                 "SHOP_EVENT_MAX_ATTEMPTS",
                 "5",
                 "deliveries of a message a subscriber keeps retrying, before it goes to the DLQ",
+            ),
+            debug: r.optional(
+                "SHOP_KAFKA_DEBUG",
+                false,
+                "librdkafka debug contexts such as broker,cgrp (shown with SHOP_LOG=librdkafka=debug)",
             ),
         };
 
