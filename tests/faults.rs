@@ -40,11 +40,11 @@ const SETTLE: Duration = Duration::from_secs(120);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fault suite: dev/test --faults"]
 async fn kafka_stopped_for_thirty_seconds_loses_and_doubles_nothing() {
-    run_scenario(async {
-        shell("stop_pid kafka").await;
-        sleep(Duration::from_secs(30)).await;
-        shell("start_kafka").await;
-    })
+    run_scenario(down_for(
+        "stop_pid kafka",
+        Duration::from_secs(30),
+        "start_kafka",
+    ))
     .await;
 }
 
@@ -68,22 +68,22 @@ async fn the_order_then_the_payment_process_killed_mid_traffic_charges_nobody_tw
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fault suite: dev/test --faults"]
 async fn postgresql_restarted_under_traffic_leaves_the_books_balanced() {
-    run_scenario(async {
-        shell("stop_postgres").await;
-        sleep(Duration::from_secs(5)).await;
-        shell("start_postgres").await;
-    })
+    run_scenario(down_for(
+        "stop_postgres",
+        Duration::from_secs(5),
+        "start_postgres",
+    ))
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fault suite: dev/test --faults"]
 async fn the_document_store_restarted_under_traffic_loses_no_cart_change() {
-    run_scenario(async {
-        shell("stop_pid ferretdb").await;
-        sleep(Duration::from_secs(5)).await;
-        shell("start_ferretdb").await;
-    })
+    run_scenario(down_for(
+        "stop_pid ferretdb",
+        Duration::from_secs(5),
+        "start_ferretdb",
+    ))
     .await;
 }
 
@@ -661,6 +661,13 @@ fn patient(shopper: Shopper) -> Shopper {
             .expect("a reqwest client builds"),
         ..shopper
     }
+}
+
+/// A part of the system stopped for `outage`, then started again.
+async fn down_for(stop: &str, outage: Duration, start: &str) {
+    shell(stop).await;
+    sleep(outage).await;
+    shell(start).await;
 }
 
 /// Runs dev/lib.sh functions against the test system, off the runtime's threads.
