@@ -125,8 +125,20 @@ pub enum BridgeMsg {
     RenewProducer,
 }
 
+/// The service's producer, shared by publishing and dead-lettering, and replaced when it
+/// wedges.
+type SharedProducer = Arc<std::sync::RwLock<FutureProducer>>;
+
+fn current(producer: &SharedProducer) -> FutureProducer {
+    // A poisoned lock still holds a usable producer.
+    producer
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
 pub struct BridgeState {
-    producer: FutureProducer,
+    producer: SharedProducer,
     settings: KafkaSettings,
     /// Held for its `Drop`, which stops the consumer with the actor.
     _consuming: Option<Consuming>,
@@ -195,7 +207,8 @@ impl Actor for Bridge {
         myself: ActorRef<BridgeMsg>,
         args: BridgeArgs,
     ) -> Result<BridgeState, ActorProcessingErr> {
-        let producer = kafka::producer(&args.settings)?;
+        let producer: SharedProducer =
+            Arc::new(std::sync::RwLock::new(kafka::producer(&args.settings)?));
         // Topics are made in the background: a broker that is down at start delays them, and
         // must not fail the service.
         let settings = args.settings.clone();
@@ -249,7 +262,7 @@ impl Actor for Bridge {
         match message {
             BridgeMsg::Publish(messages, reply) => {
                 // Off the mailbox: deliveries take a broker round trip.
-                let producer = state.producer.clone();
+                let producer = current(&state.producer);
                 tokio::spawn(async move {
                     let sends = messages
                         .iter()
@@ -278,7 +291,11 @@ impl Actor for Bridge {
                 // and librdkafka does not recover. A new producer starts a new sequence; the
                 // outbox sends its rows again, and consumers' inboxes drop any duplicate.
                 tracing::warn!("messages timed out in the producer; starting a new one");
-                state.producer = kafka::producer(&state.settings)?;
+                let fresh = kafka::producer(&state.settings)?;
+                *state
+                    .producer
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
                 Ok(())
             }
         }
@@ -288,7 +305,7 @@ impl Actor for Bridge {
 struct Context {
     service: &'static str,
     consumer: StreamConsumer,
-    producer: FutureProducer,
+    producer: SharedProducer,
     subscriptions: Subscriptions,
     max_attempts: u32,
 }
@@ -485,7 +502,7 @@ async fn handle(context: Arc<Context>, message: OwnedMessage, key: (String, Vec<
         tracing::warn!(topic = message.topic(), offset = message.offset(), %reason, "message sent to the dead-letter topic");
         // Not finished until the dead letter is safe: otherwise it would be lost.
         let mut wait = Duration::from_millis(200);
-        while let Err(error) = kafka::publish(&context.producer, &dead).await {
+        while let Err(error) = kafka::publish(&current(&context.producer), &dead).await {
             tracing::warn!(%error, "publishing a dead letter failed; trying again");
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(10));
