@@ -135,16 +135,13 @@ async fn a_poison_message_on_every_topic_goes_to_its_dead_letter_topic_and_consu
         (shop_schemas::PAYMENTS, &["notification", "order"]),
     ];
     for (topic, expected) in consumers {
-        let dead: Vec<(String, String)> = dead_letters(
-            &shop_schemas::dead_letter_topic(topic),
-            &key,
-            expected.len(),
-        )
-        .await
-        .into_iter()
-        // The tests' own event watchers dead-letter it too.
-        .filter(|(consumer, _)| !consumer.starts_with("test-"))
-        .collect();
+        let dead: Vec<(String, String)> = all_dead_letters(&shop_schemas::dead_letter_topic(topic))
+            .await
+            .into_iter()
+            // The tests' own event watchers dead-letter it too.
+            .filter(|(of, consumer, _)| *of == key && !consumer.starts_with("test-"))
+            .map(|(_, consumer, reason)| (consumer, reason))
+            .collect();
         let mut by: Vec<String> = dead.iter().map(|(consumer, _)| consumer.clone()).collect();
         by.sort();
         assert_eq!(by, *expected, "dead letters of {topic}: {dead:?}");
@@ -721,36 +718,4 @@ fn dlq_header(message: &rdkafka::message::BorrowedMessage<'_>, name: &str) -> St
         .and_then(|h| h.value)
         .map(|value| String::from_utf8_lossy(value).into_owned())
         .unwrap_or_default()
-}
-
-/// The dead letters of `topic` with `key`: who dead-lettered each, and why.
-async fn dead_letters(topic: &str, key: &str, count: usize) -> Vec<(String, String)> {
-    let settings = shop_config::Settings::from_env().expect("the settings dev/test exports");
-    let group = format!("test.dlq.{}", Uuid::new_v4().simple());
-    let consumer: StreamConsumer =
-        shop_bridge::kafka::consumer(&settings.kafka, &group).expect("a consumer");
-    consumer.subscribe(&[topic]).expect("subscribing");
-    let mut found = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while found.len() < count && Instant::now() < deadline {
-        if let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await
-            && message.key() == Some(key.as_bytes())
-        {
-            found.push((
-                dlq_header(&message, shop_bridge::kafka::header::DLQ_CONSUMER),
-                dlq_header(&message, shop_bridge::kafka::header::DLQ_REASON),
-            ));
-        }
-    }
-    // Give a duplicate the chance to show itself.
-    while let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(3), consumer.recv()).await
-    {
-        if message.key() == Some(key.as_bytes()) {
-            found.push((
-                dlq_header(&message, shop_bridge::kafka::header::DLQ_CONSUMER),
-                dlq_header(&message, shop_bridge::kafka::header::DLQ_REASON),
-            ));
-        }
-    }
-    found
 }

@@ -230,3 +230,22 @@ fn notifications_go_by_smtp_and_log_unless_providers_are_chosen_with_their_keys(
     let error = settings(&[("SHOP_EMAIL_PROVIDER", "pigeon")]).unwrap_err();
     assert_eq!(problem_names(&error), vec!["SHOP_EMAIL_PROVIDER"]);
 }
+
+#[test]
+fn panicking_carts_need_the_test_hooks_and_a_percentage() {
+    let error = settings(&[("SHOP_TEST_CART_PANIC_PERCENT", "1")]).unwrap_err();
+    assert_eq!(problem_names(&error), vec!["SHOP_TEST_CART_PANIC_PERCENT"]);
+    let error = settings(&[
+        ("SHOP_TEST_HOOKS", "true"),
+        ("SHOP_TEST_CART_PANIC_PERCENT", "101"),
+    ])
+    .unwrap_err();
+    assert!(error.to_string().contains("at most 100"), "{error}");
+    let chaotic = settings(&[
+        ("SHOP_TEST_HOOKS", "true"),
+        ("SHOP_TEST_CART_PANIC_PERCENT", "1"),
+    ])
+    .unwrap();
+    assert_eq!(chaotic.cart.panic_percent, 1);
+    assert_eq!(settings(&[]).unwrap().cart.panic_percent, 0);
+}

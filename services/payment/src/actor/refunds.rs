@@ -23,6 +23,20 @@ impl PaymentState {
             refund_id: refund.id,
             amount: refund.amount,
         };
+        // Refused by the provider, or failed for good: recorded as failed with its reason.
+        let pool = &self.pool;
+        let settle_failed = async |reason: String| {
+            store::settle_refund(
+                pool,
+                row.id,
+                refund.id,
+                refund.amount,
+                Err(&reason),
+                None,
+                trace_id,
+            )
+            .await
+        };
         let mut retry = None;
         let stored = match self.provider.refund(&request).await {
             Ok(Refunded::Succeeded { reference }) => {
@@ -46,18 +60,7 @@ impl PaymentState {
                 )
                 .await
             }
-            Ok(Refunded::Failed { reason }) => {
-                store::settle_refund(
-                    &self.pool,
-                    row.id,
-                    refund.id,
-                    refund.amount,
-                    Err(&reason),
-                    None,
-                    trace_id,
-                )
-                .await
-            }
+            Ok(Refunded::Failed { reason }) => settle_failed(reason).await,
             Err(ProviderError::Transient(why))
                 if u32::try_from(refund.attempts).unwrap_or(u32::MAX) < self.max_attempts =>
             {
@@ -68,19 +71,7 @@ impl PaymentState {
                     .await
                     .map_err(Into::into)
             }
-            Err(error) => {
-                let reason = error.to_string();
-                store::settle_refund(
-                    &self.pool,
-                    row.id,
-                    refund.id,
-                    refund.amount,
-                    Err(&reason),
-                    None,
-                    trace_id,
-                )
-                .await
-            }
+            Err(error) => settle_failed(error.to_string()).await,
         };
         if let Some(wait) = retry {
             self.work_after(myself, wait);
