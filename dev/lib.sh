@@ -41,6 +41,25 @@ declare -A SERVICE_PORT=(
   [notification]=$((8106 + PORT_OFFSET))
 )
 
+# Replicas of every service (dev/up --replicas N): replica 1 keeps the service's name and port,
+# replica k is NAME-k on the port + 10·(k−1). nginx hashes each customer to one of them.
+REPLICAS=${SHOP_DEV_REPLICAS:-1}
+
+replica_name() { if [ "$2" -eq 1 ]; then echo "$1"; else echo "$1-$2"; fi; }
+replica_port() { echo $((SERVICE_PORT[$1] + 10 * ($2 - 1))); }
+# Where the other services reach SERVICE through nginx when it has replicas: its port + 1000.
+internal_port() { echo $((SERVICE_PORT[$1] + 1000)); }
+# How the services call SERVICE: directly when there is one process (the hop through nginx costs
+# checkout ~15% here), through nginx's internal listener when a call must reach the replica of
+# the customer it is about.
+peer_url() {
+  if [ "$REPLICAS" -gt 1 ]; then
+    echo "http://127.0.0.1:$(internal_port "$1")"
+  else
+    echo "http://127.0.0.1:${SERVICE_PORT[$1]}"
+  fi
+}
+
 log() { printf '\033[1m[dev]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[dev]\033[0m %s\n' "$*" >&2; exit 1; }
 
@@ -54,20 +73,21 @@ export SHOP_POSTGRES_URL=postgres://shop:shop@127.0.0.1:$PG_PORT/postgres
 export SHOP_MONGODB_URL=mongodb://127.0.0.1:$MONGO_PORT
 export SHOP_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
 export SHOP_USER_PORT=${SERVICE_PORT[user]}
-export SHOP_USER_URL=http://127.0.0.1:${SERVICE_PORT[user]}
+export SHOP_USER_URL=$(peer_url user)
 export SHOP_PRODUCT_PORT=${SERVICE_PORT[product]}
-export SHOP_PRODUCT_URL=http://127.0.0.1:${SERVICE_PORT[product]}
+export SHOP_PRODUCT_URL=$(peer_url product)
 export SHOP_CART_PORT=${SERVICE_PORT[cart]}
-export SHOP_CART_URL=http://127.0.0.1:${SERVICE_PORT[cart]}
+export SHOP_CART_URL=$(peer_url cart)
 export SHOP_ORDER_PORT=${SERVICE_PORT[order]}
-export SHOP_ORDER_URL=http://127.0.0.1:${SERVICE_PORT[order]}
+export SHOP_ORDER_URL=$(peer_url order)
 export SHOP_PAYMENT_PORT=${SERVICE_PORT[payment]}
-export SHOP_PAYMENT_URL=http://127.0.0.1:${SERVICE_PORT[payment]}
+export SHOP_PAYMENT_URL=$(peer_url payment)
 export SHOP_NOTIFICATION_PORT=${SERVICE_PORT[notification]}
-export SHOP_NOTIFICATION_URL=http://127.0.0.1:${SERVICE_PORT[notification]}
+export SHOP_NOTIFICATION_URL=$(peer_url notification)
 export SHOP_SMTP_URL=smtp://127.0.0.1:$SMTP_PORT
 export SHOP_MAILPIT_URL=http://127.0.0.1:$MAILPIT_PORT
 export SHOP_GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT
+export SHOP_DEV_REPLICAS=$REPLICAS
 export SHOP_ADMIN_EMAIL=${SHOP_ADMIN_EMAIL:-admin@shop.local}
 export SHOP_ADMIN_PASSWORD=${SHOP_ADMIN_PASSWORD:-admin-dev-password}
 export SHOP_LOG=${SHOP_LOG:-info,sqlx=warn}
@@ -93,6 +113,7 @@ install_debian_packages() {
   local missing=()
   [ -x "$PG_BIN/postgres" ] || missing+=(postgresql)
   command -v nginx >/dev/null || missing+=(nginx)
+  [ -f /usr/lib/nginx/modules/ngx_http_js_module.so ] || missing+=(libnginx-mod-http-js)
   command -v envsubst >/dev/null || missing+=(gettext-base)
   command -v kcat >/dev/null || missing+=(kcat)
   command -v curl >/dev/null || missing+=(curl)
@@ -319,16 +340,27 @@ render_nginx() {
   export SHOP_BODY_LIMIT_NGINX=${SHOP_BODY_LIMIT_NGINX:-64k}
   export SHOP_ADMIN_STATIC=$ROOT/web/admin
   ensure_reachable_by www-data "$SHOP_ADMIN_STATIC"
-  local name
-  for name in user product cart order payment notification; do
-    export "SHOP_${name^^}_UPSTREAM=127.0.0.1:${SERVICE_PORT[$name]}"
+  export SHOP_NGINX_SCRIPT=$ROOT/nginx/shop.js
+  ensure_reachable_by www-data "$ROOT/nginx"
+  local name k servers
+  for name in "${SERVICES[@]}"; do
+    servers=
+    for ((k = 1; k <= REPLICAS; k++)); do servers+="${servers:+ }127.0.0.1:$(replica_port "$name" "$k")"; done
+    export "SHOP_${name^^}_UPSTREAM=$servers"
+    if [ "$REPLICAS" -gt 1 ]; then
+      export "SHOP_${name^^}_INTERNAL_LISTEN=127.0.0.1:$(internal_port "$name")"
+    else
+      unset "SHOP_${name^^}_INTERNAL_LISTEN"
+    fi
   done
   # The same template the nginx image renders in compose.yml; only the variables we name are
   # substituted, so nginx's own $variables stay as they are.
   envsubst "$(env | sed -n 's/^\(SHOP_[A-Z_]*\)=.*/${\1}/p' | tr '\n' ' ')" \
     <"$ROOT/nginx/templates/shop.conf.template" >"$dir/conf.d/shop.conf"
+  "$ROOT/nginx/upstreams.sh" "$dir/conf.d/shop-upstreams.conf"
   cat >"$dir/nginx.conf" <<EOF
-# Written by dev/; compose.yml uses the nginx image's own main file with the same conf.d.
+# Written by dev/; compose.yml uses nginx/nginx.conf with the same conf.d.
+load_module /usr/lib/nginx/modules/ngx_http_js_module.so;
 user www-data;
 # One worker: on a small machine the services and the load generator need the other cores; a
 # second worker measured slower here (see the README's benchmark).
@@ -438,19 +470,43 @@ start_services() {
   if [ -n "${SHOP_DEV_SEED:-}" ]; then
     "$SHOP_BIN" seed >>"$DATA/logs/migrate.log" 2>&1 || die "shop seed failed; see $DATA/logs/migrate.log"
   fi
+  local name k
+  for name in "${SERVICES[@]}"; do
+    for ((k = 1; k <= REPLICAS; k++)); do start_replica "$name" "$k"; done
+  done
+  for name in "${SERVICES[@]}"; do
+    for ((k = 1; k <= REPLICAS; k++)); do
+      wait_for "$(replica_name "$name" "$k")" 60 curl -sf "http://127.0.0.1:$(replica_port "$name" "$k")/ready"
+    done
+  done
+  log "services ready: ${SERVICES[*]}$([ "$REPLICAS" -gt 1 ] && echo ", $REPLICAS replicas of each")"
+}
+
+# start_replica SERVICE K: replica K of SERVICE, unless it runs already.
+start_replica() {
+  local name=$1 k=$2 replica port
+  replica=$(replica_name "$name" "$k")
+  port=$(replica_port "$name" "$k")
+  running "$replica" && return
+  # A stray process on the port would answer /ready in the service's place.
+  if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/health"; then
+    die "port $port ($replica) is taken by a process dev/ did not start"
+  fi
+  start "$replica" env "SHOP_${name^^}_PORT=$port" "SHOP_INSTANCE=$replica" "$SHOP_BIN" serve "$name"
+}
+
+# stop_service SERVICE: every replica of it, however many were started.
+stop_service() {
+  local pidfile
+  for pidfile in "$DATA/run/$1.pid" "$DATA/run/$1"-[0-9].pid; do
+    [ -f "$pidfile" ] && stop_pid "$(basename "$pidfile" .pid)"
+  done
+  return 0
+}
+
+stop_services() {
   local name
-  for name in "${SERVICES[@]}"; do
-    running "$name" && continue
-    # A stray process on the port would answer /ready in the service's place.
-    if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:${SERVICE_PORT[$name]}/health"; then
-      die "port ${SERVICE_PORT[$name]} (the $name service) is taken by a process dev/ did not start"
-    fi
-    start "$name" "$SHOP_BIN" serve "$name"
-  done
-  for name in "${SERVICES[@]}"; do
-    wait_for "the $name service" 60 curl -sf "http://127.0.0.1:${SERVICE_PORT[$name]}/ready"
-  done
-  log "services ready: ${SERVICES[*]}"
+  for name in notification payment order cart product user; do stop_service "$name"; done
 }
 
 stop_pid() {
@@ -467,8 +523,7 @@ stop_pid() {
 }
 
 stop_all() {
-  local name
-  for name in notification payment order cart product user; do stop_pid "$name"; done
+  stop_services
   stop_pid nginx
   stop_pid kafka
   stop_pid ferretdb

@@ -1,6 +1,7 @@
 //! `shop tree`: services' supervision trees from their `/admin/tree`, printed like pstree —
-//! one service, or all six side by side in time (`--all`), coloured on a terminal, refreshed in
-//! place with `--watch` (a restart count that moved since the last refresh stands out).
+//! one service, or all six side by side in time (`--all`, every replica of each when asked
+//! through the gateway), coloured on a terminal, refreshed in place with `--watch` (a restart
+//! count that moved since the last refresh stands out).
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -17,9 +18,14 @@ pub struct TreeArgs {
     /// The service's own address (default: the user service's, SHOP_USER_URL).
     #[arg(long, conflicts_with = "all")]
     url: Option<String>,
-    /// Every service's tree: user, product, cart, order, payment, notification.
+    /// Every service's tree: user, product, cart, order, payment, notification; through the
+    /// gateway (when known), every replica of each.
     #[arg(long)]
     all: bool,
+    /// The gateway, which knows every replica; without it `--all` asks each service's own
+    /// address (SHOP_<SERVICE>_URL), one replica each.
+    #[arg(long, env = "SHOP_GATEWAY_URL")]
+    gateway: Option<String>,
     /// Refresh in place every `--interval` until Ctrl-C.
     #[arg(long)]
     watch: bool,
@@ -46,7 +52,10 @@ pub async fn run(settings: &Settings, args: TreeArgs) -> anyhow::Result<()> {
         Some(token) => token.clone(),
         None => crate::api::admin_token(&client, settings).await?,
     };
-    let services: Vec<(String, String)> = if args.all {
+    // (label, address of the tree)
+    let services: Vec<(String, String)> = if let (true, Some(gateway)) = (args.all, &args.gateway) {
+        replica_trees(&client, gateway).await?
+    } else if args.all {
         [
             ("user", &settings.auth.user_service_url),
             ("product", &settings.product.url),
@@ -56,14 +65,14 @@ pub async fn run(settings: &Settings, args: TreeArgs) -> anyhow::Result<()> {
             ("notification", &settings.notification.url),
         ]
         .into_iter()
-        .map(|(name, url)| (name.to_owned(), url.to_string()))
+        .map(|(name, url)| (name.to_owned(), tree_url(url.as_str())))
         .collect()
     } else {
         let url = args
             .url
             .clone()
             .unwrap_or_else(|| settings.auth.user_service_url.to_string());
-        vec![(String::new(), url)]
+        vec![(String::new(), tree_url(&url))]
     };
     if args.json {
         let tree = fetch(&client, &services[0].1, &token).await?;
@@ -114,9 +123,44 @@ pub async fn run(settings: &Settings, args: TreeArgs) -> anyhow::Result<()> {
     }
 }
 
+fn tree_url(service_url: &str) -> String {
+    format!("{}/admin/tree", service_url.trim_end_matches('/'))
+}
+
+/// Every replica of every service, as the gateway counts them (`GET /admin/replicas`), each
+/// reached through it: `cart`, `cart-2`, ….
+async fn replica_trees(
+    client: &reqwest::Client,
+    gateway: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let gateway = gateway.trim_end_matches('/');
+    let counts: HashMap<String, usize> = client
+        .get(format!("{gateway}/admin/replicas"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("asking the gateway {gateway} for its replicas"))?
+        .json()
+        .await
+        .context("reading the replica counts")?;
+    let mut trees = Vec::new();
+    for service in crate::serve::SERVICES {
+        for replica in 1..=counts.get(*service).copied().unwrap_or(0) {
+            let label = match replica {
+                1 => (*service).to_owned(),
+                n => format!("{service}-{n}"),
+            };
+            let url = format!("{gateway}/admin/services/{service}/replicas/{replica}/tree");
+            trees.push((label, url));
+        }
+    }
+    Ok(trees)
+}
+
 async fn fetch(client: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<ActorNode> {
     let response = client
-        .get(format!("{}/admin/tree", url.trim_end_matches('/')))
+        .get(url)
         .bearer_auth(token)
         .timeout(Duration::from_secs(5))
         .send()

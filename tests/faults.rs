@@ -101,6 +101,25 @@ async fn one_percent_of_cart_messages_panicking_loses_no_acknowledged_change() {
     );
 }
 
+/// Runs in the replica suite (dev/test --replicas), where every service has a replica 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "replica suite: dev/test --replicas"]
+async fn one_replica_of_every_service_killed_under_traffic_leaves_the_books_balanced() {
+    run_scenario(async {
+        sleep(Duration::from_secs(3)).await;
+        shell(
+            "for service in user product cart order payment notification; do
+               kill -KILL \"$(cat \"$DATA/run/$service-2.pid\")\"
+             done",
+        )
+        .await;
+        sleep(Duration::from_secs(5)).await;
+        shell("start_services").await;
+        sleep(Duration::from_secs(3)).await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fault suite: dev/test --faults"]
 async fn a_poison_message_on_every_topic_goes_to_its_dead_letter_topic_and_consumers_go_on() {

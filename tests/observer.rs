@@ -180,43 +180,9 @@ async fn metrics_count_the_actors_alive_and_restarted_by_kind() {
 #[tokio::test]
 async fn the_observer_page_shows_six_trees_and_stops_a_cart_actor_that_comes_back() {
     let shopper = Shopper::customer().await;
-    let name = format!("cart:{}", shopper.id);
-    // Keep the cart's actor busy enough not to be passivated while the browser looks for it.
-    let keep_alive = {
-        let (client, token) = (shopper.client.clone(), shopper.token.clone());
-        tokio::spawn(async move {
-            loop {
-                let _ = get_json(&client, common::url("/carts/me"), Some(&token)).await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        })
-    };
-    let output_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-output");
-    std::fs::create_dir_all(&output_dir).unwrap();
-    let screenshot = output_dir.join("observer.png");
-    let _ = std::fs::remove_file(&screenshot);
-    let output = tokio::process::Command::new("node")
-        .arg("dev/browser/observer.mjs")
-        .arg(env("SHOP_GATEWAY_URL"))
-        .arg(env("SHOP_ADMIN_EMAIL"))
-        .arg(env("SHOP_ADMIN_PASSWORD"))
-        .arg(&name)
-        .arg(&screenshot)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .await
-        .expect("node runs");
-    keep_alive.abort();
-    let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{printed}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_str(printed.trim()).expect("the script prints JSON");
+    let seen = common::observer_page(&shopper, "observer.png").await;
     assert_eq!(seen["trees"], 6);
     assert!(seen["restarts"].as_u64() >= Some(1), "{seen}");
-    assert!(screenshot.exists(), "the screenshot is saved");
 }
 
 #[tokio::test]

@@ -31,10 +31,26 @@ use crate::metrics;
 pub enum Ack {
     /// Handled (or seen before): the offset may move on.
     Done,
-    /// Not now (a dependency is down): deliver again after a backoff.
+    /// Not now (something failed that may pass): deliver again after a backoff, at most
+    /// `SHOP_KAFKA_MAX_ATTEMPTS` times in all.
     Retry(String),
+    /// A store the subscriber needs is down: deliver again after a backoff for as long as it
+    /// stays down. Not counted against the attempts, which are for messages that keep failing:
+    /// an outage longer than the attempts' backoff must not dead-letter valid events.
+    Unavailable(String),
     /// Never: the message goes to the dead-letter topic.
     Reject(String),
+}
+
+impl Ack {
+    /// Deliver again: without counting the attempt when `store_down` (see [`Ack::Unavailable`]).
+    pub fn retry(store_down: bool, reason: impl Into<String>) -> Self {
+        if store_down {
+            Ack::Unavailable(reason.into())
+        } else {
+            Ack::Retry(reason.into())
+        }
+    }
 }
 
 /// An event delivered to a subscriber, who answers on `reply`.
@@ -523,7 +539,7 @@ async fn deliver(context: &Context, event: Envelope, trace_id: Option<String>) -
         return Outcome::Handled;
     };
     for subscriber in subscribers {
-        let mut attempt = 0;
+        let (mut attempt, mut outage) = (0, 0u32);
         loop {
             attempt += 1;
             match ask(subscriber, &event, trace_id.clone()).await {
@@ -543,6 +559,13 @@ async fn deliver(context: &Context, event: Envelope, trace_id: Option<String>) -
                 Ack::Retry(reason) => {
                     let wait = Duration::from_millis(100 * (1 << attempt.min(6)));
                     tracing::info!(subscriber = %subscriber.actor, attempt, %reason, "redelivering after a backoff");
+                    tokio::time::sleep(wait).await;
+                }
+                Ack::Unavailable(reason) => {
+                    attempt -= 1;
+                    outage += 1;
+                    let wait = Duration::from_millis(100 * (1 << outage.min(5)));
+                    tracing::warn!(subscriber = %subscriber.actor, waits = outage, %reason, "a store is unavailable; redelivering when it may be back");
                     tokio::time::sleep(wait).await;
                 }
             }

@@ -128,6 +128,7 @@ pub(crate) fn read_headers(
 fn base_config(settings: &KafkaSettings) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &settings.brokers);
+    config.set("client.id", &settings.client_id);
     // Back within a second of a broker's return, rather than librdkafka's default of up to 10 s.
     config.set("reconnect.backoff.max.ms", "1000");
     if let Some(debug) = &settings.debug {

@@ -79,13 +79,23 @@ struct Pending {
 /// Publishes up to one batch of pending rows; how many it published.
 pub async fn relay_once(pool: &PgPool, bridge: &str) -> Result<usize, BridgeError> {
     let mut transaction = pool.begin().await?;
-    // Locked, so relays on several replicas never publish the same rows at once.
+    // One relay at a time per database (one per replica of a service share it). Not `FOR UPDATE
+    // SKIP LOCKED`: with it, a second relay would publish the rows after the first one's batch,
+    // and an order's OrderPaid could reach Kafka before its OrderPlaced. The holder goes on until
+    // no row is left, and every relay is woken by the same NOTIFY, so none is left behind; the
+    // lock ends with the transaction, or with the connection of a relay that died.
+    let leader: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock(hashtext($1))")
+        .bind(CHANNEL)
+        .fetch_one(&mut *transaction)
+        .await?;
+    if !leader {
+        return Ok(0);
+    }
     let rows: Vec<Pending> = sqlx::query_as(
         "select id, topic, message_key, event_type, event_id, payload, fingerprint, trace_id
          from outbox where sent_at is null
          order by id
-         limit $1
-         for update skip locked",
+         limit $1",
     )
     .bind(BATCH)
     .fetch_all(&mut *transaction)

@@ -294,3 +294,46 @@ async fn a_held_message_holds_back_its_own_key_only() {
         "a key's second message was delivered before its first was answered"
     );
 }
+
+#[tokio::test]
+async fn relays_of_several_replicas_publish_each_row_once_and_in_order() {
+    let settings = common::settings();
+    let pool = common::database(&settings).await;
+    let recorder = unique("recorder");
+    let (_, seen) = common::recorder(recorder, Answer::Done, None).await;
+    let bridge = unique("bridge");
+    common::bridge(
+        bridge,
+        unique("group"),
+        &settings,
+        common::subscriptions(recorder),
+    )
+    .await;
+    // Three replicas' relays over one outbox, woken by every commit.
+    for _ in 0..3 {
+        common::relay(unique("relay"), pool.clone(), bridge, &settings).await;
+    }
+
+    // One key: Kafka keeps its messages in order only if they are published in order.
+    let first = user_registered("one of many");
+    let mut ids = Vec::new();
+    for _ in 0..150 {
+        let mut event = user_registered("one of many");
+        event.user_id = first.user_id;
+        ids.push(event.event_id);
+        enqueue(&pool, &event).await;
+    }
+
+    let ours = |event: &Envelope| ids.contains(&event.event_id());
+    assert!(wait_for(&seen, 150, ours).await, "every row arrived");
+    // Duplicates would arrive right behind.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let arrived: Vec<_> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|event| ours(event))
+        .map(Envelope::event_id)
+        .collect();
+    assert_eq!(arrived, ids, "each row once, in the order written");
+}

@@ -24,6 +24,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Where a dev process keeps what it generates (the token signing key).
     pub data_dir: PathBuf,
+    /// This process's name among the replicas of its service: answers carry it
+    /// (`X-Shop-Instance`), and it is the Kafka client id.
+    pub instance: String,
     pub http: HttpSettings,
     pub postgres: PostgresSettings,
     pub auth: AuthSettings,
@@ -261,6 +264,8 @@ pub struct KafkaSettings {
     pub max_attempts: u32,
     /// librdkafka's `debug` contexts (e.g. `broker,cgrp`), logged at debug level.
     pub debug: Option<String>,
+    /// `client.id`: the instance, so the broker's view of a consumer group names the replicas.
+    pub client_id: String,
 }
 
 /// The admin that exists from the start.
@@ -297,6 +302,15 @@ pub struct ConfigError {
     pub problems: Vec<Problem>,
 }
 
+/// The machine's (or container's) name: distinct per replica under compose without configuring.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "shop".to_owned())
+}
+
 impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(&|name| std::env::var(name).ok())
@@ -324,6 +338,14 @@ impl Settings {
             ".data/dev",
             "folder for what a dev process generates (the token signing key)",
         );
+
+        let instance = r
+            .optional(
+                "SHOP_INSTANCE",
+                false,
+                "name of this replica, sent as X-Shop-Instance and the Kafka client id (default: the host name)",
+            )
+            .unwrap_or_else(host_name);
 
         let http = HttpSettings {
             bind_host: r.get(
@@ -788,6 +810,7 @@ impl Settings {
                 false,
                 "librdkafka debug contexts such as broker,cgrp (shown with SHOP_LOG=librdkafka=debug)",
             ),
+            client_id: instance.clone(),
         };
 
         if !r.problems.is_empty() {
@@ -797,6 +820,7 @@ impl Settings {
         }
         Ok(Self {
             environment,
+            instance,
             log_filter,
             log_format,
             data_dir,

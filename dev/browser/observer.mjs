@@ -1,5 +1,6 @@
-// Drives the observer page in headless Chromium: signs in as the admin, waits for the six
-// trees, stops a cart actor through the page and waits for its restart count to go up.
+// Drives the observer page in headless Chromium: signs in as the admin, waits for every
+// replica's tree (six services × replicas), stops a cart actor through the page (in whichever
+// cart replica's pane it is) and waits for its restart count to go up.
 // Usage: node dev/browser/observer.mjs GATEWAY ADMIN_EMAIL ADMIN_PASSWORD CART_ACTOR SCREENSHOT
 // (CART_ACTOR `any`: the first cart the page lists, for a system under load.)
 import { chromium } from "playwright-core";
@@ -15,19 +16,26 @@ try {
   await page.fill("input[name=email]", email);
   await page.fill("input[name=password]", password);
   await page.click("button[type=submit]");
+  const replicas = await (await page.request.get(`${gateway}/admin/replicas`)).json();
+  let trees = 0;
   for (const service of ["user", "product", "cart", "order", "payment", "notification"]) {
-    await page.waitForSelector(`#service-${service} .actor[data-name="${service}"]`, { timeout: 15000 });
+    for (let replica = 1; replica <= replicas[service]; replica++) {
+      const pane = replica === 1 ? service : `${service}-${replica}`;
+      await page.waitForSelector(`#service-${pane} .actor[data-name="${service}"]`, { timeout: 15000 });
+      trees++;
+    }
   }
+  const carts = `.service[data-service=cart]`;
   const cartActor = wanted === "any"
-    ? await page.locator(`#service-cart .actor[data-name^="cart:"]`).first().getAttribute("data-name")
+    ? await page.locator(`${carts} .actor[data-name^="cart:"]`).first().getAttribute("data-name")
     : wanted;
-  const actor = page.locator(`#service-cart .actor[data-name="${cartActor}"]`);
+  const actor = page.locator(`${carts} .actor[data-name="${cartActor}"]`);
   await actor.waitFor({ timeout: 15000 });
   await actor.click();
   await page.click("#stop");
   await page.waitForFunction(
     (name) => {
-      const node = document.querySelector(`#service-cart .actor[data-name="${name}"]`);
+      const node = document.querySelector(`.service[data-service=cart] .actor[data-name="${name}"]`);
       return node && Number(node.dataset.restarts) >= 1;
     },
     cartActor,
@@ -35,9 +43,9 @@ try {
   );
   await page.screenshot({ path: screenshot, fullPage: true });
   const restarts = await page
-    .locator(`#service-cart .actor[data-name="${cartActor}"]`)
+    .locator(`.service[data-service=cart] .actor[data-name="${cartActor}"]`)
     .getAttribute("data-restarts");
-  console.log(JSON.stringify({ trees: 6, stopped: cartActor, restarts: Number(restarts) }));
+  console.log(JSON.stringify({ trees, stopped: cartActor, restarts: Number(restarts) }));
 } finally {
   await browser.close();
 }

@@ -448,3 +448,45 @@ pub async fn wait_for_mails(address: &str, count: usize) -> Vec<String> {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// Drives the observer page in headless Chromium (dev/browser/observer.mjs): signs in as the
+/// admin, waits for every replica's tree, stops the shopper's cart actor and waits for it to
+/// come back. What the script saw (`trees`, `restarts`); the screenshot is kept in
+/// target/test-output.
+pub async fn observer_page(shopper: &Shopper, screenshot: &str) -> Value {
+    let cart_actor = format!("cart:{}", shopper.id);
+    // Keep the cart's actor busy enough not to be passivated while the browser looks for it.
+    let keep_alive = {
+        let (client, token) = (shopper.client.clone(), shopper.token.clone());
+        tokio::spawn(async move {
+            loop {
+                let _ = get(&client, url("/carts/me"), Some(&token)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let output_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-output");
+    std::fs::create_dir_all(&output_dir).expect("the output folder");
+    let screenshot = output_dir.join(screenshot);
+    let _ = std::fs::remove_file(&screenshot);
+    let output = tokio::process::Command::new("node")
+        .arg("dev/browser/observer.mjs")
+        .arg(env("SHOP_GATEWAY_URL"))
+        .arg(env("SHOP_ADMIN_EMAIL"))
+        .arg(env("SHOP_ADMIN_PASSWORD"))
+        .arg(&cart_actor)
+        .arg(&screenshot)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .await
+        .expect("node runs");
+    keep_alive.abort();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(screenshot.exists(), "the screenshot is saved");
+    serde_json::from_str(printed.trim()).expect("the script prints JSON")
+}

@@ -1,15 +1,16 @@
-// The Shop observer: every service's supervision tree, refreshed every second from
-// /admin/services/<service>/tree (through nginx, with the admin's token), and a stop action
-// that lets an operator watch a supervisor bring an actor back.
+// The Shop observer: the supervision tree of every replica of every service, refreshed every
+// second from /admin/services/<service>/replicas/<n>/tree (through nginx, with the admin's
+// token), and a stop action that lets an operator watch a supervisor bring an actor back.
 "use strict";
 
 const SERVICES = ["user", "product", "cart", "order", "payment", "notification"];
 const REFRESH_MS = 1000;
 const state = {
   token: sessionStorage.getItem("shop-admin-token"),
-  restarts: new Map(), // "service/name" -> restart count last shown
-  closed: new Set(),   // "service/name" of collapsed nodes
-  selected: null,      // { service, node }
+  panes: [],           // { service, replica, label }: one per replica, from /admin/replicas
+  restarts: new Map(), // "label/name" -> restart count last shown
+  closed: new Set(),   // "label/name" of collapsed nodes
+  selected: null,      // { pane, node }
 };
 
 const $ = (id) => document.getElementById(id);
@@ -38,11 +39,13 @@ $("logout").addEventListener("click", () => {
   location.reload();
 });
 
+const base = (pane) => `/admin/services/${pane.service}/replicas/${pane.replica}`;
+
 $("stop").addEventListener("click", async () => {
-  const { service, node } = state.selected || {};
+  const { pane, node } = state.selected || {};
   if (!node) return;
   const response = await fetch(
-    `/admin/services/${service}/actors/${encodeURIComponent(node.name)}/stop`,
+    `${base(pane)}/actors/${encodeURIComponent(node.name)}/stop`,
     { method: "POST", headers: { authorization: `Bearer ${state.token}` } },
   );
   const body = await response.json().catch(() => ({}));
@@ -51,26 +54,33 @@ $("stop").addEventListener("click", async () => {
     : body.detail || `refused (${response.status})`;
 });
 
-function start() {
+async function start() {
   $("login").hidden = true;
   $("trees").hidden = false;
   $("logout").hidden = false;
+  const counts = await fetch("/admin/replicas").then((r) => r.json()).catch(() => ({}));
   for (const service of SERVICES) {
-    const section = document.createElement("section");
-    section.className = "service";
-    section.id = `service-${service}`;
-    section.innerHTML = `<h2>${service}</h2><div class="tree"></div>`;
-    $("trees").appendChild(section);
+    for (let replica = 1; replica <= (counts[service] || 1); replica++) {
+      const label = replica === 1 ? service : `${service}-${replica}`;
+      const pane = { service, replica, label };
+      state.panes.push(pane);
+      const section = document.createElement("section");
+      section.className = "service";
+      section.id = `service-${label}`;
+      section.dataset.service = service;
+      section.innerHTML = `<h2>${escape(label)}</h2><div class="tree"></div>`;
+      $("trees").appendChild(section);
+    }
   }
   refresh();
   setInterval(refresh, REFRESH_MS);
 }
 
 async function refresh() {
-  await Promise.all(SERVICES.map(async (service) => {
-    const section = $(`service-${service}`);
+  await Promise.all(state.panes.map(async (pane) => {
+    const section = $(`service-${pane.label}`);
     try {
-      const response = await fetch(`/admin/services/${service}/tree?sample=20`, {
+      const response = await fetch(`${base(pane)}/tree?sample=20`, {
         headers: { authorization: `Bearer ${state.token}` },
       });
       if (response.status === 401) {
@@ -82,7 +92,7 @@ async function refresh() {
       const tree = await response.json();
       section.classList.remove("down");
       const holder = section.querySelector(".tree");
-      holder.replaceChildren(render(service, tree, true));
+      holder.replaceChildren(render(pane, tree, true));
     } catch (error) {
       section.classList.add("down");
     }
@@ -90,8 +100,8 @@ async function refresh() {
   $("status").textContent = `updated ${new Date().toLocaleTimeString()}`;
 }
 
-function line(service, node) {
-  const key = `${service}/${node.name || node.id}`;
+function line(pane, node) {
+  const key = `${pane.label}/${node.name || node.id}`;
   const before = state.restarts.get(key);
   state.restarts.set(key, node.restarts);
   const moved = before !== undefined && node.restarts > before;
@@ -107,26 +117,26 @@ function line(service, node) {
     `<span class="${escape(node.status)}">${escape(node.status)}</span> ` +
     `<span class="restarts ${restartClass}">restarts=${node.restarts}</span>` +
     (node.restart ? ` policy=${escape(node.restart)}` : "") + figures;
-  if (state.selected && state.selected.service === service && state.selected.node.name === node.name) {
+  if (state.selected && state.selected.pane === pane && state.selected.node.name === node.name) {
     span.classList.add("selected");
     state.selected.node = node;
-    showDetails(service, node, false);
+    showDetails(pane, node, false);
   }
   span.addEventListener("click", (event) => {
     event.preventDefault();
-    state.selected = { service, node };
-    showDetails(service, node, true);
+    state.selected = { pane, node };
+    showDetails(pane, node, true);
   });
   return span;
 }
 
-function render(service, node, root) {
-  const key = `${service}/${node.name || node.id}`;
+function render(pane, node, root) {
+  const key = `${pane.label}/${node.name || node.id}`;
   node.root = root;
   if (!node.children || node.children.length === 0) {
     const leaf = document.createElement("div");
     leaf.className = "leaf";
-    leaf.appendChild(line(service, node));
+    leaf.appendChild(line(pane, node));
     return leaf;
   }
   const details = document.createElement("details");
@@ -135,9 +145,9 @@ function render(service, node, root) {
     if (details.open) state.closed.delete(key); else state.closed.add(key);
   });
   const summary = document.createElement("summary");
-  summary.appendChild(line(service, node));
+  summary.appendChild(line(pane, node));
   details.appendChild(summary);
-  for (const child of node.children) details.appendChild(render(service, child, false));
+  for (const child of node.children) details.appendChild(render(pane, child, false));
   if (node.children_total && node.children_total > node.children.length) {
     const more = document.createElement("div");
     more.className = "more";
@@ -147,9 +157,9 @@ function render(service, node, root) {
   return details;
 }
 
-function showDetails(service, node, fresh) {
+function showDetails(pane, node, fresh) {
   $("details").hidden = false;
-  $("details-name").textContent = `${service}: ${node.name || node.id}`;
+  $("details-name").textContent = `${pane.label}: ${node.name || node.id}`;
   const fields = {
     kind: node.kind, status: node.status, restart: node.restart || "-", restarts: node.restarts,
     "last failure": node.last_failure || "-",

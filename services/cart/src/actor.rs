@@ -6,6 +6,8 @@
 //! If another process wrote the cart in between (the version guard refuses the write), the actor
 //! reloads the stored cart and re-applies every change it has not answered yet, then writes again.
 
+use std::time::{Duration, Instant};
+
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use uuid::Uuid;
 
@@ -21,6 +23,8 @@ pub struct CartActor;
 pub struct CartArgs {
     pub user_id: Uuid,
     pub store: CartStore,
+    /// How long a cart actor stays without requests before it passivates (and tidies).
+    pub idle_timeout: Duration,
     /// Fault injection (test hook, 0 otherwise): this percentage of changes panic the cart.
     pub panic_percent: u8,
 }
@@ -58,7 +62,21 @@ pub struct CartState {
     writing: Option<Cart>,
     /// The oldest stored version this actor knows of: older ones are tidied away on passivation.
     oldest: i64,
+    /// When this actor last knew `durable` was the newest version stored.
+    confirmed_at: Instant,
+    /// When the write under way was sent.
+    write_started: Instant,
+    idle_timeout: Duration,
     panic_percent: u8,
+}
+
+impl CartState {
+    /// Whether a tidy (which only follows an actor's idle time) cannot have happened since this
+    /// actor last knew it had the newest version: then no other replica's version can hide
+    /// behind a moved head, and the checks for one are skipped.
+    fn surely_newest(&self) -> bool {
+        self.confirmed_at.elapsed() < self.idle_timeout / 2
+    }
 }
 
 impl Actor for CartActor {
@@ -81,6 +99,9 @@ impl Actor for CartActor {
             queued: Vec::new(),
             writing: None,
             oldest: 0,
+            confirmed_at: Instant::now(),
+            write_started: Instant::now(),
+            idle_timeout: args.idle_timeout,
             panic_percent: args.panic_percent,
         })
     }
@@ -94,6 +115,7 @@ impl Actor for CartActor {
     ) -> Result<(), ActorProcessingErr> {
         // Boxed: an actor's task is sized for its largest await, and a store call is large;
         // boxing keeps the memory of a hundred thousand idle carts down.
+        state.confirmed_at = Instant::now();
         if let Some(stored) = Box::pin(state.store.load(state.user_id)).await? {
             state.oldest = stored.version;
             state.working = stored.clone();
@@ -111,6 +133,11 @@ impl Actor for CartActor {
         let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         match message {
             CartMsg::Read(reply) => {
+                if state.writing.is_none() && state.queued.is_empty() {
+                    // Another replica may have written the cart (its customer was routed there
+                    // while this one was away): answer what is stored, not what this one knew.
+                    Box::pin(refresh(state)).await;
+                }
                 let _ = reply.send(Ok(state.durable.clone()));
             }
             CartMsg::Change(change, reply) => {
@@ -171,10 +198,12 @@ fn start_write(myself: &ActorRef<CartMsg>, state: &mut CartState) {
     state.in_flight = std::mem::take(&mut state.queued);
     crate::metrics::CHANGES_PER_WRITE.observe(state.in_flight.len() as f64);
     state.writing = Some(document.clone());
+    state.write_started = Instant::now();
+    let check_head = !state.surely_newest();
     let store = state.store.clone();
     let myself = myself.clone();
     tokio::spawn(async move {
-        let outcome = match store.write(&document, expected).await {
+        let outcome = match store.write(&document, expected, check_head).await {
             Ok(()) => Written::Durable,
             Err(StoreError::Conflict) => Written::Conflict,
             Err(error) => Written::Failed(error.to_string()),
@@ -189,6 +218,7 @@ async fn finish_write(myself: &ActorRef<CartMsg>, state: &mut CartState, outcome
     let written = state.writing.take();
     match (outcome, written) {
         (Written::Durable, Some(written)) => {
+            state.confirmed_at = state.write_started;
             state.durable = written;
             state.working.version = state.durable.version;
             for (_, reply) in in_flight {
@@ -198,8 +228,10 @@ async fn finish_write(myself: &ActorRef<CartMsg>, state: &mut CartState, outcome
         (Written::Conflict, _) => {
             crate::metrics::VERSION_CONFLICTS.inc();
             tracing::info!(user_id = %state.user_id, "cart written elsewhere; reloading and re-applying");
+            let loading = Instant::now();
             match state.store.load(state.user_id).await {
                 Ok(stored) => {
+                    state.confirmed_at = loading;
                     state.durable = stored.unwrap_or_else(|| Cart::empty(state.user_id));
                     let pending = in_flight
                         .into_iter()
@@ -214,6 +246,30 @@ async fn finish_write(myself: &ActorRef<CartMsg>, state: &mut CartState, outcome
     }
     if state.writing.is_none() && !state.queued.is_empty() {
         start_write(myself, state);
+    }
+}
+
+/// Takes a newer stored version, if another replica wrote one.
+async fn refresh(state: &mut CartState) {
+    let looking = Instant::now();
+    let (version, may_be_tidied) = (state.durable.version, !state.surely_newest());
+    match state
+        .store
+        .newer_than(state.user_id, version, may_be_tidied)
+        .await
+    {
+        Ok(Some(newer)) => {
+            tracing::info!(user_id = %state.user_id, version = newer.version, "the cart was written elsewhere; reloaded");
+            state.working = newer.clone();
+            state.durable = newer;
+            state.confirmed_at = looking;
+        }
+        Ok(None) if may_be_tidied => state.confirmed_at = looking,
+        Ok(None) => {}
+        // What this actor has is still a version that was stored; the next write checks it.
+        Err(error) => {
+            tracing::warn!(user_id = %state.user_id, %error, "looking for a newer cart failed")
+        }
     }
 }
 

@@ -81,6 +81,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
             })
         }),
         body_limit: settings.http.body_limit,
+        instance: settings.instance.clone(),
     };
     let test_hooks = settings.cart.test_hooks;
     let api_carts = carts.clone();
@@ -118,6 +119,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
             REGISTRY,
             registry::CartKind {
                 store,
+                idle_timeout,
                 panic_percent: settings.cart.panic_percent,
             },
             carts.entities().clone(),

@@ -52,9 +52,8 @@ impl Actor for OrderEvents {
             .await;
         let ack = match taken {
             Ok(_) => Ack::Done,
-            Err(error @ (CartError::Busy | CartError::StoreUnavailable)) => {
-                Ack::Retry(error.to_string())
-            }
+            Err(error @ CartError::StoreUnavailable) => Ack::Unavailable(error.to_string()),
+            Err(error @ CartError::Busy) => Ack::Retry(error.to_string()),
             Err(error) => Ack::Reject(error.to_string()),
         };
         let _ = delivery.reply.send(ack);

@@ -14,6 +14,8 @@ use crate::store::CartStore;
 #[derive(Clone)]
 pub struct CartKind {
     pub store: CartStore,
+    /// How long a cart stays without requests before it passivates.
+    pub idle_timeout: std::time::Duration,
     /// Fault injection (test hook): this percentage of changes panic the cart.
     pub panic_percent: u8,
 }
@@ -28,6 +30,7 @@ impl EntityKind for CartKind {
         CartArgs {
             user_id,
             store: self.store.clone(),
+            idle_timeout: self.idle_timeout,
             panic_percent: self.panic_percent,
         }
     }

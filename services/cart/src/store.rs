@@ -29,8 +29,9 @@ const HEADS: &str = "cart_heads";
 /// Longest a store operation may take. FerretDB has been seen to stop answering requests (after
 /// racing upserts of one new document); an actor must not wait for it forever.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
-/// Versions looked at past the head before falling back to a scan by user.
-const MAX_STEPS: i64 = 64;
+/// Searches for the newest version before falling back to a scan by user: more are needed only
+/// when tidies keep moving the head while the search runs.
+const MAX_SEARCHES: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -133,26 +134,79 @@ impl CartStore {
         .await
     }
 
+    async fn head(&self, user: &str) -> Result<i64, StoreError> {
+        Ok(
+            in_time(self.heads.find_one(doc! { "_id": user }).into_future())
+                .await?
+                .map_or(0, |head| head.version),
+        )
+    }
+
     /// The newest stored version of the user's cart, if there is one.
     pub async fn load(&self, user_id: Uuid) -> Result<Option<Cart>, StoreError> {
         let user = user_id.to_string();
-        let head = in_time(self.heads.find_one(doc! { "_id": &user }).into_future())
-            .await?
-            .map_or(0, |head| head.version);
-        let Some(mut newest) = self.version(&user, head.max(1)).await? else {
-            if head == 0 {
-                return Ok(None);
-            }
-            // The head points at a version deleted since: rare; ask the slow way.
-            return self.scan(&user).await;
-        };
-        for _ in 0..MAX_STEPS {
-            match self.version(&user, newest.version + 1).await? {
-                Some(next) => newest = next,
-                None => return Ok(Some(newest.into())),
+        let mut head = self.head(&user).await?;
+        for _ in 0..MAX_SEARCHES {
+            let found = self.search_from(&user, head).await?;
+            // A tidy moves the head, then deletes the versions behind it: a search from the old
+            // head may have met one just deleted and stopped short. If the head has moved past
+            // what was found, search again from there.
+            let now = self.head(&user).await?;
+            match found {
+                Some(newest) if newest.version >= now => return Ok(Some(newest.into())),
+                None if now == 0 => return Ok(None),
+                _ if now > head => head = now,
+                // The head points at a version deleted since (two tidies crossed): rare.
+                _ => break,
             }
         }
         self.scan(&user).await
+    }
+
+    /// The newest version at or after `head`, if that one exists. Versions are contiguous
+    /// above the oldest one kept, so: double the step until a version is missing, then halve
+    /// back to the last one there. A cart whose head lags far behind (its actor was killed,
+    /// never tidied) costs a few look-ups, not one per version.
+    async fn search_from(&self, user: &str, head: i64) -> Result<Option<Version>, StoreError> {
+        let Some(mut newest) = self.version(user, head.max(1)).await? else {
+            return Ok(None);
+        };
+        let mut step = 1;
+        let missing = loop {
+            match self.version(user, newest.version + step).await? {
+                Some(found) => {
+                    newest = found;
+                    step = step.saturating_mul(2);
+                }
+                None => break newest.version + step,
+            }
+        };
+        let mut missing = missing;
+        while missing - newest.version > 1 {
+            let middle = newest.version + (missing - newest.version) / 2;
+            match self.version(user, middle).await? {
+                Some(found) => newest = found,
+                None => missing = middle,
+            }
+        }
+        Ok(Some(newest))
+    }
+
+    /// The cart, if a version newer than `version` is stored (another replica wrote it). With
+    /// `may_be_tidied`, also when the head has moved past `version`: versions right after it may
+    /// have been tidied away.
+    pub async fn newer_than(
+        &self,
+        user_id: Uuid,
+        version: i64,
+        may_be_tidied: bool,
+    ) -> Result<Option<Cart>, StoreError> {
+        let user = user_id.to_string();
+        let moved = may_be_tidied && self.head(&user).await? > version;
+        if moved || self.version(&user, version + 1).await?.is_some() {
+            return self.load(user_id).await;
+        }
+        Ok(None)
     }
 
     async fn scan(&self, user: &str) -> Result<Option<Cart>, StoreError> {
@@ -164,7 +218,17 @@ impl CartStore {
     }
 
     /// Stores `cart` as version `expected + 1`, unless someone else stored that version first.
-    pub async fn write(&self, cart: &Cart, expected: i64) -> Result<(), StoreError> {
+    ///
+    /// With `check_head`, a writer that may be far behind also makes sure the version did not go
+    /// into a gap a tidy left (its `_id` free again, but below the head, where no reader looks):
+    /// such a write is taken back and is a conflict too. The caller may skip the check while a
+    /// tidy cannot have happened since it last knew it had the newest version.
+    pub async fn write(
+        &self,
+        cart: &Cart,
+        expected: i64,
+        check_head: bool,
+    ) -> Result<(), StoreError> {
         let version = expected + 1;
         let stored = Version {
             key: key(&cart.user_id, version),
@@ -176,12 +240,18 @@ impl CartStore {
             updated_at: cart.updated_at,
         };
         match in_time(self.versions.insert_one(&stored).into_future()).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(StoreError::Unavailable(error)) if is_duplicate_key(&error) => {
-                Err(StoreError::Conflict)
+                return Err(StoreError::Conflict);
             }
-            Err(error) => Err(error),
+            Err(error) => return Err(error),
         }
+        if check_head && self.head(&stored.user).await? > version {
+            let orphan = self.versions.delete_one(doc! { "_id": &stored.key });
+            in_time(orphan.into_future()).await?;
+            return Err(StoreError::Conflict);
+        }
+        Ok(())
     }
 
     /// Moves the head to `newest` and deletes the versions from `oldest` up to `newest - 1`.
@@ -231,3 +301,7 @@ fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

@@ -60,15 +60,17 @@ impl Actor for EventHandler {
                 let _ = delivery.reply.send(Ack::Done);
                 for id in ids {
                     // Not reachable now: the sweeper sends it.
-                    if let Err(error) = state.messages.send(id, MessageMsg::Work).await {
+                    if let Err(error) = state.messages.send(id, MessageMsg::SendClaimed).await {
                         tracing::warn!(%id, %error, "a message's actor could not be reached");
                     }
                 }
             }
             Err(error) => {
-                let _ = delivery
-                    .reply
-                    .send(Ack::Retry(format!("recording the messages: {error}")));
+                let store_down = shop_web::postgres::unavailable(&error);
+                let _ = delivery.reply.send(Ack::retry(
+                    store_down,
+                    format!("recording the messages: {error}"),
+                ));
             }
         }
         Ok(())
@@ -113,8 +115,10 @@ pub struct MessageArgs {
 }
 
 pub enum MessageMsg {
-    /// Send it if it is due.
+    /// Send it if it is due and this replica can claim it.
     Work,
+    /// Send it: recorded (and so claimed) by this replica just now.
+    SendClaimed,
     /// The registry saw no message for a while.
     Passivate(entities::Idle),
 }
@@ -155,13 +159,12 @@ impl Actor for MessageActor {
             myself.stop(None);
             return Ok(());
         };
-        let due = delivery
-            .next_attempt_at
-            .is_some_and(|at| at <= Utc::now() + chrono::Duration::milliseconds(50));
-        if !delivery.is_pending() || !due {
-            if !delivery.is_pending() {
-                myself.stop(None);
-            }
+        if !delivery.is_pending() {
+            myself.stop(None);
+            return Ok(());
+        }
+        // A sweep or a retry timer: only one replica may send, the one whose claim took.
+        if matches!(message, MessageMsg::Work) && !store::claim(&state.pool, delivery.id).await? {
             return Ok(());
         }
         match send(&state.senders, &delivery).await {

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgPool, Postgres, Transaction};
+use std::time::Duration;
 use uuid::Uuid;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -142,14 +143,23 @@ pub struct NewDelivery<'a> {
     pub failure: Option<&'a str>,
 }
 
-/// Records a delivery once per (event, channel); its id when it is new and queued.
+/// How long a replica that claimed a message has to send it before another may.
+pub const SEND_LEASE: Duration = Duration::from_secs(60);
+
+fn lease_end() -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(SEND_LEASE).unwrap_or_default()
+}
+
+/// Records a delivery once per (event, channel); its id when it is new and queued. A queued one is
+/// claimed for the recorder (leased for [`SEND_LEASE`]), who sends it at once: the sweepers of
+/// other replicas leave it alone unless the recorder dies first.
 pub async fn add_delivery(
     transaction: &mut Transaction<'_, Postgres>,
     delivery: &NewDelivery<'_>,
 ) -> Result<Option<Uuid>, sqlx::Error> {
     let (status, next_attempt_at) = match delivery.failure {
         Some(_) => ("failed", None),
-        None => ("queued", Some(Utc::now())),
+        None => ("queued", Some(lease_end())),
     };
     let id: Option<Uuid> = sqlx::query_scalar(
         "insert into deliveries (id, event_id, event_type, channel, user_id, recipient, template,
@@ -226,6 +236,21 @@ pub async fn requeue(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
     .execute(pool)
     .await?;
     Ok(updated.rows_affected() == 1)
+}
+
+/// Claims a due delivery for sending (leased for [`SEND_LEASE`]): false when it is not due,
+/// which includes being claimed by another replica, or is no longer waiting.
+pub async fn claim(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
+    let claimed = sqlx::query(
+        "update deliveries set next_attempt_at = $2, updated_at = now()
+         where id = $1 and status in ('queued', 'retrying')
+           and next_attempt_at <= now() + interval '50 milliseconds'",
+    )
+    .bind(id)
+    .bind(lease_end())
+    .execute(pool)
+    .await?;
+    Ok(claimed.rows_affected() == 1)
 }
 
 /// Deliveries waiting to be sent whose time has come.

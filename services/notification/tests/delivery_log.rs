@@ -206,7 +206,7 @@ async fn a_sendgrid_refusal_ends_the_delivery_failed_with_the_reason() {
         max_attempts: 3,
     };
     let (actor, handle) = Actor::spawn(None, MessageActor, args).await.unwrap();
-    actor.send_message(MessageMsg::Work).unwrap();
+    actor.send_message(MessageMsg::SendClaimed).unwrap();
     tokio::time::timeout(Duration::from_secs(10), handle)
         .await
         .unwrap()
@@ -301,4 +301,41 @@ async fn a_customer_with_a_phone_gets_an_sms_too_unless_opted_out() {
             .await
             .unwrap();
     assert_eq!(ids.len(), 1, "the email only");
+}
+
+#[tokio::test]
+async fn a_recorded_message_is_sent_by_one_replica_only() {
+    let pool = database().await;
+    let event = registered("Claimed");
+    let ids = shop_notification::plan::plan(&pool, &Templates::new(None), &Envelope::from(event))
+        .await
+        .unwrap();
+    let id = ids[0];
+    // Recorded means claimed by the recorder: another replica's sweep may not take it.
+    assert!(!shop_notification::store::claim(&pool, id).await.unwrap());
+    assert!(
+        !shop_notification::store::due(&pool, 100_000)
+            .await
+            .unwrap()
+            .contains(&id),
+        "not due for the sweepers while claimed"
+    );
+
+    // The recorder died: once the claim has run out, exactly one of two replicas gets it.
+    sqlx::query(
+        "update deliveries set next_attempt_at = now() - interval '1 second' where id = $1",
+    )
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let (a, b) = tokio::join!(
+        shop_notification::store::claim(&pool, id),
+        shop_notification::store::claim(&pool, id),
+    );
+    assert_eq!(
+        [a.unwrap(), b.unwrap()].iter().filter(|won| **won).count(),
+        1,
+        "exactly one claim takes"
+    );
 }

@@ -236,7 +236,7 @@ impl OrderState {
                     Err(error) => Ack::Retry(error.to_string()),
                 }
             }
-            Err(error) if error.is_transient() => Ack::Retry(error.to_string()),
+            Err(error) if error.is_transient() => Ack::Unavailable(error.to_string()),
             Err(error) => Ack::Reject(error.to_string()),
         }
     }

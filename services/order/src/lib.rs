@@ -104,6 +104,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
         verifier: Arc::new(TokenVerifier::for_service(&settings.auth)),
         readiness: postgres::readiness(pool.clone()),
         body_limit: settings.http.body_limit,
+        instance: settings.instance.clone(),
     };
     let (api_pool, api_orders) = (pool.clone(), orders.clone());
     let routes: shop_web::RouteFactory = Arc::new(move || {

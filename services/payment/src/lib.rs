@@ -115,6 +115,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
         verifier: Arc::new(TokenVerifier::for_service(&settings.auth)),
         readiness: postgres::readiness(pool.clone()),
         body_limit: settings.http.body_limit,
+        instance: settings.instance.clone(),
     };
     let (api_pool, api_payments) = (pool.clone(), payments.clone());
     let webhook_secret = settings.payment.stripe_webhook_secret.expose().to_owned();
@@ -139,7 +140,9 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
         pool: pool.clone(),
         provider,
         max_attempts: settings.payment.max_attempts,
+        instance: settings.instance.as_str().into(),
     };
+    let instance = kind.instance.clone();
     let order_payments = payments.clone();
     let sweeper_pool = pool.clone();
     let tree = SupervisorSpec::new(ROOT)
@@ -175,8 +178,12 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
             "timer",
             Restart::Permanent,
             move || {
-                let args =
-                    payments::sweeper(sweeper_pool.clone(), payments.clone(), SWEEP_INTERVAL);
+                let args = payments::sweeper(
+                    sweeper_pool.clone(),
+                    payments.clone(),
+                    SWEEP_INTERVAL,
+                    instance.clone(),
+                );
                 (Sweeper::default(), args)
             },
         ))

@@ -21,6 +21,8 @@ pub struct PaymentKind {
     pub pool: PgPool,
     pub provider: Provider,
     pub max_attempts: u32,
+    /// This replica's name (`SHOP_INSTANCE`).
+    pub instance: Arc<str>,
 }
 
 impl EntityKind for PaymentKind {
@@ -36,6 +38,7 @@ impl EntityKind for PaymentKind {
             pool: self.pool.clone(),
             provider: self.provider.clone(),
             max_attempts: self.max_attempts,
+            instance: self.instance.clone(),
         }
     }
 
@@ -49,12 +52,17 @@ const BATCH: i64 = 500;
 
 /// The sweeper's work: payments with work left that no actor holds (a charge not sent or whose
 /// lease ran out, a pending refund, a cancelled order's charge to refund). On the first sweep
-/// after start leases count as expired: no actor of this process holds one yet.
-pub fn sweeper(pool: PgPool, payments: Payments, interval: Duration) -> SweeperArgs<PaymentMsg> {
+/// after start this replica's own leases count as run out: no actor of it holds one yet.
+pub fn sweeper(
+    pool: PgPool,
+    payments: Payments,
+    interval: Duration,
+    instance: Arc<str>,
+) -> SweeperArgs<PaymentMsg> {
     let due: Due = Arc::new(move |first| {
-        let pool = pool.clone();
+        let (pool, instance) = (pool.clone(), instance.clone());
         Box::pin(async move {
-            store::due(&pool, BATCH, first)
+            store::due(&pool, BATCH, first.then_some(&*instance))
                 .await
                 .map_err(|error| error.to_string())
         })

@@ -296,6 +296,7 @@ async fn the_payment_actor_retries_a_500_and_a_429_with_one_key_to_one_charge_an
         pool: pool.clone(),
         provider: Provider::Stripe(StripeClient::new(&base, SECRET_KEY).unwrap()),
         max_attempts: 5,
+        instance: "payment-stripe-test".into(),
     };
     let (actor, _) = Actor::spawn(None, PaymentActor, args).await.unwrap();
     let placed = OrderPlaced {

@@ -78,6 +78,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
         verifier: Arc::new(TokenVerifier::for_service(&settings.auth)),
         readiness: postgres::readiness(pool.clone()),
         body_limit: settings.http.body_limit,
+        instance: settings.instance.clone(),
     };
     let api_pool = pool.clone();
     let default_hold = settings.product.reservation_ttl;

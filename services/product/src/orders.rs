@@ -55,7 +55,9 @@ impl Actor for OrderEvents {
 fn answer<T>(order_id: Uuid, what: &str, result: Result<T, ProductError>) -> Ack {
     match result {
         Ok(_) => Ack::Done,
-        Err(error @ ProductError::Database(_)) => Ack::Retry(error.to_string()),
+        Err(ProductError::Database(error)) => {
+            Ack::retry(shop_web::postgres::unavailable(&error), error.to_string())
+        }
         Err(error) => {
             // A reservation that is not there or closed otherwise: nothing to do, but worth a
             // look (a payment that came after the reservation expired sold nothing).

@@ -123,6 +123,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
         verifier,
         readiness: postgres::readiness(pool.clone()),
         body_limit: settings.http.body_limit,
+        instance: settings.instance.clone(),
     };
     let addr = SocketAddr::new(settings.http.bind_host, settings.user.port);
     let grace = settings.http.shutdown_grace;

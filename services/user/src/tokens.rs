@@ -60,10 +60,14 @@ impl SigningKey {
                 let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
                     .map_err(|_| KeyError::Generate)?;
                 let pem = pem::encode(&pem::Pem::new(PEM_TAG, pkcs8.as_ref().to_vec()));
-                write_private(path, &pem).map_err(|source| KeyError::Write {
+                let won = write_private(path, &pem).map_err(|source| KeyError::Write {
                     path: shown.clone(),
                     source,
                 })?;
+                if !won {
+                    // Another replica generated one at the same moment: everyone uses that.
+                    return Self::load_or_generate(path, false);
+                }
                 tracing::info!(path = %shown, "generated a new token signing key");
                 Self::from_pem(&pem).map_err(|reason| KeyError::Invalid {
                     path: shown,
@@ -133,18 +137,30 @@ impl SigningKey {
     }
 }
 
-fn write_private(path: &Path, pem: &str) -> std::io::Result<()> {
+/// Puts `pem` at `path` unless a key is there already (false then). Written whole to a draft
+/// first and linked into place, so replicas starting at once never read half a key and all end
+/// up with the one that got there first.
+fn write_private(path: &Path, pem: &str) -> std::io::Result<bool> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let draft = parent.join(format!(".draft-{}", Uuid::new_v4().simple()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)?;
-    file.write_all(pem.as_bytes())
+        .open(&draft)?;
+    let linked = file
+        .write_all(pem.as_bytes())
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::hard_link(&draft, path));
+    let _ = std::fs::remove_file(&draft);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(error) => Err(error),
+    }
 }
 
 /// What a token is issued for.
@@ -245,6 +261,25 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let again = SigningKey::load_or_generate(&path, false).unwrap();
         assert_eq!(first.kid(), again.kid());
+    }
+
+    #[test]
+    fn replicas_generating_the_key_at_once_all_get_the_same_one() {
+        let path = temp_key_path();
+        let kids: Vec<String> = std::thread::scope(|scope| {
+            let starts: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| SigningKey::load_or_generate(&path, true)))
+                .collect();
+            starts
+                .into_iter()
+                .map(|start| start.join().unwrap().unwrap().kid().to_owned())
+                .collect()
+        });
+        assert!(kids.iter().all(|kid| kid == &kids[0]), "{kids:?}");
+        let stored = SigningKey::load_or_generate(&path, false).unwrap();
+        assert_eq!(stored.kid(), kids[0]);
+        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no draft is left behind");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use poem::endpoint::BoxEndpoint;
 use poem::http::StatusCode;
-use poem::middleware::CatchPanic;
+use poem::middleware::{CatchPanic, SetHeader};
 use poem::web::{Json, Query};
 use poem::{EndpointExt, IntoResponse, Request, Response, Route, handler};
 use poem_openapi::{OpenApi, OpenApiService};
@@ -18,6 +18,9 @@ use crate::auth::TokenVerifier;
 use crate::metrics::{self, HttpMetrics};
 use crate::problem::{self, ApiError};
 use crate::request_id;
+
+/// The header naming the replica that answered.
+pub const INSTANCE_HEADER: &str = "X-Shop-Instance";
 
 /// Checks that a service's stores are reachable: `Err` names what is not.
 pub type ReadinessCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -33,6 +36,8 @@ pub struct ServiceWeb {
     pub verifier: Arc<TokenVerifier>,
     pub readiness: ReadinessCheck,
     pub body_limit: usize,
+    /// This replica's name, sent back on every answer as `X-Shop-Instance`.
+    pub instance: String,
 }
 
 impl ServiceWeb {
@@ -69,6 +74,7 @@ impl ServiceWeb {
                 service: self.service,
             })
             .around(request_id::with_request_id)
+            .with(SetHeader::new().overriding(INSTANCE_HEADER, self.instance.clone()))
             .boxed()
     }
 }

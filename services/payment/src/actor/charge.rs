@@ -8,8 +8,19 @@ impl PaymentState {
         let Some(payment) = self.payment.as_mut() else {
             return;
         };
-        let attempts = match store::begin_attempt(&self.pool, payment.row.id, later(LEASE)).await {
-            Ok(attempts) => attempts,
+        let lease = store::begin_attempt(&self.pool, payment.row.id, later(LEASE), &self.instance);
+        let attempts = match lease.await {
+            Ok(Some(attempts)) => attempts,
+            Ok(None) => {
+                // Another replica's actor of this payment holds the lease, or settled it: look
+                // again at what is stored, and come back when that lease may have run out.
+                tracing::info!(order_id = %self.order_id, "the charge is leased elsewhere");
+                if let Err(error) = self.reload().await {
+                    tracing::warn!(order_id = %self.order_id, %error, "reloading the payment failed");
+                }
+                self.work_after(myself, LEASE);
+                return;
+            }
             Err(error) => {
                 tracing::warn!(order_id = %self.order_id, %error, "starting a charge failed; trying again");
                 self.work_after(myself, STORE_RETRY);
@@ -19,6 +30,7 @@ impl PaymentState {
         payment.row.status = Status::Processing.as_str().to_owned();
         payment.row.attempts = attempts;
         payment.row.next_attempt_at = Some(later(LEASE));
+        payment.row.leased_by = Some(self.instance.to_string());
         let row = &payment.row;
         let key = row.idempotency_key.clone();
         let request = ChargeRequest {

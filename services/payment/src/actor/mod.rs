@@ -4,6 +4,7 @@
 //! errors on its own timer. Whatever stops it midway, the sweeper (`payments.rs`) wakes it again
 //! and the provider's idempotency makes the next attempt answer the first one's outcome.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -12,13 +13,14 @@ use shop_bridge::{Ack, Delivery};
 use shop_schemas::{
     Envelope, OrderCancelled, OrderPlaced, PaymentFailed, PaymentRefunded, PaymentSucceeded,
 };
+use shop_web::postgres::unavailable;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::PaymentError;
 use crate::provider::{ChargeRequest, Charged, Provider, ProviderError, RefundRequest, Refunded};
 use crate::state::{Outcome, Status, next};
-use crate::store::{self, Applied, NewPayment, NewRefund, Payment, RefundRow, Settle};
+use crate::store::{self, Applied, NewPayment, NewRefund, Payment, RefundAsked, RefundRow, Settle};
 use crate::webhook::ChargeNews;
 
 mod charge;
@@ -38,6 +40,8 @@ pub struct PaymentArgs {
     pub pool: PgPool,
     pub provider: Provider,
     pub max_attempts: u32,
+    /// This replica's name: the holder of the charge leases its actors take.
+    pub instance: Arc<str>,
 }
 
 /// An admin's refund.
@@ -75,6 +79,7 @@ pub struct PaymentState {
     pool: PgPool,
     provider: Provider,
     max_attempts: u32,
+    instance: Arc<str>,
     payment: Option<Payment>,
     /// A `Work` timer is set: failures do not pile up timers.
     work_scheduled: bool,
@@ -95,6 +100,7 @@ impl Actor for PaymentActor {
             pool: args.pool,
             provider: args.provider,
             max_attempts: args.max_attempts.max(1),
+            instance: args.instance,
             payment: None,
             work_scheduled: false,
         })
@@ -107,12 +113,13 @@ impl Actor for PaymentActor {
         state: &mut PaymentState,
     ) -> Result<(), ActorProcessingErr> {
         state.payment = store::of_order(&state.pool, state.order_id).await?;
-        // A lease in the database belongs to an attempt no actor of this process is making (a
-        // crash, a restart): due now. Were another replica still at it, the provider's
-        // idempotency key makes both attempts one charge.
+        // A lease this replica holds belongs to an attempt no actor of it is making now (a
+        // crash, a restart under the same name): due now. Another replica's lease is left to
+        // run out: that replica may still be at it.
         if let Some(payment) = state.payment.as_mut() {
             let now = Utc::now();
-            if payment.row.status().is_open() && payment.row.next_attempt_at.is_some() {
+            let ours = payment.row.leased_by.as_deref() == Some(&*state.instance);
+            if payment.row.status().is_open() && payment.row.next_attempt_at.is_some() && ours {
                 payment.row.next_attempt_at = Some(now);
             }
             for refund in &mut payment.refunds {
@@ -221,11 +228,16 @@ impl PaymentState {
                 return Ack::Done;
             }
             Ok(None) => {}
-            Err(error) => return Ack::Retry(format!("recording the payment: {error}")),
+            Err(error) => {
+                return Ack::retry(
+                    unavailable(&error),
+                    format!("recording the payment: {error}"),
+                );
+            }
         }
         match self.reload().await {
             Ok(()) => Ack::Done,
-            Err(error) => Ack::Retry(format!("loading the payment: {error}")),
+            Err(error) => Ack::retry(unavailable(&error), format!("loading the payment: {error}")),
         }
     }
 
@@ -271,7 +283,7 @@ impl PaymentState {
         }
         match self.reload().await {
             Ok(()) => Ack::Done,
-            Err(error) => Ack::Retry(format!("loading the payment: {error}")),
+            Err(error) => Ack::retry(unavailable(&error), format!("loading the payment: {error}")),
         }
     }
 
@@ -362,6 +374,6 @@ impl PaymentState {
 fn seen(result: Result<(), sqlx::Error>) -> Ack {
     match result {
         Ok(()) => Ack::Done,
-        Err(error) => Ack::Retry(error.to_string()),
+        Err(error) => Ack::retry(unavailable(&error), error.to_string()),
     }
 }

@@ -117,8 +117,17 @@ impl PaymentState {
             lease_until: later(LEASE),
             caused_by: None,
         };
-        let Some(row) = store::add_refund(&self.pool, &refund).await? else {
-            return Err(PaymentError::Busy);
+        let row = match store::add_refund(&self.pool, &refund).await? {
+            RefundAsked::Recorded(row) => row,
+            RefundAsked::SeenBefore => return Err(PaymentError::Busy),
+            RefundAsked::DoesNotFit { left } => {
+                // Another replica's refund came first: what this actor knew was stale.
+                self.reload().await?;
+                return Err(PaymentError::TooMuch {
+                    asked: amount,
+                    left,
+                });
+            }
         };
         self.reload().await?;
         self.make_refund(myself, &row, ask.trace_id.as_deref())

@@ -11,7 +11,7 @@ use crate::state::Status;
 
 mod refunds;
 
-pub use refunds::{NewRefund, add_refund, settle_refund};
+pub use refunds::{NewRefund, RefundAsked, add_refund, settle_refund};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -38,6 +38,8 @@ pub struct PaymentRow {
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The replica whose attempt holds the lease (`next_attempt_at`), if one ever did.
+    pub leased_by: Option<String>,
 }
 
 impl PaymentRow {
@@ -247,21 +249,29 @@ async fn attempt_row(
     Ok(())
 }
 
-/// A charge request is about to go to the provider: `processing`, leased until `lease_until`
-/// (the sweeper leaves it alone until then).
+/// A charge request is about to go to `instance`'s provider call: `processing`, leased to it
+/// until `lease_until`. Taken only if the charge is due, or leased to `instance` already (a
+/// restart under the same name): `None` when another replica holds it, or nothing is left to do.
+/// The attempts so far, this one included.
 pub async fn begin_attempt(
     pool: &PgPool,
     payment_id: Uuid,
     lease_until: DateTime<Utc>,
-) -> Result<i32, sqlx::Error> {
+    instance: &str,
+) -> Result<Option<i32>, sqlx::Error> {
     sqlx::query_scalar(
         "update payments set status = 'processing', attempts = attempts + 1,
-             next_attempt_at = $2, updated_at = now()
-         where id = $1 returning attempts",
+             next_attempt_at = $2, leased_by = $3, updated_at = now()
+         where id = $1
+           and status in ('requires_payment_method', 'processing')
+           and next_attempt_at is not null
+           and (next_attempt_at <= now() + interval '50 milliseconds' or leased_by = $3)
+         returning attempts",
     )
     .bind(payment_id)
     .bind(lease_until)
-    .fetch_one(pool)
+    .bind(instance)
+    .fetch_optional(pool)
     .await
 }
 
@@ -439,16 +449,23 @@ pub async fn mark_order_cancelled(
 }
 
 /// Orders whose payment has work left: a charge not sent or whose lease ran out, a pending
-/// refund, or a cancelled order's charge that succeeded and was never refunded. `ignore_leases`
-/// at start: no actor of this process holds anything yet.
-pub async fn due(pool: &PgPool, limit: i64, ignore_leases: bool) -> Result<Vec<Uuid>, sqlx::Error> {
+/// refund, or a cancelled order's charge that succeeded and was never refunded. With
+/// `restarted` (this replica's name, at start), its own leases count as run out too: no actor of
+/// the replica holds anything yet. Refund leases count as run out then as well: the provider
+/// refunds one refund id once.
+pub async fn due(
+    pool: &PgPool,
+    limit: i64,
+    restarted: Option<&str>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
         "select order_id from payments
          where status in ('requires_payment_method', 'processing')
-           and next_attempt_at is not null and ($2 or next_attempt_at <= now())
+           and next_attempt_at is not null
+           and (next_attempt_at <= now() or leased_by = $2)
          union
          select p.order_id from refunds r join payments p on p.id = r.payment_id
-         where r.status = 'pending' and ($2 or r.next_attempt_at <= now())
+         where r.status = 'pending' and ($2 is not null or r.next_attempt_at <= now())
          union
          select order_id from payments p
          where status = 'succeeded' and order_cancelled
@@ -456,7 +473,7 @@ pub async fn due(pool: &PgPool, limit: i64, ignore_leases: bool) -> Result<Vec<U
          limit $1",
     )
     .bind(limit)
-    .bind(ignore_leases)
+    .bind(restarted)
     .fetch_all(pool)
     .await
 }

@@ -19,14 +19,44 @@ pub struct NewRefund<'a> {
     pub caused_by: Option<Uuid>,
 }
 
-/// Records a refund before the provider hears of it; `None` when its cause was seen before.
-pub async fn add_refund(
-    pool: &PgPool,
-    refund: &NewRefund<'_>,
-) -> Result<Option<RefundRow>, sqlx::Error> {
+/// What became of a refund asked for.
+#[derive(Debug)]
+pub enum RefundAsked {
+    Recorded(RefundRow),
+    /// Its cause (an order cancelled) was seen before.
+    SeenBefore,
+    /// More than is left to refund, counting refunds still pending: another replica's actor of
+    /// the same payment got there first.
+    DoesNotFit {
+        left: i64,
+    },
+}
+
+/// Records a refund before the provider hears of it, if it still fits the payment.
+pub async fn add_refund(pool: &PgPool, refund: &NewRefund<'_>) -> Result<RefundAsked, sqlx::Error> {
     let mut transaction = pool.begin().await?;
     if !first_sight(&mut transaction, None, refund.caused_by).await? {
-        return Ok(None);
+        return Ok(RefundAsked::SeenBefore);
+    }
+    // The payment row locked first, in a statement of its own: a statement that waits for the
+    // lock still reads from the snapshot it started with (READ COMMITTED), so the sum below
+    // must come after, to see a refund another transaction committed meanwhile.
+    let amount: i64 = sqlx::query_scalar("select amount from payments where id = $1 for update")
+        .bind(refund.payment_id)
+        .fetch_one(&mut *transaction)
+        .await?;
+    let asked_before: i64 = sqlx::query_scalar(
+        "select coalesce(sum(amount), 0)::bigint from refunds
+         where payment_id = $1 and status in ('pending', 'succeeded')",
+    )
+    .bind(refund.payment_id)
+    .fetch_one(&mut *transaction)
+    .await?;
+    let left = amount - asked_before;
+    if refund.amount > left {
+        // What was seen (an order cancelled) still counts.
+        transaction.commit().await?;
+        return Ok(RefundAsked::DoesNotFit { left });
     }
     if refund.caused_by.is_some() {
         sqlx::query("update payments set order_cancelled = true where id = $1")
@@ -48,7 +78,7 @@ pub async fn add_refund(
     .fetch_one(&mut *transaction)
     .await?;
     transaction.commit().await?;
-    Ok(Some(row))
+    Ok(RefundAsked::Recorded(row))
 }
 
 /// A refund's outcome: on success the payment's refunded amount grows (to `refunded` when it

@@ -1,0 +1,33 @@
+// The customer a request is about, as the gateway's hash key: every request of one customer
+// reaches the same replica of a service, where their cart actor lives. Run by njs (js_set).
+//
+// - /carts/<id>/… and /internal/carts/<id>/…: the cart's owner, whoever asks (an admin, or the
+//   order service taking ordered lines out);
+// - otherwise the subject of a customer's or admin's bearer token. The token is not verified
+//   here (the service does that): a forged one only picks a replica;
+// - otherwise (no token, a service token) the request id, which spreads requests evenly.
+var CART_PATH = /^\/(?:internal\/)?carts\/([0-9A-Fa-f-]{36})(?:\/|$)/;
+
+function customer(r) {
+    var cart = r.uri.match(CART_PATH);
+    if (cart) {
+        return cart[1].toLowerCase();
+    }
+    var authorization = r.headersIn.Authorization || '';
+    if (authorization.substring(0, 7) === 'Bearer ') {
+        var parts = authorization.substring(7).split('.');
+        if (parts.length === 3) {
+            try {
+                var claims = JSON.parse(Buffer.from(parts[1], 'base64url').toString());
+                if (typeof claims.sub === 'string' && claims.role !== 'service') {
+                    return claims.sub;
+                }
+            } catch (e) {
+                // Not a token we can read: treated as anonymous.
+            }
+        }
+    }
+    return r.variables.request_id;
+}
+
+export default { customer };

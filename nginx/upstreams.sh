@@ -1,0 +1,85 @@
+#!/bin/sh
+# Writes the gateway's upstreams: the part of its configuration that depends on how many replicas
+# of each service run, which envsubst cannot write (it cannot repeat a line once per replica).
+# dev/ runs it; the nginx image runs it from /docker-entrypoint.d after rendering the templates.
+#
+#   SHOP_<SERVICE>_UPSTREAM         host:port of each replica of the service, space separated
+#   SHOP_<SERVICE>_INTERNAL_LISTEN  optional: where the other services reach this one through the
+#                                   gateway, so a call about a customer reaches its replica too
+#   SHOP_UPSTREAM_RESOLVER          optional: a DNS server to resolve replica names with as they
+#                                   come and go (Docker's 127.0.0.11 under compose)
+#
+# Usage: upstreams.sh [OUTPUT]   (default /etc/nginx/conf.d/shop-upstreams.conf)
+set -eu
+out=${1:-/etc/nginx/conf.d/shop-upstreams.conf}
+services="user product cart order payment notification"
+upper() { echo "$1" | tr '[:lower:]' '[:upper:]'; }
+setting() { eval "printf '%s' \"\${$1:-}\""; }
+
+server_line() {
+  if [ -n "${SHOP_UPSTREAM_RESOLVER:-}" ]; then
+    echo "    server $1 resolve;"
+  else
+    echo "    server $1;"
+  fi
+}
+
+# A zone (shared memory) is what lets nginx re-resolve a server's name while running.
+zone_line() {
+  [ -z "${SHOP_UPSTREAM_RESOLVER:-}" ] || echo "    zone $1 64k;"
+}
+
+{
+  echo "# Written by nginx/upstreams.sh: do not edit."
+  [ -z "${SHOP_UPSTREAM_RESOLVER:-}" ] || echo "resolver ${SHOP_UPSTREAM_RESOLVER} valid=5s ipv6=off;"
+  replicas_json=""
+  replica_map=""
+  for service in $services; do
+    name=$(upper "$service")
+    servers=$(setting "SHOP_${name}_UPSTREAM")
+    [ -n "$servers" ] || { echo "upstreams.sh: SHOP_${name}_UPSTREAM is not set" >&2; exit 1; }
+    # Each customer sticks to one replica (their cart actor lives there); `consistent` moves
+    # only the customers of a replica that comes or goes.
+    echo "upstream $service {"
+    echo "    hash \$shop_customer consistent;"
+    zone_line "$service"
+    for server in $servers; do server_line "$server"; done
+    echo "    keepalive 32;"
+    echo "    keepalive_requests 100000;"
+    echo "}"
+    # One upstream per replica, for the observer: /admin/services/<service>/replicas/<n>/…
+    n=0
+    for server in $servers; do
+      n=$((n + 1))
+      echo "upstream ${service}_$n {"
+      zone_line "${service}_$n"
+      server_line "$server"
+      echo "    keepalive 4;"
+      echo "}"
+      replica_map="$replica_map    ~^/admin/services/$service/replicas/$n/ ${service}_$n;
+"
+    done
+    replicas_json="$replicas_json${replicas_json:+,}\"$service\":$n"
+    listen=$(setting "SHOP_${name}_INTERNAL_LISTEN")
+    if [ -n "$listen" ]; then
+      # For the other services only: the same customer hashing, nothing else in the way.
+      echo "server {"
+      echo "    listen $listen;"
+      echo "    access_log off;"
+      echo "    client_max_body_size 1m;"
+      echo "    proxy_http_version 1.1;"
+      echo "    proxy_set_header Connection \"\";"
+      echo "    proxy_set_header Host \$host;"
+      echo "    location / { proxy_pass http://$service; }"
+      echo "}"
+    fi
+  done
+  echo "map \$uri \$shop_replica_upstream {"
+  echo "    default \"\";"
+  printf '%s' "$replica_map"
+  echo "}"
+  echo "map \$shop_upstream \$shop_replicas {"
+  echo "    default '{$replicas_json}';"
+  echo "}"
+} >"$out.tmp"
+mv "$out.tmp" "$out"

@@ -1,0 +1,130 @@
+//! The store against the real FerretDB dev/test runs: finding the newest version however far the
+//! head lags, and never losing a write to a tidy, which is what a cart moved between replicas
+//! (or restarted) relies on.
+
+use std::time::Duration;
+
+use shop_config::Settings;
+
+use super::*;
+
+async fn store() -> CartStore {
+    let settings = Settings::from_env().expect("the settings dev/test exports are valid");
+    CartStore::connect(settings.cart.mongodb_url.as_str())
+        .await
+        .expect("the cart store")
+}
+
+/// Versions 1 to `count` of a new user's cart, one item more in each; no head yet.
+async fn versions(store: &CartStore, count: i64) -> Uuid {
+    let user = Uuid::new_v4();
+    let mut cart = Cart::empty(user);
+    for version in 1..=count {
+        cart.version = version;
+        cart.items = vec![Item {
+            product_id: Uuid::new_v4().to_string(),
+            name: format!("thing {version}"),
+            unit_price: 100,
+            quantity: 1,
+        }];
+        store
+            .write(&cart, version - 1, false)
+            .await
+            .expect("a write");
+    }
+    user
+}
+
+async fn loaded_version(store: &CartStore, user: Uuid) -> i64 {
+    store
+        .load(user)
+        .await
+        .expect("the load")
+        .expect("a cart")
+        .version
+}
+
+#[tokio::test]
+async fn a_cart_whose_head_lags_far_behind_loads_its_newest_version() {
+    let store = store().await;
+    // A process that was killed never moved the head.
+    let user = versions(&store, 300).await;
+    assert_eq!(loaded_version(&store, user).await, 300);
+    store.tidy(user, 100, 1).await;
+    assert_eq!(loaded_version(&store, user).await, 300);
+    assert!(
+        store
+            .version(&user.to_string(), 99)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.load(Uuid::new_v4()).await.unwrap().map(|c| c.version),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_write_into_a_gap_a_tidy_left_is_a_conflict_and_taken_back() {
+    let store = store().await;
+    let user = versions(&store, 5).await;
+    // Another replica's actor had the cart at version 5, and tidied 1 to 4 away.
+    store.tidy(user, 5, 1).await;
+    // A writer still at version 1 writes 2: the `_id` is free again.
+    let mut stale = Cart::empty(user);
+    stale.version = 2;
+    let written = store.write(&stale, 1, true).await;
+    assert!(matches!(written, Err(StoreError::Conflict)), "{written:?}");
+    assert!(
+        store.version(&user.to_string(), 2).await.unwrap().is_none(),
+        "the write behind the head was taken back"
+    );
+    assert_eq!(loaded_version(&store, user).await, 5);
+    // A writer that is up to date is not refused.
+    let mut current = Cart::empty(user);
+    current.version = 6;
+    store
+        .write(&current, 5, true)
+        .await
+        .expect("the next version");
+    assert_eq!(loaded_version(&store, user).await, 6);
+}
+
+#[tokio::test]
+async fn a_load_while_another_actor_tidies_finds_the_newest_version() {
+    let store = store().await;
+    let user = versions(&store, 120).await;
+    let tidy = {
+        let store = store.clone();
+        tokio::spawn(async move { store.tidy(user, 120, 1).await })
+    };
+    let mut loads = Vec::new();
+    for _ in 0..12 {
+        let store = store.clone();
+        loads.push(tokio::spawn(async move { store.load(user).await }));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for load in loads {
+        let loaded = load
+            .await
+            .unwrap()
+            .expect("the load")
+            .map(|cart| cart.version);
+        assert_eq!(loaded, Some(120), "a load during the tidy");
+    }
+    tidy.await.unwrap();
+    assert_eq!(loaded_version(&store, user).await, 120);
+}
+
+#[tokio::test]
+async fn a_version_another_replica_wrote_is_found_by_a_read() {
+    let store = store().await;
+    let user = versions(&store, 3).await;
+    assert!(store.newer_than(user, 3, true).await.unwrap().is_none());
+    let mut elsewhere = Cart::empty(user);
+    elsewhere.version = 4;
+    store.write(&elsewhere, 3, true).await.unwrap();
+    let newer = store.newer_than(user, 3, false).await.unwrap();
+    assert_eq!(newer.map(|cart| cart.version), Some(4));
+}

@@ -1,0 +1,309 @@
+//! The replica suite (`dev/test --replicas`): the whole system with two processes of every
+//! service behind nginx, which hashes each customer to one of them. What a customer must not
+//! notice: which replica answered.
+//!
+//! `#[ignore]`d in the ordinary run (one process of each there); dev/test --replicas restarts
+//! the services as two replicas each and runs these.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::orders::{Ordering, products, state_becomes, stock};
+use common::{Shopper, charges_of, client, env, get_json, url, wait_for_mails};
+use futures::future::join_all;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+
+const SERVICES: [&str; 6] = [
+    "user",
+    "product",
+    "cart",
+    "order",
+    "payment",
+    "notification",
+];
+const REPLICAS: usize = 2;
+
+fn instance(response: &Response) -> String {
+    response
+        .headers()
+        .get("x-shop-instance")
+        .and_then(|value| value.to_str().ok())
+        .expect("every answer names its replica")
+        .to_owned()
+}
+
+/// Replica `n` of `service`, bypassing nginx (replica k listens on the port + 10·(k−1)).
+fn replica_url(service: &str, n: u16) -> String {
+    let port: u16 = env(&format!("SHOP_{}_PORT", service.to_uppercase()))
+        .parse()
+        .expect("a port");
+    format!("http://127.0.0.1:{}", port + 10 * (n - 1))
+}
+
+#[tokio::test]
+#[ignore = "replica suite: dev/test --replicas"]
+async fn every_replica_answers_by_number_and_joins_its_services_consumer_group() {
+    let admin = Shopper::admin().await;
+    let counts = get_json(&client(), url("/admin/replicas"), None).await;
+    for service in SERVICES {
+        assert_eq!(counts[service], REPLICAS, "{counts}");
+        let mut names = HashSet::new();
+        for n in 1..=REPLICAS {
+            let response = admin
+                .get(&format!("/admin/services/{service}/replicas/{n}/tree"))
+                .await;
+            assert_eq!(response.status(), StatusCode::OK, "{service} replica {n}");
+            names.insert(instance(&response));
+            let tree: Value = response.json().await.unwrap();
+            assert_eq!(tree["name"], service);
+        }
+        assert_eq!(
+            names.len(),
+            REPLICAS,
+            "two processes of {service}: {names:?}"
+        );
+        common::problem(
+            admin
+                .get(&format!("/admin/services/{service}/replicas/3/tree"))
+                .await,
+            404,
+        )
+        .await;
+    }
+
+    // Both replicas of each consuming service share its partitions (one group per service).
+    let settings = shop_config::Settings::from_env().expect("the settings dev/test exports");
+    let consumer: rdkafka::consumer::StreamConsumer =
+        shop_bridge::kafka::consumer(&settings.kafka, "test.replicas.groups").expect("a client");
+    for group in ["cart", "order", "payment", "product", "notification"] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let members: HashSet<String> = rdkafka::consumer::Consumer::fetch_group_list(
+                &consumer,
+                Some(group),
+                Duration::from_secs(5),
+            )
+            .expect("the group list")
+            .groups()
+            .iter()
+            .flat_map(|group| group.members().iter().map(|m| m.client_id().to_owned()))
+            .collect();
+            if members.len() == REPLICAS {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the {group} group has members {members:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "replica suite: dev/test --replicas"]
+async fn each_customer_sticks_to_one_replica_and_customers_spread_over_both() {
+    let customers = join_all((0..16).map(|_| Shopper::customer())).await;
+    let mut cart_replicas = HashSet::new();
+    for customer in &customers {
+        let mut seen: HashMap<&str, HashSet<String>> = HashMap::new();
+        for _ in 0..3 {
+            for (service, path) in [("cart", "/carts/me"), ("order", "/orders")] {
+                let response = customer.get(path).await;
+                assert_eq!(response.status(), StatusCode::OK, "{path}");
+                seen.entry(service).or_default().insert(instance(&response));
+            }
+            // An admin reading the customer's cart by id reaches the same replica.
+            let by_id = Shopper::admin()
+                .await
+                .get(&format!("/carts/{}", customer.id))
+                .await;
+            seen.entry("cart").or_default().insert(instance(&by_id));
+        }
+        for (service, replicas) in &seen {
+            assert_eq!(replicas.len(), 1, "{service} of one customer: {replicas:?}");
+        }
+        cart_replicas.extend(seen.remove("cart").unwrap_or_default());
+    }
+    assert_eq!(
+        cart_replicas.len(),
+        REPLICAS,
+        "16 customers all hashed to {cart_replicas:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "replica suite: dev/test --replicas"]
+async fn customers_buying_at_once_are_charged_once_and_mailed_once_each() {
+    let shelf = products(&[100]).await;
+    let customers = join_all((0..8).map(|_| Shopper::customer())).await;
+    let admin = Shopper::admin().await;
+    let bought = join_all(customers.iter().map(|customer| async {
+        customer.put_in_cart(&shelf[0], 2).await;
+        let order = customer.checkout("pm_card_visa").await;
+        let id = order["id"].as_str().unwrap().to_owned();
+        state_becomes(customer, &id, "paid").await;
+        for (action, state) in [
+            ("ship?tracking_number=T-1", "shipped"),
+            ("deliver", "delivered"),
+        ] {
+            let response = admin.post(&format!("/orders/{id}/{action}")).await;
+            assert_eq!(response.status(), StatusCode::OK, "{action}");
+            state_becomes(customer, &id, state).await;
+        }
+        let cart = customer.cart().await;
+        assert_eq!(cart["items"], json!([]), "the cart was emptied: {cart}");
+        id
+    }))
+    .await;
+    for id in &bought {
+        assert_eq!(charges_of(id.parse().unwrap()).await, 1, "order {id}");
+    }
+    let left = stock(&shelf[0]).await;
+    assert_eq!(left["on_hand"], 100 - 2 * 8, "{left}");
+    assert_eq!(left["reserved"], 0, "{left}");
+    // Welcome, confirmation, receipt, shipped, delivered: each once, though two replicas of the
+    // notification service sweep for messages to send.
+    for customer in &customers {
+        let subjects = wait_for_mails(&customer.email, 5).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let again = common::mails_to(&customer.email).await;
+        assert_eq!(again.len(), 5, "{subjects:?} then {again:?}");
+        assert_eq!(again.iter().collect::<HashSet<_>>().len(), 5, "{again:?}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "replica suite: dev/test --replicas"]
+async fn a_cart_changed_on_the_other_replica_is_read_and_kept_on_its_own() {
+    let shelf = products(&[50, 50, 50]).await;
+    let customer = Shopper::customer().await;
+    let first = customer.add(&shelf[0], 1).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let own = instance(&first);
+    // A change that reaches the other replica (as after nginx moved the customer there).
+    let other = if own == "cart" { 2 } else { 1 };
+    let elsewhere = client()
+        .post(format!("{}/carts/me/items", replica_url("cart", other)))
+        .bearer_auth(&customer.token)
+        .json(&json!({ "product_id": shelf[1], "quantity": 2 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), StatusCode::OK);
+    assert_ne!(instance(&elsewhere), own);
+
+    let quantities = |cart: &Value| -> HashMap<String, i64> {
+        cart["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| {
+                let id = item["product_id"].as_str().unwrap().to_owned();
+                (id, item["quantity"].as_i64().unwrap())
+            })
+            .collect()
+    };
+    let read = customer.cart().await;
+    let expected = HashMap::from([(shelf[0].clone(), 1), (shelf[1].clone(), 2)]);
+    assert_eq!(
+        quantities(&read),
+        expected,
+        "its own replica reads the other's change"
+    );
+    let third = customer.add(&shelf[2], 3).await;
+    assert_eq!(third.status(), StatusCode::OK);
+    assert_eq!(instance(&third), own);
+    let kept = customer.cart().await;
+    let expected = HashMap::from([
+        (shelf[0].clone(), 1),
+        (shelf[1].clone(), 2),
+        (shelf[2].clone(), 3),
+    ]);
+    assert_eq!(quantities(&kept), expected, "the next change kept it");
+}
+
+/// Requests the cart replicas handled so far (their own metrics).
+async fn cart_requests(replica: u16) -> f64 {
+    let metrics = reqwest::get(format!("{}/metrics", replica_url("cart", replica)))
+        .await
+        .expect("the replica answers")
+        .text()
+        .await
+        .expect("metrics are text");
+    metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("shop_http_requests_total") && line.contains("service=\"cart\"")
+        })
+        .filter_map(|line| line.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+#[ignore = "replica suite: dev/test --replicas"]
+async fn cart_load_on_both_replicas_loses_no_update() {
+    for (scenario, args) in [
+        ("hot", &["--hot", "--requests", "3000"][..]),
+        ("many", &["--users", "200", "--requests", "6000"][..]),
+    ] {
+        let before = [cart_requests(1).await, cart_requests(2).await];
+        let report = std::env::temp_dir().join(format!("shop-replicas-{scenario}.json"));
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"))
+            .args(["load", "cart", "--concurrency", "32"])
+            .args(args)
+            .arg("--json")
+            .arg(&report)
+            .output()
+            .await
+            .expect("shop load runs");
+        assert!(
+            output.status.success(),
+            "{scenario}: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).expect("the JSON report");
+        assert_eq!(report["lost_updates"], json!([]), "{scenario}: {report}");
+        assert_eq!(
+            report["errors_by_status"],
+            json!({}),
+            "{scenario}: {report}"
+        );
+        if scenario == "many" {
+            let after = [cart_requests(1).await, cart_requests(2).await];
+            for replica in 0..2 {
+                assert!(
+                    after[replica] - before[replica] > 500.0,
+                    "customers spread over both cart replicas: {before:?} → {after:?}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "replica suite: dev/test --replicas"]
+async fn the_observer_page_shows_every_replicas_tree() {
+    let shopper = Shopper::customer().await;
+    let seen = common::observer_page(&shopper, "observer-replicas.png").await;
+    assert_eq!(seen["trees"], 6 * REPLICAS);
+    assert!(seen["restarts"].as_u64() >= Some(1), "{seen}");
+}
+
+#[tokio::test]
+#[ignore = "replica suite: dev/test --replicas"]
+async fn the_gateway_answers_a_replica_number_it_does_not_know_with_404() {
+    let admin = Shopper::admin().await;
+    for path in [
+        "/admin/services/cart/replicas/0/tree",
+        "/admin/services/cart/replicas/9/tree",
+        "/admin/services/nobody/replicas/1/tree",
+    ] {
+        common::problem(admin.get(path).await, 404).await;
+    }
+}
