@@ -109,6 +109,8 @@ async fn each_customer_sticks_to_one_replica_and_customers_spread_over_both() {
     let customers = join_all((0..16).map(|_| Shopper::customer())).await;
     let mut cart_replicas = HashSet::new();
     for customer in &customers {
+        let opened = customer.post("/carts").await;
+        assert!(opened.status().is_success(), "{}", opened.status());
         let mut seen: HashMap<&str, HashSet<String>> = HashMap::new();
         for _ in 0..3 {
             for (service, path) in [("cart", "/carts/me"), ("order", "/orders")] {

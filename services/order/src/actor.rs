@@ -154,13 +154,23 @@ impl OrderState {
 
     async fn change(&mut self, change: Change<'_>) -> Result<Order, OrderError> {
         // A stale version means another process changed the order: reload and decide again.
+        let mut reloaded = false;
         for _ in 0..3 {
             let order = self.order.as_ref().ok_or(OrderError::NotFound)?;
             let from = order.row.state();
-            let to = next(from, change.command).ok_or(OrderError::Illegal {
-                state: from,
-                command: change.command,
-            })?;
+            let Some(to) = next(from, change.command) else {
+                if reloaded {
+                    return Err(OrderError::Illegal {
+                        state: from,
+                        command: change.command,
+                    });
+                }
+                // What this actor holds may be old: another replica's actor of the order (the
+                // owner of its partition, say) may have moved it since. Decide on what is stored.
+                self.order = store::order(&self.pool, self.order_id).await?;
+                reloaded = true;
+                continue;
+            };
             let transition = Transition {
                 order_id: order.row.id,
                 from,
@@ -196,6 +206,7 @@ impl OrderState {
                 Applied::SeenBefore => return Ok(order.clone()),
                 Applied::Stale => {
                     self.order = store::order(&self.pool, self.order_id).await?;
+                    reloaded = true;
                 }
             }
         }
