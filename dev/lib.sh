@@ -227,6 +227,8 @@ start() {
   mkdir -p "$DATA/logs" "$DATA/run"
   setsid "$@" >>"$DATA/logs/$name.log" 2>&1 < /dev/null &
   echo $! >"$DATA/run/$name.pid"
+  # Not this shell's job any more: stopping it later is not news worth a "Killed" line.
+  disown $!
 }
 
 running() {
