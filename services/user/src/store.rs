@@ -1,7 +1,7 @@
 //! The user service's PostgreSQL queries: accounts and refresh-token families.
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgPool};
+use sqlx::{FromRow, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::error::UserError;
@@ -139,6 +139,42 @@ pub enum Rotation {
     Refused,
 }
 
+/// An update revoking the live refresh tokens that match `condition`, locking them in one order
+/// (by hash). Run only under [`revoking`]'s lock.
+macro_rules! revoke_where {
+    ($condition:literal) => {
+        concat!(
+            "with live as (
+                 select token_hash from refresh_tokens
+                 where ",
+            $condition,
+            " and revoked_at is null
+                 order by token_hash
+                 for update
+             )
+             update refresh_tokens set revoked_at = now()
+             where token_hash in (select token_hash from live)"
+        )
+    };
+}
+
+/// Takes the lock under which a user's refresh tokens are revoked, one revocation at a time.
+/// Two revocations over one family (two reuse detections at once, a logout beside a reuse)
+/// deadlocked without it, each holding some of the family's rows and waiting for the others',
+/// with refreshes of the same token queued in between: one of them answered 500. A rotation
+/// holds one row and waits for nothing after that, so it needs no such lock; and no lock on a
+/// row may be held while waiting for this one.
+async fn revoking(
+    transaction: &mut Transaction<'_, Postgres>,
+    user_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1::text, 0))")
+        .bind(user_id)
+        .execute(&mut **transaction)
+        .await?;
+    Ok(())
+}
+
 /// Rotates a refresh token: marks `presented` used and stores `next` in its family, atomically,
 /// so of two concurrent refreshes with one token exactly one wins and the other is reuse.
 pub async fn rotate_refresh_token(
@@ -161,46 +197,57 @@ pub async fn rotate_refresh_token(
         transaction.commit().await?;
         return Ok(Rotation::Rotated { user_id });
     }
-    let reused: Option<Uuid> = sqlx::query_scalar(
-        "select family_id from refresh_tokens where token_hash = $1 and used_at is not null",
+    // Not current. An update that waited for a concurrent refresh of the same token still locks
+    // the row it then finds used: end that transaction before waiting for the revocation lock,
+    // or a revoker waiting for that row would wait for this transaction, and it for the revoker.
+    transaction.rollback().await?;
+    let mut transaction = pool.begin().await?;
+    let reused: Option<(Uuid, Uuid)> = sqlx::query_as(
+        "select family_id, user_id from refresh_tokens where token_hash = $1 and used_at is not null",
     )
     .bind(presented)
     .fetch_optional(&mut *transaction)
     .await?;
-    let Some(family_id) = reused else {
+    let Some((family_id, user_id)) = reused else {
         return Ok(Rotation::Refused);
     };
-    sqlx::query(
-        "update refresh_tokens set revoked_at = now()
-         where family_id = $1 and revoked_at is null",
-    )
-    .bind(family_id)
-    .execute(&mut *transaction)
-    .await?;
+    revoking(&mut transaction, user_id).await?;
+    sqlx::query(revoke_where!("family_id = $1"))
+        .bind(family_id)
+        .execute(&mut *transaction)
+        .await?;
     transaction.commit().await?;
     Ok(Rotation::ReuseDetected)
 }
 
 /// Revokes the family of a refresh token (logout). Unknown tokens are ignored.
 pub async fn revoke_family_of(pool: &PgPool, token_hash: &[u8]) -> Result<(), UserError> {
-    sqlx::query(
-        "update refresh_tokens set revoked_at = now()
-         where revoked_at is null
-           and family_id = (select family_id from refresh_tokens where token_hash = $1)",
-    )
-    .bind(token_hash)
-    .execute(pool)
-    .await?;
+    let mut transaction = pool.begin().await?;
+    let family: Option<(Uuid, Uuid)> =
+        sqlx::query_as("select family_id, user_id from refresh_tokens where token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&mut *transaction)
+            .await?;
+    let Some((family_id, user_id)) = family else {
+        return Ok(());
+    };
+    revoking(&mut transaction, user_id).await?;
+    sqlx::query(revoke_where!("family_id = $1"))
+        .bind(family_id)
+        .execute(&mut *transaction)
+        .await?;
+    transaction.commit().await?;
     Ok(())
 }
 
 /// Revokes every refresh token of a user (after a password change).
 pub async fn revoke_all_of_user(pool: &PgPool, user_id: Uuid) -> Result<(), UserError> {
-    sqlx::query(
-        "update refresh_tokens set revoked_at = now() where user_id = $1 and revoked_at is null",
-    )
-    .bind(user_id)
-    .execute(pool)
-    .await?;
+    let mut transaction = pool.begin().await?;
+    revoking(&mut transaction, user_id).await?;
+    sqlx::query(revoke_where!("user_id = $1"))
+        .bind(user_id)
+        .execute(&mut *transaction)
+        .await?;
+    transaction.commit().await?;
     Ok(())
 }
