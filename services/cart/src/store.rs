@@ -5,9 +5,10 @@
 //! 139 of 150 races). What every store does make atomic is a unique `_id`. So each version of a
 //! cart is its own document, `_id: "<user>:<version>"`, and writing version v+1 is an insert that
 //! fails with a duplicate key when another process wrote v+1 first. Reading finds the newest
-//! version from a head document (a hint, `_id: "<user>"`) and steps forward to the last one that
-//! exists. The head moves, and older versions are deleted, when the cart's actor passivates: off
-//! the path of every write, which stays one insert.
+//! version from a head document (a hint, `_id: "<user>"`) and searches forward to the last one
+//! that exists. The head moves, and older versions are deleted, when the cart's actor
+//! passivates: off the path of every write, which stays one insert (plus one look at the head
+//! when the writer may be far behind, see [`CartStore::write`]).
 //! Only `insert_one`, `find_one` by `_id`, `replace_one` by `_id` and `delete_one` by `_id` are
 //! used: forms every MongoDB-compatible store agrees on.
 
