@@ -211,13 +211,22 @@ pub async fn rotate_refresh_token(
     let Some((family_id, user_id)) = reused else {
         return Ok(Rotation::Refused);
     };
+    revoke_family(transaction, family_id, user_id).await?;
+    Ok(Rotation::ReuseDetected)
+}
+
+/// Revokes a family of `user_id`'s refresh tokens, under the revocation lock, and commits.
+async fn revoke_family(
+    mut transaction: Transaction<'_, Postgres>,
+    family_id: Uuid,
+    user_id: Uuid,
+) -> Result<(), sqlx::Error> {
     revoking(&mut transaction, user_id).await?;
     sqlx::query(revoke_where!("family_id = $1"))
         .bind(family_id)
         .execute(&mut *transaction)
         .await?;
-    transaction.commit().await?;
-    Ok(Rotation::ReuseDetected)
+    transaction.commit().await
 }
 
 /// Revokes the family of a refresh token (logout). Unknown tokens are ignored.
@@ -231,13 +240,7 @@ pub async fn revoke_family_of(pool: &PgPool, token_hash: &[u8]) -> Result<(), Us
     let Some((family_id, user_id)) = family else {
         return Ok(());
     };
-    revoking(&mut transaction, user_id).await?;
-    sqlx::query(revoke_where!("family_id = $1"))
-        .bind(family_id)
-        .execute(&mut *transaction)
-        .await?;
-    transaction.commit().await?;
-    Ok(())
+    Ok(revoke_family(transaction, family_id, user_id).await?)
 }
 
 /// Revokes every refresh token of a user (after a password change).
