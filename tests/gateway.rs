@@ -288,14 +288,7 @@ async fn shop_tree_all_prints_every_services_tree() {
         "{printed}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    for service in [
-        "user",
-        "product",
-        "cart",
-        "order",
-        "payment",
-        "notification",
-    ] {
+    for service in common::SERVICES {
         assert!(
             printed.contains(&format!("== {service}  http")),
             "{printed}"

@@ -192,14 +192,7 @@ async fn the_gateway_serves_the_page_and_every_services_tree_to_admins_only() {
     let page = client().get(common::url("/admin/")).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().await.unwrap().contains("Shop observer"));
-    for service in [
-        "user",
-        "product",
-        "cart",
-        "order",
-        "payment",
-        "notification",
-    ] {
+    for service in common::SERVICES {
         let url = common::url(&format!("/admin/services/{service}/tree"));
         problem(client().get(&url).send().await.unwrap(), 401).await;
         problem(

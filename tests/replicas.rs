@@ -11,19 +11,11 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::orders::{Ordering, products, state_becomes, stock};
-use common::{Shopper, charges_of, client, env, get_json, url, wait_for_mails};
+use common::{SERVICES, Shopper, charges_of, client, env, get_json, url, wait_for_mails};
 use futures::future::join_all;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
-const SERVICES: [&str; 6] = [
-    "user",
-    "product",
-    "cart",
-    "order",
-    "payment",
-    "notification",
-];
 const REPLICAS: usize = 2;
 
 fn instance(response: &Response) -> String {

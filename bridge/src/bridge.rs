@@ -32,7 +32,7 @@ pub enum Ack {
     /// Handled (or seen before): the offset may move on.
     Done,
     /// Not now (something failed that may pass): deliver again after a backoff, at most
-    /// `SHOP_KAFKA_MAX_ATTEMPTS` times in all.
+    /// `SHOP_EVENT_MAX_ATTEMPTS` times in all.
     Retry(String),
     /// A store the subscriber needs is down: deliver again after a backoff for as long as it
     /// stays down. Not counted against the attempts, which are for messages that keep failing:

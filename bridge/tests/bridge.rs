@@ -337,3 +337,45 @@ async fn relays_of_several_replicas_publish_each_row_once_and_in_order() {
         .collect();
     assert_eq!(arrived, ids, "each row once, in the order written");
 }
+
+#[tokio::test]
+async fn a_subscriber_whose_store_is_down_gets_the_event_again_past_the_attempts() {
+    let settings = common::settings();
+    let recorder = unique("recorder");
+    let (_, seen) = common::recorder(recorder, Answer::Done, None).await;
+    let bridge = unique("bridge");
+    common::bridge(
+        bridge,
+        unique("group"),
+        &settings,
+        common::subscriptions(recorder),
+    )
+    .await;
+    let event = user_registered(common::STORE_DOWN);
+    let message = Outgoing {
+        topic: USERS.to_owned(),
+        key: event.aggregate_id().to_string(),
+        payload: encode(&event).unwrap().0,
+        headers: vec![],
+    };
+    shop_bridge::publish_via(bridge, vec![message])
+        .await
+        .unwrap();
+
+    // Counted as attempts, the event would have gone to the dead-letter topic after
+    // `max_attempts` deliveries; an outage is waited out instead, and the delivery after it is
+    // handled (and is the last).
+    let deliveries = common::outage_deliveries() + 1;
+    assert!(
+        wait_for(&seen, deliveries, is_event(event.event_id)).await,
+        "delivered again until the store was back"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let delivered = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|seen| seen.event_id() == event.event_id)
+        .count();
+    assert_eq!(delivered, deliveries);
+}

@@ -10,6 +10,16 @@ use std::net::{IpAddr, Ipv4Addr};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 
+/// Every service, in the order dev/ starts them.
+pub const SERVICES: [&str; 6] = [
+    "user",
+    "product",
+    "cart",
+    "order",
+    "payment",
+    "notification",
+];
+
 pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: the end-to-end tests run against the system dev/test starts")

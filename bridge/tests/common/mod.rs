@@ -61,6 +61,16 @@ pub enum Answer {
     OnceThroughTheInbox,
 }
 
+/// Events whose user has this name find the recorder's store down: it answers
+/// `Ack::Unavailable` to the first [`outage_deliveries`] deliveries of each.
+pub const STORE_DOWN: &str = "store down";
+
+/// Deliveries of a [`STORE_DOWN`] event answered "unavailable": more than the attempts a retried
+/// message gets before the dead-letter topic.
+pub fn outage_deliveries() -> usize {
+    settings().kafka.max_attempts as usize + 2
+}
+
 /// A subscriber that records every event it gets, answering per `answer`. Events whose user
 /// is named `reject me` are rejected.
 pub struct Recorder;
@@ -114,6 +124,21 @@ impl Actor for Recorder {
         {
             let _ = delivery.reply.send(Ack::Reject("told to reject".into()));
             return Ok(());
+        }
+        if let Envelope::UserRegistered(event) = &delivery.event
+            && event.name == STORE_DOWN
+        {
+            let seen = state.args.seen.lock().expect("the lock");
+            let deliveries = seen
+                .iter()
+                .filter(|seen| seen.event_id() == event.event_id)
+                .count();
+            if deliveries <= outage_deliveries() {
+                let _ = delivery
+                    .reply
+                    .send(Ack::Unavailable("the store is down".into()));
+                return Ok(());
+            }
         }
         match state.args.answer {
             Answer::Done => {

@@ -247,6 +247,9 @@ impl OrderState {
                     Err(error) => Ack::Retry(error.to_string()),
                 }
             }
+            // Versions racing (Busy) is worth a few tries; a store or service down, as many as
+            // its outage takes.
+            Err(error @ OrderError::Busy) => Ack::Retry(error.to_string()),
             Err(error) if error.is_transient() => Ack::Unavailable(error.to_string()),
             Err(error) => Ack::Reject(error.to_string()),
         }
@@ -316,3 +319,7 @@ fn published(order: &Order, from: State, to: State, change: &Change<'_>) -> Opti
         State::Pending | State::Refunded => None,
     }
 }
+
+#[cfg(test)]
+#[path = "actor_tests.rs"]
+mod tests;

@@ -415,4 +415,4 @@ pub async fn overdue(pool: &PgPool, limit: i64) -> Result<Vec<Uuid>, OrderError>
 
 #[cfg(test)]
 #[path = "store_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -7,7 +7,7 @@ use shop_config::Settings;
 
 use super::*;
 
-async fn pool() -> PgPool {
+pub(crate) async fn pool() -> PgPool {
     let settings = Settings::from_env().expect("the settings dev/test exports are valid");
     shop_web::postgres::connect(
         &settings.postgres,
@@ -18,7 +18,7 @@ async fn pool() -> PgPool {
     .expect("the test database")
 }
 
-async fn pending_order(pool: &PgPool) -> Uuid {
+pub(crate) async fn pending_order(pool: &PgPool) -> Uuid {
     let order = NewOrder {
         id: Uuid::now_v7(),
         customer_id: Uuid::new_v4(),
