@@ -247,17 +247,7 @@ async fn the_supervision_tree_is_shown_to_an_admin_only() {
 
 #[tokio::test]
 async fn shop_tree_prints_the_user_services_tree_with_its_hashing_pool() {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"))
-        .arg("tree")
-        .output()
-        .await
-        .unwrap();
-    let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{printed}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let printed = common::shop(&["tree"]).await;
     let lines: Vec<&str> = printed.lines().collect();
     assert!(
         lines[0].starts_with("user [supervisor] running"),
@@ -277,17 +267,7 @@ async fn shop_tree_prints_the_user_services_tree_with_its_hashing_pool() {
 
 #[tokio::test]
 async fn shop_tree_all_prints_every_services_tree() {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"))
-        .args(["tree", "--all"])
-        .output()
-        .await
-        .unwrap();
-    let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{printed}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let printed = common::shop(&["tree", "--all"]).await;
     for service in common::SERVICES {
         assert!(
             printed.contains(&format!("== {service}  http")),

@@ -246,20 +246,17 @@ async fn cart_load_on_both_replicas_loses_no_update() {
     ] {
         let before = [cart_requests(1).await, cart_requests(2).await];
         let report = std::env::temp_dir().join(format!("shop-replicas-{scenario}.json"));
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"))
-            .args(["load", "cart", "--concurrency", "32"])
-            .args(args)
-            .arg("--json")
-            .arg(&report)
-            .output()
-            .await
-            .expect("shop load runs");
-        assert!(
-            output.status.success(),
-            "{scenario}: {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let report_path = report.to_string_lossy().into_owned();
+        let mut load = vec![
+            "load",
+            "cart",
+            "--concurrency",
+            "32",
+            "--json",
+            &report_path,
+        ];
+        load.extend_from_slice(args);
+        common::shop(&load).await;
         let report: Value =
             serde_json::from_slice(&std::fs::read(&report).unwrap()).expect("the JSON report");
         assert_eq!(report["lost_updates"], json!([]), "{scenario}: {report}");
@@ -287,6 +284,21 @@ async fn the_observer_page_shows_every_replicas_tree() {
     let seen = common::observer_page(&shopper, "observer-replicas.png").await;
     assert_eq!(seen["trees"], 6 * REPLICAS);
     assert!(seen["restarts"].as_u64() >= Some(1), "{seen}");
+}
+
+#[tokio::test]
+#[ignore = "replica suite: dev/test --replicas"]
+async fn shop_tree_all_prints_every_replicas_tree() {
+    let printed = common::shop(&["tree", "--all", "--no-color"]).await;
+    for service in SERVICES {
+        for label in [service.to_owned(), format!("{service}-2")] {
+            assert!(printed.contains(&format!("== {label}  http")), "{printed}");
+        }
+        let roots = printed
+            .matches(&format!("\n{service} [supervisor] running"))
+            .count();
+        assert_eq!(roots, REPLICAS, "{service}: {printed}");
+    }
 }
 
 #[tokio::test]

@@ -500,3 +500,20 @@ pub async fn observer_page(shopper: &Shopper, screenshot: &str) -> Value {
     assert!(screenshot.exists(), "the screenshot is saved");
     serde_json::from_str(printed.trim()).expect("the script prints JSON")
 }
+
+/// Runs the `shop` binary with `args` against the test system; asserts it succeeded and
+/// returns what it printed.
+pub async fn shop(args: &[&str]) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_shop"))
+        .args(args)
+        .output()
+        .await
+        .expect("shop runs");
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "shop {args:?}: {printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    printed
+}
