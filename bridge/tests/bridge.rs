@@ -19,11 +19,7 @@ fn is_event(id: uuid::Uuid) -> impl Fn(&Envelope) -> bool {
 async fn an_event_written_to_the_outbox_reaches_a_subscribed_actor() {
     let settings = common::settings();
     let pool = common::database(&settings).await;
-    let recorder = unique("recorder");
-    let (_, seen) = common::recorder(recorder, Answer::Done, None).await;
-    let bridge = unique("bridge");
-    let group = unique("group");
-    common::bridge(bridge, group, &settings, common::subscriptions(recorder)).await;
+    let (bridge, seen) = common::recording_bridge(&settings).await;
     common::relay(unique("relay"), pool.clone(), bridge, &settings).await;
 
     let event = user_registered("Round Trip");
@@ -299,16 +295,7 @@ async fn a_held_message_holds_back_its_own_key_only() {
 async fn relays_of_several_replicas_publish_each_row_once_and_in_order() {
     let settings = common::settings();
     let pool = common::database(&settings).await;
-    let recorder = unique("recorder");
-    let (_, seen) = common::recorder(recorder, Answer::Done, None).await;
-    let bridge = unique("bridge");
-    common::bridge(
-        bridge,
-        unique("group"),
-        &settings,
-        common::subscriptions(recorder),
-    )
-    .await;
+    let (bridge, seen) = common::recording_bridge(&settings).await;
     // Three replicas' relays over one outbox, woken by every commit.
     for _ in 0..3 {
         common::relay(unique("relay"), pool.clone(), bridge, &settings).await;
@@ -341,16 +328,7 @@ async fn relays_of_several_replicas_publish_each_row_once_and_in_order() {
 #[tokio::test]
 async fn a_subscriber_whose_store_is_down_gets_the_event_again_past_the_attempts() {
     let settings = common::settings();
-    let recorder = unique("recorder");
-    let (_, seen) = common::recorder(recorder, Answer::Done, None).await;
-    let bridge = unique("bridge");
-    common::bridge(
-        bridge,
-        unique("group"),
-        &settings,
-        common::subscriptions(recorder),
-    )
-    .await;
+    let (bridge, seen) = common::recording_bridge(&settings).await;
     let event = user_registered(common::STORE_DOWN);
     let message = Outgoing {
         topic: USERS.to_owned(),

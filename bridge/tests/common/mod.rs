@@ -237,6 +237,16 @@ pub async fn bridge(
     actor
 }
 
+/// A recorder answering `Done` and a bridge in a consumer group of its own delivering to it:
+/// the bridge's name, and what the recorder saw.
+pub async fn recording_bridge(settings: &Settings) -> (&'static str, Arc<Mutex<Vec<Envelope>>>) {
+    let recorder = unique("recorder");
+    let (_, seen) = self::recorder(recorder, Answer::Done, None).await;
+    let bridge = unique("bridge");
+    self::bridge(bridge, unique("group"), settings, subscriptions(recorder)).await;
+    (bridge, seen)
+}
+
 /// Starts an outbox relay over `pool` publishing through the bridge called `bridge`.
 pub async fn relay(name: &str, pool: PgPool, bridge: &str, settings: &Settings) {
     let args = shop_bridge::RelayArgs {
