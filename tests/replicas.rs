@@ -67,31 +67,11 @@ async fn every_replica_answers_by_number_and_joins_its_services_consumer_group()
     }
 
     // Both replicas of each consuming service share its partitions (one group per service).
-    let settings = shop_config::Settings::from_env().expect("the settings dev/test exports");
-    let consumer: rdkafka::consumer::StreamConsumer =
-        shop_bridge::kafka::consumer(&settings.kafka, "test.replicas.groups").expect("a client");
-    for group in ["cart", "order", "payment", "product", "notification"] {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let members: HashSet<String> = rdkafka::consumer::Consumer::fetch_group_list(
-                &consumer,
-                Some(group),
-                Duration::from_secs(5),
-            )
-            .expect("the group list")
-            .groups()
-            .iter()
-            .flat_map(|group| group.members().iter().map(|m| m.client_id().to_owned()))
-            .collect();
-            if members.len() == REPLICAS {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the {group} group has members {members:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+    assert_eq!(common::groups::replicas(), REPLICAS);
+    if let Err(broken) =
+        common::groups::wait_until_whole(Duration::from_secs(30), Duration::from_secs(1)).await
+    {
+        panic!("{broken}");
     }
 }
 

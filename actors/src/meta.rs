@@ -27,12 +27,16 @@ pub(crate) struct ActorMeta {
     pub handling: Duration,
     /// Why its previous incarnation failed, when its owner knows.
     pub last_failure: Option<String>,
+    /// What the actor says about itself right now (a bridge: its consumer's state).
+    pub detail: Option<String>,
 }
 
 static META: LazyLock<DashMap<String, ActorMeta>> = LazyLock::new(DashMap::new);
 
 pub(crate) fn record_start(name: &str, kind: &str, restart: Option<Restart>, restarts: usize) {
-    let group = META.get(name).is_some_and(|meta| meta.group);
+    let (group, last_failure) = META.get(name).map_or((false, None), |meta| {
+        (meta.group, meta.last_failure.clone())
+    });
     META.insert(
         name.to_owned(),
         ActorMeta {
@@ -43,7 +47,9 @@ pub(crate) fn record_start(name: &str, kind: &str, restart: Option<Restart>, res
             group,
             messages: 0,
             handling: Duration::ZERO,
-            last_failure: None,
+            // A restarted actor shows why its previous incarnation failed, if that was noted.
+            last_failure: if restarts > 0 { last_failure } else { None },
+            detail: None,
         },
     );
 }
@@ -61,6 +67,15 @@ pub fn track(name: &str, kind: &str, restart: Restart, restarts: usize) {
 pub fn note_failure(name: &str, reason: &str) {
     if let Some(mut meta) = META.get_mut(name) {
         meta.last_failure = Some(reason.chars().take(300).collect());
+    }
+}
+
+/// Sets what the named actor says about itself in snapshots (one short line).
+pub fn set_detail(name: &str, detail: &str) {
+    if let Some(mut meta) = META.get_mut(name)
+        && meta.detail.as_deref() != Some(detail)
+    {
+        meta.detail = Some(detail.to_owned());
     }
 }
 
@@ -82,6 +97,7 @@ pub fn mark_group(name: &str) {
             messages: 0,
             handling: Duration::ZERO,
             last_failure: None,
+            detail: None,
         });
 }
 

@@ -34,6 +34,9 @@ pub struct ActorNode {
     /// Why it was last restarted, when its supervisor knows.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub last_failure: Option<String>,
+    /// What the actor says about itself right now (a bridge: its consumer's state).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub detail: Option<String>,
     pub children: Vec<ActorNode>,
     /// How many children there are when `children` lists only some of them.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -125,6 +128,7 @@ fn node(cell: &ActorCell, parent_kind: Option<&str>, limits: SnapshotLimits) -> 
         started_at: meta.as_ref().map(|meta| meta.started_at),
         messages: meta.as_ref().map_or(0, |meta| meta.messages),
         last_failure: meta.as_ref().and_then(|meta| meta.last_failure.clone()),
+        detail: meta.as_ref().and_then(|meta| meta.detail.clone()),
         mean_handling_ms: meta
             .as_ref()
             .filter(|meta| meta.messages > 0)
@@ -198,7 +202,11 @@ impl ActorNode {
         if let Some(mean) = self.mean_handling_ms {
             out.push_str(&format!(" msgs={} avg={mean:.2}ms", self.messages));
         }
-        out.push_str(&format!(" id={}\n", self.id));
+        out.push_str(&format!(" id={}", self.id));
+        if let Some(detail) = &self.detail {
+            out.push_str(&format!(" ({detail})"));
+        }
+        out.push('\n');
         let shown = self.children.len();
         let hidden = self.children_total.map_or(0, |total| total - shown);
         for (index, child) in self.children.iter().enumerate() {

@@ -5,25 +5,28 @@
 //! about, decodes each message, and delivers the event to every subscribed actor as an actor
 //! message with a reply port. Up to 64 messages are in flight at once, but a key's messages
 //! (one aggregate's events) one after another, in order. A partition's offset is committed only
-//! once every subscriber has answered `Done` for every message before it. `Retry` redelivers after a backoff; `Reject`, too many retries, or a message that does
-//! not decode go to `<topic>.dlq` with the reason, and the consumer moves on.
+//! once every subscriber has answered `Done` for every message before it. `Retry` redelivers
+//! after a backoff; `Reject`, too many retries, or a message that does not decode go to
+//! `<topic>.dlq` with the reason, and the consumer moves on (the loop is in `consume.rs`).
+//!
+//! The bridge also watches its consumer (`health.rs`): one that is stuck — out of its group, or
+//! lagging without progress, while the cluster answers — makes the bridge fail, and its
+//! supervisor starts it again with a fresh consumer.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::FutureProducer;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::{FutureProducer, Producer};
 use shop_config::KafkaSettings;
-use shop_schemas::{Envelope, Event, dead_letter_topic, decode};
+use shop_schemas::{Envelope, Event};
 use tokio::task::AbortHandle;
 
-use crate::kafka::{self, BridgeError, Outgoing, header};
+use crate::consume::{self, ClosedOffThread, Context};
+use crate::health::{self, BridgeContext, ConsumerHealth, Phase, StuckReason, Watchdog};
+use crate::kafka::{self, BridgeError, Outgoing};
 use crate::metrics;
 
 /// A subscriber's answer to a delivered event.
@@ -66,8 +69,8 @@ type Deliver = dyn Fn(&ActorCell, Delivery) -> bool + Send + Sync;
 /// message type.
 #[derive(Clone)]
 pub struct Subscriber {
-    actor: String,
-    deliver: Arc<Deliver>,
+    pub(crate) actor: String,
+    pub(crate) deliver: Arc<Deliver>,
 }
 
 impl Subscriber {
@@ -95,7 +98,7 @@ impl Subscriber {
 /// Which actors hear which events.
 #[derive(Clone, Default)]
 pub struct Subscriptions {
-    by_event: HashMap<&'static str, Vec<Subscriber>>,
+    pub(crate) by_event: HashMap<&'static str, Vec<Subscriber>>,
     topics: Vec<&'static str>,
 }
 
@@ -137,15 +140,18 @@ pub enum BridgeMsg {
     Publish(Vec<Outgoing>, RpcReplyPort<Result<(), String>>),
     /// The consuming task ended: the actor fails, and its supervisor starts a new one.
     ConsumerStopped(String),
+    /// The watchdog found the consumer stuck: the actor fails, and its supervisor starts a new
+    /// one with a fresh consumer.
+    ConsumerStuck(StuckReason, String),
     /// Messages timed out in the producer (the broker was away): start a fresh producer.
     RenewProducer,
 }
 
 /// The service's producer, shared by publishing and dead-lettering, and replaced when it
 /// wedges.
-type SharedProducer = Arc<std::sync::RwLock<FutureProducer>>;
+pub(crate) type SharedProducer = Arc<std::sync::RwLock<FutureProducer>>;
 
-fn current(producer: &SharedProducer) -> FutureProducer {
+pub(crate) fn current(producer: &SharedProducer) -> FutureProducer {
     // A poisoned lock still holds a usable producer.
     producer
         .read()
@@ -156,10 +162,15 @@ fn current(producer: &SharedProducer) -> FutureProducer {
 pub struct BridgeState {
     producer: SharedProducer,
     settings: KafkaSettings,
+    /// The consumer group (the service's name).
+    group: &'static str,
     /// Held for its `Drop`, which stops the consumer with the actor.
-    _consuming: Option<Consuming>,
+    consuming: Option<Consuming>,
+    /// Resolves once the consumer has closed (left its group, committed what was stored).
+    consumer_closed: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
+/// The consuming tasks: the loop, the lag measurement and the watchdog.
 struct Consuming(Vec<AbortHandle>);
 
 impl Drop for Consuming {
@@ -169,49 +180,6 @@ impl Drop for Consuming {
         }
     }
 }
-
-/// How often the consumer's lag is measured for `/metrics`.
-const LAG_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Publishes, per assigned partition, how far the consumer is behind the partition's end: the
-/// high watermark (asked of the broker, off the async threads) less the consumer's position.
-async fn report_lag(context: Arc<Context>) {
-    let mut tick = tokio::time::interval(LAG_INTERVAL);
-    loop {
-        tick.tick().await;
-        let context = context.clone();
-        let measured = tokio::task::spawn_blocking(move || {
-            let Ok(position) = context.consumer.position() else {
-                return;
-            };
-            for element in position.elements() {
-                let (topic, partition) = (element.topic(), element.partition());
-                let Ok((low, high)) =
-                    context
-                        .consumer
-                        .fetch_watermarks(topic, partition, Duration::from_secs(1))
-                else {
-                    continue;
-                };
-                // Nothing read from the partition yet: all of it is still to come.
-                let at = match element.offset() {
-                    Offset::Offset(at) => at,
-                    _ => low,
-                };
-                metrics::CONSUMER_LAG
-                    .with_label_values(&[context.service, topic, &partition.to_string()])
-                    .set((high - at).max(0));
-            }
-        })
-        .await;
-        if let Err(error) = measured {
-            tracing::debug!(%error, "measuring the consumer lag failed");
-        }
-    }
-}
-
-/// How long a subscriber may take to answer one delivery before it counts as "retry".
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Actor for Bridge {
     type Msg = BridgeMsg;
@@ -223,6 +191,18 @@ impl Actor for Bridge {
         myself: ActorRef<BridgeMsg>,
         args: BridgeArgs,
     ) -> Result<BridgeState, ActorProcessingErr> {
+        // A consumer that keeps getting stuck is not cured by more restarts: past the budget the
+        // bridge no longer starts, its supervisor gives up, and the service stops for its
+        // process manager to start it afresh.
+        let budget = args.settings.stuck_restarts_per_hour as usize;
+        let recent = health::stuck_within(args.service, Duration::from_secs(3600));
+        if !args.subscriptions.is_empty() && recent > budget {
+            return Err(format!(
+                "the {} consumer got stuck {recent} times within an hour (SHOP_KAFKA_STUCK_RESTARTS={budget}); giving up",
+                args.service
+            )
+            .into());
+        }
         let producer: SharedProducer =
             Arc::new(std::sync::RwLock::new(kafka::producer(&args.settings)?));
         // Topics are made in the background: a broker that is down at start delays them, and
@@ -236,35 +216,55 @@ impl Actor for Bridge {
                 wait = (wait * 2).min(Duration::from_secs(10));
             }
         });
-        let consuming = if args.subscriptions.is_empty() {
-            None
+        let (consuming, consumer_closed) = if args.subscriptions.is_empty() {
+            (None, None)
         } else {
-            let consumer = kafka::consumer(&args.settings, args.service)?;
+            let health = ConsumerHealth::new();
+            let context = BridgeContext {
+                health: health.clone(),
+                group: args.service,
+            };
+            let consumer: consume::BridgeConsumer =
+                kafka::consumer_config(&args.settings, args.service)
+                    // The group state for the watchdog, every second.
+                    .set("statistics.interval.ms", "1000")
+                    .create_with_context(context)?;
             consumer.subscribe(&args.subscriptions.topics)?;
+            let (consumer, closed) = ClosedOffThread::new(consumer);
             let context = Arc::new(Context {
                 service: args.service,
                 consumer,
                 producer: producer.clone(),
                 subscriptions: args.subscriptions,
                 max_attempts: args.settings.max_attempts.max(1),
+                health,
             });
-            let lag = tokio::spawn(report_lag(context.clone()));
-            let task = tokio::spawn(consume(context));
+            let lag = tokio::spawn(consume::report_lag(context.clone()));
+            let watch = tokio::spawn(watch(
+                context.clone(),
+                myself.clone(),
+                args.settings.stuck_after,
+            ));
+            let task = tokio::spawn(consume::consume(context));
             let abort = task.abort_handle();
+            let bridge = myself.clone();
             tokio::spawn(async move {
                 let why = match task.await {
                     Ok(why) => why,
                     Err(error) if error.is_cancelled() => return,
                     Err(error) => error.to_string(),
                 };
-                let _ = myself.send_message(BridgeMsg::ConsumerStopped(why));
+                let _ = bridge.send_message(BridgeMsg::ConsumerStopped(why));
             });
-            Some(Consuming(vec![abort, lag.abort_handle()]))
+            let tasks = Consuming(vec![abort, lag.abort_handle(), watch.abort_handle()]);
+            (Some(tasks), Some(closed))
         };
         Ok(BridgeState {
             producer,
             settings: args.settings,
-            _consuming: consuming,
+            group: args.service,
+            consuming,
+            consumer_closed,
         })
     }
 
@@ -300,7 +300,29 @@ impl Actor for Bridge {
                 });
                 Ok(())
             }
-            BridgeMsg::ConsumerStopped(why) => Err(format!("the consumer stopped: {why}").into()),
+            BridgeMsg::ConsumerStopped(why) => {
+                metrics::CONSUMER_RESTARTS
+                    .with_label_values(&[state.group, "consumer_stopped"])
+                    .inc();
+                let failure = format!("the consumer stopped: {why}");
+                note_failure(&myself, &failure);
+                Err(failure.into())
+            }
+            BridgeMsg::ConsumerStuck(reason, detail) => {
+                health::record_stuck(state.group);
+                metrics::CONSUMER_RESTARTS
+                    .with_label_values(&[state.group, reason.label()])
+                    .inc();
+                tracing::error!(
+                    group = state.group,
+                    reason = reason.label(),
+                    %detail,
+                    "kafka consumer stuck: {detail}; failing the bridge so that its supervisor starts a fresh consumer"
+                );
+                let failure = format!("consumer stuck: {detail}");
+                note_failure(&myself, &failure);
+                Err(failure.into())
+            }
             BridgeMsg::RenewProducer => {
                 // An idempotent producer whose messages timed out has a gap in its sequence
                 // numbers; the broker, back, refuses everything after it (OutOfOrderSequence)
@@ -316,282 +338,101 @@ impl Actor for Bridge {
             }
         }
     }
-}
 
-struct Context {
-    service: &'static str,
-    consumer: StreamConsumer,
-    producer: SharedProducer,
-    subscriptions: Subscriptions,
-    max_attempts: u32,
-}
-
-enum Outcome {
-    Handled,
-    DeadLetter(String),
-}
-
-/// Messages handled at once. Each key's messages are still handled one after another, in order.
-const IN_FLIGHT: usize = 64;
-
-/// A message whose handling finished (delivered, or dead-lettered).
-struct Finished {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    key: (String, Vec<u8>),
-}
-
-/// Where each partition's offsets stand: handled or not, in order, from the oldest not stored;
-/// which keys have a message being handled, and the messages waiting behind them.
-#[derive(Default)]
-struct Positions {
-    partitions: HashMap<(String, i32), BTreeMap<i64, bool>>,
-    busy_keys: HashSet<(String, Vec<u8>)>,
-    waiting: HashMap<(String, Vec<u8>), VecDeque<OwnedMessage>>,
-    waiting_count: usize,
-}
-
-impl Positions {
-    /// Takes `message` in: the message to handle now, or `None` when its key is busy and it
-    /// waits for the one before it.
-    fn take(&mut self, message: OwnedMessage, key: (String, Vec<u8>)) -> Option<OwnedMessage> {
-        self.partitions
-            .entry((message.topic().to_owned(), message.partition()))
-            .or_default()
-            .insert(message.offset(), false);
-        if self.busy_keys.contains(&key) {
-            self.waiting.entry(key).or_default().push_back(message);
-            self.waiting_count += 1;
-            return None;
+    async fn post_stop(
+        &self,
+        _: ActorRef<BridgeMsg>,
+        state: &mut BridgeState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A clean stop lets the consumer leave its group and commit what it stored, for a
+        // while; a failed bridge (a stuck consumer) does not wait for that.
+        drop(state.consuming.take());
+        if let Some(closed) = state.consumer_closed.take()
+            && tokio::time::timeout(CLOSE_PATIENCE, closed).await.is_err()
+        {
+            tracing::warn!(
+                group = state.group,
+                "the kafka consumer did not close in time"
+            );
         }
-        self.busy_keys.insert(key);
-        Some(message)
-    }
-
-    /// Marks `finished` handled. Returns the offset to store (after the longest handled run
-    /// from the oldest, never past a message still being handled) and the key's next message.
-    fn finish(&mut self, finished: &Finished) -> (Option<i64>, Option<OwnedMessage>) {
-        let next_of_key = match self.waiting.get_mut(&finished.key) {
-            Some(queue) => {
-                let next = queue.pop_front();
-                if queue.is_empty() {
-                    self.waiting.remove(&finished.key);
-                }
-                next
-            }
-            None => None,
-        };
-        if next_of_key.is_some() {
-            self.waiting_count -= 1;
-        } else {
-            self.busy_keys.remove(&finished.key);
-        }
-        let Some(offsets) = self
-            .partitions
-            .get_mut(&(finished.topic.clone(), finished.partition))
-        else {
-            return (None, next_of_key);
-        };
-        offsets.insert(finished.offset, true);
-        let mut next = None;
-        while let Some(entry) = offsets.first_entry() {
-            if !*entry.get() {
-                break;
-            }
-            next = Some(*entry.key() + 1);
-            entry.remove();
-        }
-        (next, next_of_key)
+        Ok(())
     }
 }
 
-/// How often a consumer that keeps failing to read says so.
-const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a bridge that is stopped waits for its consumer to leave the group.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(10);
 
-/// Reads and delivers messages, several at once but each key's in order, and stores each
-/// partition's offset once every message before it was handled.
-async fn consume(context: Arc<Context>) -> String {
-    let mut in_flight = FuturesUnordered::new();
-    let mut positions = Positions::default();
-    let mut failures = 0_u64;
-    let mut last_reported: Option<Instant> = None;
+/// Records why this bridge fails, for the tree snapshot of the one that replaces it.
+fn note_failure(myself: &ActorRef<BridgeMsg>, failure: &str) {
+    if let Some(name) = myself.get_name() {
+        shop_actors::meta::note_failure(&name, failure);
+    }
+}
+
+/// How often the watchdog looks at the consumer.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the cluster may take to answer the watchdog's metadata request.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Watches the consumer: publishes its state (on `/metrics` and in the tree snapshot) and tells
+/// the bridge when it is stuck.
+async fn watch(context: Arc<Context>, bridge: ActorRef<BridgeMsg>, stuck_after: Duration) {
+    let group = context.service;
+    let name = bridge.get_name();
+    let mut watchdog = Watchdog::new(stuck_after);
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    let mut reported: Option<std::mem::Discriminant<Phase>> = None;
     loop {
-        let room = in_flight.len() + positions.waiting_count < IN_FLIGHT;
-        tokio::select! {
-            Some(finished) = in_flight.next(), if !in_flight.is_empty() => {
-                match store_position(&context, &mut positions, &finished) {
-                    Ok(Some(next)) => {
-                        let key = finished.key;
-                        in_flight.push(handle(context.clone(), next, key));
-                    }
-                    Ok(None) => {}
-                    Err(why) => return why,
-                }
-            }
-            received = context.consumer.recv(), if room => {
-                let message = match received {
-                    Ok(message) => message.detach(),
-                    Err(error) => {
-                        // No pause per error: librdkafka puts its errors ahead of other events,
-                        // and with a broker back but one connection still retrying, one error a
-                        // second paced by a one-second pause starved the rebalance that assigns
-                        // the consumer its partitions — it never read again.
-                        failures += 1;
-                        if last_reported.is_none_or(|at| at.elapsed() >= ERROR_REPORT_INTERVAL) {
-                            tracing::warn!(%error, failures, "reading from kafka failed; going on");
-                            last_reported = Some(Instant::now());
-                            failures = 0;
-                        }
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                };
-                let key = (
-                    message.topic().to_owned(),
-                    message.key().map(<[u8]>::to_vec).unwrap_or_default(),
-                );
-                if let Some(message) = positions.take(message, key.clone()) {
-                    in_flight.push(handle(context.clone(), message, key));
-                }
-            }
+        tick.tick().await;
+        let now = Instant::now();
+        let seen = context.health.view();
+        let cluster_answers =
+            !watchdog.needs_probe(&seen, now) || cluster_answers(&context.producer).await;
+        let phase = watchdog.assess(&seen, now, cluster_answers);
+
+        metrics::CONSUMER_MEMBER
+            .with_label_values(&[group])
+            .set(i64::from(seen.member(now)));
+        metrics::CONSUMER_ASSIGNED
+            .with_label_values(&[group])
+            .set(i64::try_from(seen.assigned).unwrap_or(i64::MAX));
+        let since_progress =
+            now.saturating_duration_since(Watchdog::progress_at(&seen, &phase, now));
+        metrics::CONSUMER_SINCE_PROGRESS
+            .with_label_values(&[group])
+            .set(i64::try_from(since_progress.as_secs()).unwrap_or(i64::MAX));
+        let described = phase.describe(&seen);
+        if let Some(name) = &name {
+            shop_actors::meta::set_detail(name, &described);
+        }
+        // Said once per change into a phase worth an operator's attention.
+        let kind = std::mem::discriminant(&phase);
+        if reported != Some(kind)
+            && matches!(phase, Phase::WaitingForBroker | Phase::Stalled { .. })
+        {
+            tracing::warn!(group, state = %described, "kafka consumer not reading");
+        }
+        reported = Some(kind);
+        if let Phase::Stuck { reason, detail } = phase {
+            let _ = bridge.send_message(BridgeMsg::ConsumerStuck(reason, detail));
+            return;
         }
     }
 }
 
-/// Records `finished`, stores the partition's offset if it moved; the key's next message.
-fn store_position(
-    context: &Context,
-    positions: &mut Positions,
-    finished: &Finished,
-) -> Result<Option<OwnedMessage>, String> {
-    metrics::CONSUMED.inc();
-    let (offset, next_of_key) = positions.finish(finished);
-    let Some(next) = offset else {
-        return Ok(next_of_key);
-    };
-    let mut position = TopicPartitionList::new();
-    position
-        .add_partition_offset(&finished.topic, finished.partition, Offset::Offset(next))
-        .map_err(|error| format!("recording the offset: {error}"))?;
-    // Stored, and committed with the next periodic commit: never before the acknowledgement.
-    if let Err(error) = context.consumer.store_offsets(&position) {
-        tracing::warn!(%error, "storing an offset failed; the message may come again");
-    }
-    Ok(next_of_key)
-}
-
-/// Decodes and delivers one message, or sends it to the dead-letter topic.
-async fn handle(context: Arc<Context>, message: OwnedMessage, key: (String, Vec<u8>)) -> Finished {
-    let headers = kafka::read_headers(message.headers().map(|h| h.as_borrowed()));
-    let trace_id = headers
-        .iter()
-        .find(|(key, _)| key == header::TRACE_ID)
-        .map(|(_, value)| value.clone());
-    let payload = message.payload().unwrap_or_default();
-    let outcome = match decode(payload) {
-        Err(error) => Outcome::DeadLetter(format!("undecodable: {error}")),
-        Ok(decoded) => deliver(&context, decoded.event, trace_id).await,
-    };
-    if let Outcome::DeadLetter(reason) = outcome {
-        let dead = Outgoing {
-            topic: dead_letter_topic(message.topic()),
-            key: message
-                .key()
-                .map(|key| String::from_utf8_lossy(key).into_owned())
-                .unwrap_or_default(),
-            payload: payload.to_vec(),
-            headers: headers
-                .into_iter()
-                .chain([
-                    (header::DLQ_REASON.to_owned(), reason.clone()),
-                    (header::DLQ_TOPIC.to_owned(), message.topic().to_owned()),
-                    (
-                        header::DLQ_PARTITION.to_owned(),
-                        message.partition().to_string(),
-                    ),
-                    (header::DLQ_OFFSET.to_owned(), message.offset().to_string()),
-                    (header::DLQ_CONSUMER.to_owned(), context.service.to_owned()),
-                ])
-                .collect(),
-        };
-        tracing::warn!(topic = message.topic(), offset = message.offset(), %reason, "message sent to the dead-letter topic");
-        // Not finished until the dead letter is safe: otherwise it would be lost.
-        let mut wait = Duration::from_millis(200);
-        while let Err(error) = kafka::publish(&current(&context.producer), &dead).await {
-            tracing::warn!(%error, "publishing a dead letter failed; trying again");
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(10));
-        }
-        metrics::DEAD_LETTERS.inc();
-    }
-    Finished {
-        topic: message.topic().to_owned(),
-        partition: message.partition(),
-        offset: message.offset(),
-        key,
-    }
-}
-
-/// Delivers `event` to each subscriber until each has answered `Done`.
-async fn deliver(context: &Context, event: Envelope, trace_id: Option<String>) -> Outcome {
-    let Some(subscribers) = context.subscriptions.by_event.get(event.name()) else {
-        return Outcome::Handled;
-    };
-    for subscriber in subscribers {
-        let (mut attempt, mut outage) = (0, 0u32);
-        loop {
-            attempt += 1;
-            match ask(subscriber, &event, trace_id.clone()).await {
-                Ack::Done => break,
-                Ack::Reject(reason) => {
-                    return Outcome::DeadLetter(format!(
-                        "rejected by {}: {reason}",
-                        subscriber.actor
-                    ));
-                }
-                Ack::Retry(reason) if attempt >= context.max_attempts => {
-                    return Outcome::DeadLetter(format!(
-                        "{} asked to retry {attempt} times: {reason}",
-                        subscriber.actor
-                    ));
-                }
-                Ack::Retry(reason) => {
-                    let wait = Duration::from_millis(100 * (1 << attempt.min(6)));
-                    tracing::info!(subscriber = %subscriber.actor, attempt, %reason, "redelivering after a backoff");
-                    tokio::time::sleep(wait).await;
-                }
-                Ack::Unavailable(reason) => {
-                    attempt -= 1;
-                    outage += 1;
-                    let wait = Duration::from_millis(100 * (1 << outage.min(5)));
-                    tracing::warn!(subscriber = %subscriber.actor, waits = outage, %reason, "a store is unavailable; redelivering when it may be back");
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
-    }
-    Outcome::Handled
-}
-
-async fn ask(subscriber: &Subscriber, event: &Envelope, trace_id: Option<String>) -> Ack {
-    let Some(cell) = ractor::registry::where_is(subscriber.actor.clone()) else {
-        return Ack::Retry(format!("{} is not running", subscriber.actor));
-    };
-    let (sender, answer) = ractor::concurrency::oneshot();
-    let delivery = Delivery {
-        event: event.clone(),
-        trace_id,
-        reply: sender.into(),
-    };
-    if !(subscriber.deliver)(&cell, delivery) {
-        return Ack::Retry(format!("{} did not take the delivery", subscriber.actor));
-    }
-    match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
-        Ok(Ok(ack)) => ack,
-        Ok(Err(_)) => Ack::Retry(format!("{} stopped before answering", subscriber.actor)),
-        Err(_) => Ack::Retry(format!("{} did not answer in time", subscriber.actor)),
-    }
+/// Whether the cluster answers a metadata request (through the producer's connections, which
+/// are not the consumer's): if it does not, the broker is away and a silent consumer is not to
+/// blame.
+async fn cluster_answers(producer: &SharedProducer) -> bool {
+    let producer = current(producer);
+    tokio::task::spawn_blocking(move || {
+        producer
+            .client()
+            .fetch_metadata(None, PROBE_TIMEOUT)
+            .is_ok()
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// Publishes through the bridge named `bridge` and waits until Kafka has every message.
@@ -609,78 +450,5 @@ pub async fn publish_via(bridge: &str, messages: Vec<Outgoing>) -> Result<(), Br
         Ok(ractor::rpc::CallResult::Success(Ok(()))) => Ok(()),
         Ok(ractor::rpc::CallResult::Success(Err(reason))) => Err(BridgeError::Publish(reason)),
         _ => Err(BridgeError::Publish("the bridge did not answer".into())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn message(partition: i32, offset: i64, key: &str) -> (OwnedMessage, (String, Vec<u8>)) {
-        let message = OwnedMessage::new(
-            None,
-            Some(key.as_bytes().to_vec()),
-            "shop.test".to_owned(),
-            rdkafka::Timestamp::NotAvailable,
-            partition,
-            offset,
-            None,
-        );
-        (message, ("shop.test".to_owned(), key.as_bytes().to_vec()))
-    }
-
-    fn finished(partition: i32, offset: i64, key: &str) -> Finished {
-        Finished {
-            topic: "shop.test".to_owned(),
-            partition,
-            offset,
-            key: ("shop.test".to_owned(), key.as_bytes().to_vec()),
-        }
-    }
-
-    fn take(positions: &mut Positions, partition: i32, offset: i64, key: &str) -> bool {
-        let (message, key) = message(partition, offset, key);
-        positions.take(message, key).is_some()
-    }
-
-    #[test]
-    fn the_stored_offset_never_passes_a_message_still_being_handled() {
-        let mut positions = Positions::default();
-        assert!(take(&mut positions, 0, 10, "a"));
-        assert!(take(&mut positions, 0, 11, "b"));
-        assert!(take(&mut positions, 0, 12, "c"));
-        assert_eq!(positions.finish(&finished(0, 11, "b")).0, None);
-        assert_eq!(positions.finish(&finished(0, 12, "c")).0, None);
-        assert_eq!(positions.finish(&finished(0, 10, "a")).0, Some(13));
-        assert!(positions.busy_keys.is_empty());
-    }
-
-    #[test]
-    fn a_keys_next_message_waits_and_is_handed_out_when_the_one_before_finishes() {
-        let mut positions = Positions::default();
-        assert!(take(&mut positions, 0, 1, "a"));
-        assert!(!take(&mut positions, 0, 2, "a"), "waits behind offset 1");
-        assert!(take(&mut positions, 0, 3, "b"), "another key goes ahead");
-        assert_eq!(positions.waiting_count, 1);
-        assert_eq!(positions.finish(&finished(0, 3, "b")).0, None);
-        let (offset, next) = positions.finish(&finished(0, 1, "a"));
-        assert_eq!(offset, Some(2));
-        assert_eq!(next.map(|message| message.offset()), Some(2));
-        assert_eq!(positions.waiting_count, 0);
-        let (offset, next) = positions.finish(&finished(0, 2, "a"));
-        assert_eq!(offset, Some(4));
-        assert!(next.is_none());
-        assert!(positions.busy_keys.is_empty());
-    }
-
-    #[test]
-    fn partitions_move_on_independently() {
-        let mut positions = Positions::default();
-        assert!(take(&mut positions, 0, 5, "a"));
-        assert!(take(&mut positions, 1, 7, "b"));
-        assert!(take(&mut positions, 0, 6, "c"));
-        assert_eq!(positions.finish(&finished(1, 7, "b")).0, Some(8));
-        assert_eq!(positions.finish(&finished(0, 6, "c")).0, None);
-        assert_eq!(positions.finish(&finished(0, 5, "a")).0, Some(7));
     }
 }

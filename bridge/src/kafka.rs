@@ -152,7 +152,13 @@ pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, BridgeError>
 /// and when the consumer closes or loses a partition. (A commit request per message floods the
 /// group coordinator: at a few thousand events/s the requests queue up and time out.)
 pub fn consumer(settings: &KafkaSettings, group: &str) -> Result<StreamConsumer, BridgeError> {
-    Ok(base_config(settings)
+    Ok(consumer_config(settings, group).create()?)
+}
+
+/// The configuration of [`consumer`], for a consumer with a context of its own.
+pub fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
+    let mut config = base_config(settings);
+    config
         .set("group.id", group)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "200")
@@ -160,8 +166,8 @@ pub fn consumer(settings: &KafkaSettings, group: &str) -> Result<StreamConsumer,
         .set("auto.offset.reset", "earliest")
         // Quick rebalances when a consumer goes away (a killed bridge, a restarted replica).
         .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000")
-        .create()?)
+        .set("heartbeat.interval.ms", "1000");
+    config
 }
 
 /// Creates every Shop topic and its dead-letter topic if absent.

@@ -3,6 +3,8 @@
 //! commits, at least once), and the inbox (each event's effect applied once).
 
 mod bridge;
+mod consume;
+mod health;
 pub mod inbox;
 pub mod kafka;
 mod metrics;
@@ -12,6 +14,7 @@ mod router;
 pub use bridge::{
     Ack, Bridge, BridgeArgs, BridgeMsg, Delivery, Subscriber, Subscriptions, publish_via,
 };
+pub use health::StuckReason;
 pub use kafka::{BridgeError, Outgoing};
 pub use outbox::{OutboxRelay, RelayArgs};
 pub use router::{EntityRouter, RouterArgs};

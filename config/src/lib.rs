@@ -266,6 +266,12 @@ pub struct KafkaSettings {
     pub debug: Option<String>,
     /// `client.id`: the instance, so the broker's view of a consumer group names the replicas.
     pub client_id: String,
+    /// How long a consumer may stay out of its group, or have lag and receive nothing, while the
+    /// cluster answers, before the bridge declares it stuck and is restarted with a fresh one.
+    pub stuck_after: Duration,
+    /// Restarts for a stuck consumer allowed within an hour; past that the bridge no longer
+    /// starts and the failure escalates (the service stops, for its process manager to restart).
+    pub stuck_restarts_per_hour: u32,
 }
 
 /// The admin that exists from the start.
@@ -811,6 +817,16 @@ impl Settings {
                 "librdkafka debug contexts such as broker,cgrp (shown with SHOP_LOG=librdkafka=debug)",
             ),
             client_id: instance.clone(),
+            stuck_after: r.get(
+                "SHOP_KAFKA_STUCK_AFTER",
+                "30s",
+                "a consumer out of its group, or lagging without progress, this long while the cluster answers is restarted",
+            ),
+            stuck_restarts_per_hour: r.get(
+                "SHOP_KAFKA_STUCK_RESTARTS",
+                "6",
+                "restarts for a stuck consumer allowed within an hour before the service gives up",
+            ),
         };
 
         if !r.problems.is_empty() {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod events;
+pub mod groups;
 pub mod orders;
 
 use std::net::{IpAddr, Ipv4Addr};

@@ -116,7 +116,8 @@ function line(pane, node) {
     `${escape(node.name || "-")} <span class="kind">[${escape(node.kind)}]</span> ` +
     `<span class="${escape(node.status)}">${escape(node.status)}</span> ` +
     `<span class="restarts ${restartClass}">restarts=${node.restarts}</span>` +
-    (node.restart ? ` policy=${escape(node.restart)}` : "") + figures;
+    (node.restart ? ` policy=${escape(node.restart)}` : "") + figures +
+    (node.detail ? ` <span class="detail">${escape(node.detail)}</span>` : "");
   if (state.selected && state.selected.pane === pane && state.selected.node.name === node.name) {
     span.classList.add("selected");
     state.selected.node = node;
@@ -163,6 +164,7 @@ function showDetails(pane, node, fresh) {
   const fields = {
     kind: node.kind, status: node.status, restart: node.restart || "-", restarts: node.restarts,
     "last failure": node.last_failure || "-",
+    state: node.detail || "-",
     started: node.started_at || "-", messages: node.messages,
     "mean handling": node.mean_handling_ms !== undefined ? `${node.mean_handling_ms.toFixed(2)} ms` : "-",
     children: node.children_total || (node.children || []).length, id: node.id,
