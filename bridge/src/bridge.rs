@@ -219,6 +219,14 @@ impl Actor for Bridge {
         let (consuming, consumer_closed) = if args.subscriptions.is_empty() {
             (None, None)
         } else {
+            // Every restart reason is a series from the start, so a rate over it is defined.
+            for reason in [
+                StuckReason::OutOfGroup.label(),
+                StuckReason::NoProgress.label(),
+                "consumer_stopped",
+            ] {
+                metrics::CONSUMER_RESTARTS.with_label_values(&[args.service, reason]);
+            }
             let health = ConsumerHealth::new();
             let context = BridgeContext {
                 health: health.clone(),

@@ -160,12 +160,20 @@ async fn a_consumer_kept_out_of_its_group_is_restarted_fresh_and_reads_once_it_c
         wait_for(&seen, 1, |e: &Envelope| e.event_id() == event.event_id).await,
         "the restarted bridge never read"
     );
-    let tree = snapshot(&supervisor.get_cell(), SnapshotLimits::default());
-    let detail = tree
-        .find(bridge)
-        .and_then(|node| node.detail.clone())
-        .unwrap_or_default();
-    assert!(detail.starts_with("consumer joined"), "{detail}");
+    // Its state says so within a watchdog tick or two.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let tree = snapshot(&supervisor.get_cell(), SnapshotLimits::default());
+        let detail = tree
+            .find(bridge)
+            .and_then(|node| node.detail.clone())
+            .unwrap_or_default();
+        if detail.starts_with("consumer joined") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{detail}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     supervisor.stop(None);
 }
 
