@@ -183,6 +183,49 @@ async fn the_observer_page_shows_six_trees_and_stops_a_cart_actor_that_comes_bac
     let seen = common::observer_page(&shopper, "observer.png").await;
     assert_eq!(seen["trees"], 6);
     assert!(seen["restarts"].as_u64() >= Some(1), "{seen}");
+    assert!(
+        seen["bridge"]
+            .as_str()
+            .is_some_and(|state| state.starts_with("consumer joined")),
+        "{seen}"
+    );
+}
+
+/// Every consuming service's bridge says its consumer joined, in the tree and on `/metrics`
+/// (within a minute: an earlier test binary may have restarted Kafka).
+#[tokio::test]
+async fn every_consuming_bridge_shows_its_consumer_joined_in_the_tree_and_the_metrics() {
+    let admin = Shopper::admin().await;
+    for service in common::groups::CONSUMING_SERVICES {
+        let base = format!("SHOP_{}_URL", service.to_uppercase());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let tree = get_json(
+                &client(),
+                format!("{}/admin/tree", env(&base)),
+                Some(&admin.token),
+            )
+            .await;
+            let bridge = find(&tree, &format!("{service}.bridge")).expect("a bridge");
+            let detail = bridge["detail"].as_str().unwrap_or_default().to_owned();
+            let metrics = metrics_of(&base).await;
+            let missing: Vec<String> = [
+                format!("shop_kafka_consumer_member{{group=\"{service}\"}} 1"),
+                format!("shop_kafka_consumer_restarts_total{{group=\"{service}\",reason=\"out_of_group\"}}"),
+            ]
+            .into_iter()
+            .filter(|series| !metrics.contains(series))
+            .collect();
+            if detail.starts_with("consumer joined: ") && missing.is_empty() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{service}: bridge state {detail:?}, metrics without {missing:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
 }
 
 #[tokio::test]

@@ -90,6 +90,8 @@ impl Observed {
 const STATS_STALE: Duration = Duration::from_secs(5);
 /// The lag is measured every 5 s.
 const LAG_STALE: Duration = Duration::from_secs(15);
+/// Lag without a message for this long is worth showing (and logging) as a stall.
+const STALL_NOTICE: Duration = Duration::from_secs(10);
 
 /// The observations of one consumer, shared by librdkafka's callbacks and the bridge's tasks.
 pub(crate) struct ConsumerHealth {
@@ -382,6 +384,12 @@ impl Watchdog {
                     "{lag} messages behind with none received for {}s while the cluster answers",
                     stalled.as_secs()
                 ),
+            };
+        }
+        if stalled < STALL_NOTICE {
+            // Traffic keeps a reading consumer a few messages behind now and then.
+            return Phase::Joined {
+                partitions: seen.assigned,
             };
         }
         Phase::Stalled { lag, for_: stalled }

@@ -135,10 +135,8 @@ fn lag_with_no_message_for_the_limit_is_stuck_but_a_message_restarts_the_clock()
     assert!(watchdog.needs_probe(&seen, start));
     assert_eq!(
         watchdog.assess(&seen, start, true),
-        Phase::Stalled {
-            lag: 12,
-            for_: secs(0)
-        }
+        Phase::Joined { partitions: 3 },
+        "a moment behind is no stall yet"
     );
     // A message arrives 20 s in: the stall is counted from it.
     let now = start + secs(40);

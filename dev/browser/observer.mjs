@@ -1,6 +1,7 @@
 // Drives the observer page in headless Chromium: signs in as the admin, waits for every
 // replica's tree (six services × replicas), stops a cart actor through the page (in whichever
-// cart replica's pane it is) and waits for its restart count to go up.
+// cart replica's pane it is) and waits for its restart count to go up; reads the state the
+// payment service's bridge shows for its consumer.
 // Usage: node dev/browser/observer.mjs GATEWAY ADMIN_EMAIL ADMIN_PASSWORD CART_ACTOR SCREENSHOT
 // (CART_ACTOR `any`: the first cart the page lists, for a system under load.)
 import { chromium } from "playwright-core";
@@ -45,7 +46,11 @@ try {
   const restarts = await page
     .locator(`.service[data-service=cart] .actor[data-name="${cartActor}"]`)
     .getAttribute("data-restarts");
-  console.log(JSON.stringify({ trees, stopped: cartActor, restarts: Number(restarts) }));
+  const bridge = await page
+    .locator(`.service[data-service=payment] .actor[data-name="payment.bridge"] .detail`)
+    .first()
+    .textContent();
+  console.log(JSON.stringify({ trees, stopped: cartActor, restarts: Number(restarts), bridge }));
 } finally {
   await browser.close();
 }
