@@ -86,6 +86,39 @@ async fn the_coordinator_gone_while_consumers_idle_then_every_later_order_is_pai
     .await;
 }
 
+/// The wedge itself, in the payment service: its consumer is kept out of its group for real (a
+/// member that speaks another assignment strategy holds the group, so every JoinGroup is
+/// refused while the cluster answers). Its bridge must be declared stuck and restarted — the
+/// shop would otherwise silently stop charging — and charging resumes once the way is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault suite: dev/test --faults"]
+async fn a_payment_consumer_kept_out_of_its_group_is_restarted_and_charging_resumes() {
+    run_scenario(async {
+        shell("stop_pid payment").await;
+        let settings = shop_config::Settings::from_env().expect("the settings dev/test exports");
+        let blocker = shop_bridge::testing::GroupBlocker::hold(
+            &settings.kafka,
+            "payment",
+            &[shop_schemas::ORDERS],
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("the blocker holds the payment group");
+        shell("start_services").await;
+        // SHOP_KAFKA_STUCK_AFTER (30 s) out of its group, then a fresh bridge.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while consumer_restarts("SHOP_PAYMENT_URL", "payment", "out_of_group").await < 1.0 {
+            assert!(
+                Instant::now() < deadline,
+                "the payment service never restarted its consumer kept out of its group"
+            );
+            sleep(Duration::from_secs(1)).await;
+        }
+        blocker.leave().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fault suite: dev/test --faults"]
 async fn the_order_then_the_payment_process_killed_mid_traffic_charges_nobody_twice() {
@@ -799,15 +832,26 @@ async fn shell(script: &str) {
 
 /// Cart actors the cart service restarted so far (its metrics).
 async fn restarted_carts() -> f64 {
-    let metrics = reqwest::get(format!("{}/metrics", common::env("SHOP_CART_URL")))
-        .await
-        .expect("the cart service answers")
-        .text()
-        .await
-        .expect("metrics are text");
+    metric("SHOP_CART_URL", "shop_cart_restarts_total").await
+}
+
+/// Consumers the service's bridge replaced for `reason` since the process started.
+async fn consumer_restarts(service_url: &str, group: &str, reason: &str) -> f64 {
+    let series =
+        format!("shop_kafka_consumer_restarts_total{{group=\"{group}\",reason=\"{reason}\"}}");
+    metric(service_url, &series).await
+}
+
+/// The value of the series that starts with `series` on the service's `/metrics` (0 when it
+/// is absent or the service does not answer).
+async fn metric(service_url: &str, series: &str) -> f64 {
+    let Ok(response) = reqwest::get(format!("{}/metrics", common::env(service_url))).await else {
+        return 0.0;
+    };
+    let metrics = response.text().await.unwrap_or_default();
     metrics
         .lines()
-        .find(|line| line.starts_with("shop_cart_restarts_total"))
+        .find(|line| line.starts_with(series))
         .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0.0)
 }

@@ -44,6 +44,8 @@ pub enum BridgeError {
     Database(#[from] sqlx::Error),
     #[error("publishing: {0}")]
     Publish(String),
+    #[error("consumer group: {0}")]
+    Group(String),
 }
 
 /// A message ready to publish.

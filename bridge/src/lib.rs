@@ -10,6 +10,7 @@ pub mod kafka;
 mod metrics;
 pub mod outbox;
 mod router;
+pub mod testing;
 
 pub use bridge::{
     Ack, Bridge, BridgeArgs, BridgeMsg, Delivery, Subscriber, Subscriptions, publish_via,

@@ -3,11 +3,10 @@
 //! supervisor starts a fresh one, which reads once it can; one that keeps getting stuck
 //! escalates past its restart budget.
 //!
-//! The consumer is kept out for real: another member holds the group with an assignment
-//! strategy the bridge's consumer does not speak (`cooperative-sticky` against librdkafka's
-//! `range,roundrobin`), so every JoinGroup of the bridge is refused with
-//! INCONSISTENT_GROUP_PROTOCOL while metadata requests succeed — the same outward shape as a
-//! consumer wedged after a coordinator moved.
+//! The consumer is kept out for real, by a `shop_bridge::testing::GroupBlocker`: another member
+//! holds the group with an assignment strategy the bridge's consumer does not speak, so every
+//! JoinGroup of the bridge is refused while metadata requests succeed — the same outward shape
+//! as a consumer wedged after a coordinator moved.
 
 mod common;
 
@@ -15,52 +14,15 @@ use std::time::Duration;
 
 use common::{Answer, subscriptions, unique, user_registered, wait_for};
 use ractor::ActorStatus;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use shop_actors::supervisor::SupervisorSpec;
 use shop_actors::tree::{SnapshotLimits, snapshot};
+use shop_bridge::testing::GroupBlocker;
 use shop_schemas::{Envelope, Event, USERS, encode};
 
-/// A member of `group` that no bridge can join beside; it leaves the group when dropped.
-struct Blocker {
-    consumer: std::sync::Arc<StreamConsumer>,
-    polling: tokio::task::JoinHandle<()>,
-}
-
-impl Blocker {
-    async fn hold(settings: &shop_config::Settings, group: &str) -> Self {
-        let consumer: StreamConsumer = shop_bridge::kafka::consumer_config(&settings.kafka, group)
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .create()
-            .expect("the blocking consumer");
-        consumer.subscribe(&[USERS]).expect("subscribing");
-        let consumer = std::sync::Arc::new(consumer);
-        // Polled all along, so that it keeps its membership.
-        let polled = consumer.clone();
-        let polling = tokio::spawn(async move {
-            loop {
-                let _ = polled.recv().await;
-            }
-        });
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while consumer.assignment().map_or(0, |a| a.count()) == 0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the blocker never joined {group}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Self { consumer, polling }
-    }
-
-    /// Leaves the group (closing blocks, so off the runtime's threads).
-    async fn leave(self) {
-        self.polling.abort();
-        let _ = self.polling.await;
-        let consumer = self.consumer;
-        tokio::task::spawn_blocking(move || drop(consumer))
-            .await
-            .expect("the blocker closed");
-    }
+async fn blocker(settings: &shop_config::Settings, group: &str) -> GroupBlocker {
+    GroupBlocker::hold(&settings.kafka, group, &[USERS], Duration::from_secs(30))
+        .await
+        .expect("the blocker holds the group")
 }
 
 fn kafka_settings(
@@ -96,7 +58,7 @@ fn counter(name: &str, labels: &[(&str, &str)]) -> f64 {
 async fn a_consumer_kept_out_of_its_group_is_restarted_fresh_and_reads_once_it_can_join() {
     let (settings, kafka) = kafka_settings(Duration::from_secs(4), 6);
     let group = unique("stuck-group");
-    let blocker = Blocker::hold(&settings, group).await;
+    let blocker = blocker(&settings, group).await;
 
     let recorder = unique("recorder");
     let (_, seen) = common::recorder(recorder, Answer::Done, None).await;
@@ -181,7 +143,7 @@ async fn a_consumer_kept_out_of_its_group_is_restarted_fresh_and_reads_once_it_c
 async fn a_consumer_that_keeps_getting_stuck_escalates_past_its_budget() {
     let (settings, kafka) = kafka_settings(Duration::from_secs(3), 1);
     let group = unique("stuck-group");
-    let blocker = Blocker::hold(&settings, group).await;
+    let blocker = blocker(&settings, group).await;
 
     let recorder = unique("recorder");
     common::recorder(recorder, Answer::Done, None).await;
