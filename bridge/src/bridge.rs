@@ -324,7 +324,6 @@ impl Actor for Bridge {
                 tracing::error!(
                     group = state.group,
                     reason = reason.label(),
-                    %detail,
                     "kafka consumer stuck: {detail}; failing the bridge so that its supervisor starts a fresh consumer"
                 );
                 let failure = format!("consumer stuck: {detail}");
@@ -409,7 +408,7 @@ async fn watch(context: Arc<Context>, bridge: ActorRef<BridgeMsg>, stuck_after: 
         metrics::CONSUMER_SINCE_PROGRESS
             .with_label_values(&[group])
             .set(i64::try_from(since_progress.as_secs()).unwrap_or(i64::MAX));
-        let described = phase.describe(&seen);
+        let described = phase.describe(&seen, now);
         if let Some(name) = &name {
             shop_actors::meta::set_detail(name, &described);
         }

@@ -281,17 +281,26 @@ impl StuckReason {
 
 impl Phase {
     /// One line for the tree snapshot and the observer page.
-    pub fn describe(&self, seen: &Observed) -> String {
+    pub fn describe(&self, seen: &Observed, now: Instant) -> String {
         let lag = seen
             .lag
             .map_or_else(|| "lag unknown".to_owned(), |lag| format!("lag {lag}"));
+        let ago = |at: Option<Instant>| {
+            at.map_or_else(
+                || "never".to_owned(),
+                |at| format!("{}s ago", now.saturating_duration_since(at).as_secs()),
+            )
+        };
         match self {
-            Phase::Joined { partitions } => {
-                format!("consumer joined: {partitions} partitions, {lag}")
-            }
-            Phase::Rebalancing { for_ } => {
-                format!("consumer rebalancing for {}s", for_.as_secs())
-            }
+            Phase::Joined { partitions } => format!(
+                "consumer joined: {partitions} partitions, {lag}, assigned {}",
+                ago(seen.last_rebalance)
+            ),
+            Phase::Rebalancing { for_ } => format!(
+                "consumer rebalancing for {}s, last commit {}",
+                for_.as_secs(),
+                ago(seen.last_commit)
+            ),
             Phase::WaitingForBroker => "consumer waiting for the broker".to_owned(),
             Phase::Stalled { lag, for_ } => format!(
                 "consumer lagging {lag} with no message for {}s",
