@@ -253,7 +253,7 @@ async fn run_scenario(fault: impl std::future::Future<Output = ()>) {
     sleep(Duration::from_secs(5)).await;
     fault.await;
     let healed = Instant::now();
-    let recovery = tokio::spawn(consumers_recover(healed));
+    let recovery = tokio::spawn(consumers_recover(scenario(), healed));
     // Traffic goes on after the fault, and must succeed again.
     sleep(Duration::from_secs(20)).await;
     let ledger = traffic.stop().await;
@@ -270,7 +270,7 @@ async fn run_idle_scenario(fault: impl std::future::Future<Output = ()>) {
     let shop = Shop::open().await;
     fault.await;
     let healed = Instant::now();
-    let recovery = tokio::spawn(consumers_recover(healed));
+    let recovery = tokio::spawn(consumers_recover(scenario(), healed));
     let traffic = Traffic::start(&shop);
     sleep(Duration::from_secs(30)).await;
     let ledger = traffic.stop().await;
@@ -282,13 +282,21 @@ async fn run_idle_scenario(fault: impl std::future::Future<Output = ()>) {
 
 /// Waits until every consumer group is whole again after the fault was healed, and says how
 /// long that took; or names the services whose consumers did not recover.
-async fn consumers_recover(healed: Instant) -> Result<(), String> {
+async fn consumers_recover(scenario: String, healed: Instant) -> Result<(), String> {
     let whole = groups::wait_until_whole(RECOVERY, STEADY).await?;
     eprintln!(
-        "recovery: every consumer group whole {:.1}s after the fault was healed",
+        "{scenario}: every consumer group whole {:.1}s after the fault was healed",
         whole.saturating_duration_since(healed).as_secs_f64()
     );
     Ok(())
+}
+
+/// The running scenario's name (the test harness names each test's thread after it).
+fn scenario() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("a scenario")
+        .to_owned()
 }
 
 /// The outcome of [`consumers_recover`]: a scenario whose consumers did not recover fails here,
@@ -455,7 +463,8 @@ impl Shop {
             }
         }
         eprintln!(
-            "books balanced: {} orders ({} paid), {} cart adds acknowledged",
+            "{}: books balanced: {} orders ({} paid), {} cart adds acknowledged",
+            scenario(),
             orders.len(),
             paid.len(),
             ledger
