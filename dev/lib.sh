@@ -18,6 +18,8 @@ FERRETDB_VERSION=v1.24.2
 MAILPIT_VERSION=v1.33.1
 PLAYWRIGHT_VERSION=1.65.1
 SCHEMATHESIS_VERSION=4.32.5
+FASTAVRO_VERSION=1.13.1
+CONFLUENT_KAFKA_VERSION=2.16.1
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/dev/kafka/pom.xml")
 PG_BIN=/usr/lib/postgresql/15/bin
 
@@ -105,6 +107,7 @@ install_all() {
   install_kafka
   install_mailpit
   install_playwright
+  install_avro_tools
   INSTALL_SECONDS=$((SECONDS - started))
   log "installed in ${INSTALL_SECONDS}s"
 }
@@ -420,6 +423,19 @@ install_schemathesis() {
   "$venv/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION" >"$TOOLS/schemathesis-install.log" 2>&1 ||
     die "installing schemathesis failed; see $TOOLS/schemathesis-install.log"
   touch "$venv/schemathesis-$SCHEMATHESIS_VERSION"
+}
+
+# fastavro and confluent-kafka (PyPI) in their own virtualenv: another language's Avro and Kafka
+# clients, which the tests hold our events to (dev/avro/).
+install_avro_tools() {
+  local venv=$TOOLS/avro stamp="fastavro-$FASTAVRO_VERSION-confluent-kafka-$CONFLUENT_KAFKA_VERSION"
+  [ -f "$venv/$stamp" ] && return
+  log "installing fastavro $FASTAVRO_VERSION and confluent-kafka $CONFLUENT_KAFKA_VERSION (pip)"
+  rm -rf "$venv"
+  python3 -m venv "$venv" || die "python3 -m venv failed (is python3-venv installed?)"
+  "$venv/bin/pip" install --quiet "fastavro==$FASTAVRO_VERSION" "confluent-kafka==$CONFLUENT_KAFKA_VERSION" \
+    >"$TOOLS/avro-install.log" 2>&1 || die "installing fastavro failed; see $TOOLS/avro-install.log"
+  touch "$venv/$stamp"
 }
 
 start_mailpit() {

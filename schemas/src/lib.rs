@@ -5,8 +5,11 @@
 //! fingerprint of the writer schema's Parsing Canonical Form, then the Avro binary body. A reader
 //! looks the writer schema up by fingerprint among every version it knows and resolves it against
 //! its own schema, so messages written with an older or a newer version of an event still decode.
-//! (apache-avro's own single-object reader accepts one exact fingerprint only.)
+//! (apache-avro's own single-object reader accepts one exact fingerprint only.) The canonical
+//! form and fingerprint are computed here (`canonical.rs`), to the specification; messages
+//! written before that carry apache-avro's own fingerprint and still decode.
 
+pub mod canonical;
 mod codec;
 mod events;
 mod registry;

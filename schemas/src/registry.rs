@@ -6,6 +6,8 @@ use std::sync::LazyLock;
 use apache_avro::Schema;
 use apache_avro::rabin::Rabin;
 
+use crate::canonical;
+
 /// The `.avsc` files, compiled in: `(file name, text)`.
 const FILES: &[(&str, &str)] = &[
     (
@@ -55,10 +57,18 @@ pub struct KnownSchema {
     /// `UserRegistered`, …
     pub name: String,
     pub version: u32,
+    /// Its file under `schemas/avro/`.
+    pub file: &'static str,
     pub schema: Schema,
+    /// The specification's Parsing Canonical Form of the schema.
+    pub canonical_form: String,
     /// CRC-64-AVRO of the Parsing Canonical Form, little-endian, as single-object encoding
-    /// writes it.
+    /// writes it (and as every other Avro implementation computes it).
     pub fingerprint: [u8; 8],
+    /// The fingerprint messages carried before 2026-12: apache-avro 0.22's, of a canonical form
+    /// that kept `{"type":"string"}` for logical types. Still read, never written, so messages
+    /// already in topics and dead-letter topics decode.
+    pub legacy_fingerprint: [u8; 8],
 }
 
 static KNOWN: LazyLock<Vec<KnownSchema>> = LazyLock::new(|| {
@@ -77,15 +87,22 @@ static KNOWN: LazyLock<Vec<KnownSchema>> = LazyLock::new(|| {
                 Schema::Record(record) => record.name.name().to_owned(),
                 _ => panic!("schemas/avro/{file}: an event schema is a record"),
             };
-            let bytes = schema.fingerprint::<Rabin>().bytes;
-            let fingerprint: [u8; 8] = bytes
+            let canonical_form = canonical::parsing_canonical_form(text)
+                .unwrap_or_else(|error| panic!("schemas/avro/{file}: {error}"));
+            let fingerprint = canonical::crc64_avro(canonical_form.as_bytes()).to_le_bytes();
+            let legacy_fingerprint: [u8; 8] = schema
+                .fingerprint::<Rabin>()
+                .bytes
                 .try_into()
                 .unwrap_or_else(|_| panic!("a CRC-64-AVRO fingerprint has 8 bytes"));
             KnownSchema {
                 name,
                 version,
+                file,
                 schema,
+                canonical_form,
                 fingerprint,
+                legacy_fingerprint,
             }
         })
         .collect()
@@ -96,8 +113,16 @@ pub fn known_schemas() -> &'static [KnownSchema] {
     &KNOWN
 }
 
+/// The schema a message names by its fingerprint: the specification's, or the legacy one.
 pub(crate) fn by_fingerprint(fingerprint: &[u8]) -> Option<&'static KnownSchema> {
-    KNOWN.iter().find(|known| known.fingerprint == fingerprint)
+    KNOWN
+        .iter()
+        .find(|known| known.fingerprint == fingerprint)
+        .or_else(|| {
+            KNOWN
+                .iter()
+                .find(|known| known.legacy_fingerprint == fingerprint)
+        })
 }
 
 /// The newest version of an event's schema: what this code writes and reads with.
