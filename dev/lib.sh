@@ -18,6 +18,7 @@ FERRETDB_VERSION=v1.24.2
 MAILPIT_VERSION=v1.33.1
 PLAYWRIGHT_VERSION=1.65.1
 SCHEMATHESIS_VERSION=4.32.5
+STRIPE_MOCK_VERSION=v0.203.0
 FASTAVRO_VERSION=1.13.1
 CONFLUENT_KAFKA_VERSION=2.16.1
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/dev/kafka/pom.xml")
@@ -30,6 +31,7 @@ KAFKA_CONTROLLER_PORT=$((9093 + PORT_OFFSET))
 GATEWAY_PORT=$((8080 + PORT_OFFSET))
 SMTP_PORT=$((1025 + PORT_OFFSET))
 MAILPIT_PORT=$((8025 + PORT_OFFSET))
+STRIPE_MOCK_PORT=$((12111 + PORT_OFFSET))
 
 # The services, in start order, and their ports. A service not built yet is still routed by
 # nginx (to a port nobody listens on), which answers 503 for it.
@@ -88,6 +90,7 @@ export SHOP_NOTIFICATION_PORT=${SERVICE_PORT[notification]}
 export SHOP_NOTIFICATION_URL=$(peer_url notification)
 export SHOP_SMTP_URL=smtp://127.0.0.1:$SMTP_PORT
 export SHOP_MAILPIT_URL=http://127.0.0.1:$MAILPIT_PORT
+export SHOP_STRIPE_MOCK_URL=http://127.0.0.1:$STRIPE_MOCK_PORT
 export SHOP_GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT
 export SHOP_DEV_REPLICAS=$REPLICAS
 export SHOP_ADMIN_EMAIL=${SHOP_ADMIN_EMAIL:-admin@shop.local}
@@ -106,6 +109,7 @@ install_all() {
   install_ferretdb
   install_kafka
   install_mailpit
+  install_stripe_mock
   install_playwright
   install_avro_tools
   INSTALL_SECONDS=$((SECONDS - started))
@@ -402,6 +406,24 @@ install_mailpit() {
   touch "$TOOLS/mailpit-$MAILPIT_VERSION"
 }
 
+# stripe-mock: Stripe's own mock of its API, validating every request against Stripe's OpenAPI
+# description (the Stripe client's contract tests; SHOP_STRIPE_API_BASE can point at it too).
+install_stripe_mock() {
+  [ -x "$TOOLS/bin/stripe-mock" ] && [ -f "$TOOLS/stripe-mock-$STRIPE_MOCK_VERSION" ] && return
+  command -v go >/dev/null || die "Go is needed to install stripe-mock"
+  log "building stripe-mock $STRIPE_MOCK_VERSION (go install)"
+  mkdir -p "$TOOLS/bin"
+  GOBIN=$TOOLS/bin go install "github.com/stripe/stripe-mock@$STRIPE_MOCK_VERSION" >"$TOOLS/stripe-mock-build.log" 2>&1 ||
+    die "building stripe-mock failed; see $TOOLS/stripe-mock-build.log"
+  touch "$TOOLS/stripe-mock-$STRIPE_MOCK_VERSION"
+}
+
+start_stripe_mock() {
+  running stripe-mock && return
+  start stripe-mock "$TOOLS/bin/stripe-mock" -http-port "$STRIPE_MOCK_PORT" -https-port "$((STRIPE_MOCK_PORT + 1))"
+  wait_for stripe-mock 30 curl -s -o /dev/null "http://127.0.0.1:$STRIPE_MOCK_PORT/v1/balance" -H "authorization: Bearer sk_test_123"
+}
+
 # playwright-core (no browser download: it drives Debian's chromium) for the observer page's test.
 install_playwright() {
   local dir=$ROOT/dev/browser
@@ -464,9 +486,10 @@ start_infrastructure() {
   local ferret=$!
   start_kafka
   start_mailpit
+  start_stripe_mock
   wait $ferret
   start_nginx
-  log "infrastructure up in $((SECONDS - started))s: PostgreSQL :$PG_PORT, FerretDB :$MONGO_PORT, Kafka :$KAFKA_PORT, nginx :$GATEWAY_PORT, Mailpit :$SMTP_PORT (UI :$MAILPIT_PORT)"
+  log "infrastructure up in $((SECONDS - started))s: PostgreSQL :$PG_PORT, FerretDB :$MONGO_PORT, Kafka :$KAFKA_PORT, nginx :$GATEWAY_PORT, Mailpit :$SMTP_PORT (UI :$MAILPIT_PORT), stripe-mock :$STRIPE_MOCK_PORT"
 }
 
 build_shop() {
@@ -546,5 +569,6 @@ stop_all() {
   stop_pid kafka
   stop_pid ferretdb
   stop_pid mailpit
+  stop_pid stripe-mock
   stop_postgres
 }

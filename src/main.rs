@@ -74,6 +74,10 @@ fn main() -> std::process::ExitCode {
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(error) => {
+            // `shop config` shows what was read as well as what is wrong with it.
+            if let Command::Config { markdown: false } = cli.command {
+                print!("{}", shop_config::render_entries(&error.entries));
+            }
             eprintln!("shop: {error}");
             return std::process::ExitCode::from(2);
         }

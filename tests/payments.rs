@@ -70,6 +70,23 @@ async fn refund(admin: &Shopper, payment_id: &str, body: Value) -> reqwest::Resp
         .unwrap()
 }
 
+/// Signed webhooks the payment service refused for not matching their payment, so far.
+async fn refused_webhooks() -> f64 {
+    let metrics = client()
+        .get(format!("{}/metrics", common::env("SHOP_PAYMENT_URL")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("shop_payment_webhooks_refused_total{"))
+        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum()
+}
+
 async fn webhook(body: &str, signature: Option<String>) -> reqwest::Response {
     let mut request = client()
         .post(url("/payments/webhooks/stripe"))
@@ -351,16 +368,61 @@ async fn a_signed_webhook_settles_a_waiting_charge_once_and_a_bad_or_stale_one_c
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
 
-    let body = json!({
-        "id": format!("evt_{}", Uuid::new_v4().simple()),
-        "object": "event",
-        "type": "payment_intent.succeeded",
-        "data": { "object": {
-            "id": reference, "object": "payment_intent", "status": "succeeded",
-            "metadata": { "order_id": id }
-        }}
-    })
-    .to_string();
+    // The storefront finishes 3-D Secure with Stripe.js: the customer — nobody else — reads
+    // what it needs from the payment.
+    let payment_id = payment_of(&shopper, id).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mine: Value = shopper
+        .get(&format!("/payments/{payment_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let action = &mine["customer_action"];
+    assert!(
+        action["client_secret"]
+            .as_str()
+            .is_some_and(|secret| secret.starts_with(&format!("{reference}_secret_"))),
+        "{mine}"
+    );
+    assert_eq!(action["next_action"]["type"], "use_stripe_sdk");
+    let admin = Shopper::admin().await;
+    let seen_by_admin: Value = admin
+        .get(&format!("/payments/{payment_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen_by_admin["id"], payment_id.as_str());
+    assert!(
+        seen_by_admin.get("customer_action").is_none(),
+        "{seen_by_admin}"
+    );
+    let listed = payments_page(&shopper, id).await;
+    assert!(
+        listed["items"][0].get("customer_action").is_none(),
+        "{listed}"
+    );
+    let stranger = Shopper::customer().await;
+    problem(stranger.get(&format!("/payments/{payment_id}")).await, 404).await;
+
+    let total = order["total"].as_i64().unwrap();
+    let event = |intent: &str, amount: i64, currency: &str| {
+        json!({
+            "id": format!("evt_{}", Uuid::new_v4().simple()),
+            "object": "event",
+            "type": "payment_intent.succeeded",
+            "data": { "object": {
+                "id": intent, "object": "payment_intent", "status": "succeeded",
+                "amount": amount, "currency": currency,
+                "metadata": { "order_id": id }
+            }}
+        })
+        .to_string()
+    };
+    let body = event(&reference, total, "eur");
     let now = chrono::Utc::now().timestamp();
     let secret = webhook_secret();
 
@@ -373,6 +435,28 @@ async fn a_signed_webhook_settles_a_waiting_charge_once_and_a_bad_or_stale_one_c
     problem(webhook(&body, Some(tampered)).await, 400).await;
     assert_eq!(payment_of(&shopper, id).await["status"], "processing");
     assert_eq!(shopper.order(id).await["state"], "pending");
+
+    // Signed, but not about this payment as stored: another intent, another amount, another
+    // currency. Answered 200 (Stripe would retry a 4xx for days), nothing changes, counted.
+    let refused_before = refused_webhooks().await;
+    for wrong in [
+        event("pi_of_another_order", total, "eur"),
+        event(&reference, total - 1, "eur"),
+        event(&reference, total, "usd"),
+    ] {
+        let signed = shop_payment::webhook::sign(&secret, now, wrong.as_bytes());
+        let answer = webhook(&wrong, Some(signed)).await;
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert_eq!(
+            answer.json::<Value>().await.unwrap()["applied"],
+            false,
+            "{wrong}"
+        );
+    }
+    assert_eq!(refused_webhooks().await - refused_before, 3.0);
+    assert_eq!(payment_of(&shopper, id).await["status"], "processing");
+    assert_eq!(shopper.order(id).await["state"], "pending");
+    assert_eq!(named(&events, order_id, "PaymentSucceeded"), 0);
 
     let signed = shop_payment::webhook::sign(&secret, now, body.as_bytes());
     let applied = webhook(&body, Some(signed.clone())).await;
@@ -387,6 +471,16 @@ async fn a_signed_webhook_settles_a_waiting_charge_once_and_a_bad_or_stale_one_c
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(named(&events, order_id, "PaymentSucceeded"), 1);
     assert_eq!(payment_of(&shopper, id).await["status"], "succeeded");
+    let settled: Value = shopper
+        .get(&format!("/payments/{payment_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        settled.get("customer_action").is_none(),
+        "cleared once settled: {settled}"
+    );
 
     // Signed, but not JSON: 400, not a 500.
     let garbage = shop_payment::webhook::sign(&secret, now, b"not json");

@@ -42,9 +42,28 @@ pub struct Settings {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
+    /// `dev/up`, `dev/test` and the local compose demo: built-in secrets, a generated signing
+    /// key, the simulated payment provider. Only ever chosen explicitly.
     Dev,
+    /// Production's rules, except that the simulated payment provider is allowed (and said
+    /// so at start).
+    Staging,
+    /// What a process runs as unless told otherwise.
     Production,
 }
+
+/// The built-in development values of secrets: refused outside `dev`, whoever sets them.
+pub mod dev_values {
+    pub const SERVICE_SECRET: &str = "dev-service-secret";
+    pub const WEBHOOK_SECRET: &str = "whsec_dev_only_secret";
+    /// The password of the `shop` role dev/ creates.
+    pub const DATABASE_PASSWORD: &str = "shop";
+    /// dev/up's bootstrap admin.
+    pub const ADMIN_PASSWORD: &str = "admin-dev-password";
+}
+
+/// The shortest bootstrap admin password production takes.
+pub const MIN_ADMIN_PASSWORD: usize = 12;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -215,6 +234,8 @@ pub struct NotificationSettings {
     pub sendgrid_api_base: Url,
     pub sendgrid_api_key: Option<Secret>,
     pub sms: SmsProvider,
+    /// What the `log` SMS provider writes.
+    pub sms_log: SmsLog,
     pub twilio_api_base: Url,
     pub twilio_account_sid: Option<String>,
     pub twilio_auth_token: Option<Secret>,
@@ -232,6 +253,15 @@ pub struct NotificationSettings {
 pub enum EmailProvider {
     Smtp,
     Sendgrid,
+}
+
+/// What the `log` SMS provider writes of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmsLog {
+    /// The number and the text (development only).
+    Full,
+    /// The number with all but its last two digits masked, and the text's length only.
+    Masked,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,10 +332,22 @@ impl std::fmt::Debug for Secret {
 }
 
 /// Every variable that is wrong, each named.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration:\n{}", .problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigError {
     pub problems: Vec<Problem>,
+    /// Every setting as it was read, secrets redacted (`shop config` shows them beside the
+    /// problems).
+    pub entries: Vec<Entry>,
+}
+
+impl std::fmt::Debug for ConfigError {
+    /// The problems; the entries (every setting) are for `shop config`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigError")
+            .field("problems", &self.problems)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The machine's (or container's) name: distinct per replica under compose without configuring.
@@ -328,10 +370,10 @@ impl Settings {
 
         let environment: Environment = r.get(
             "SHOP_ENV",
-            "dev",
-            "dev or production; production refuses to start on default secrets",
+            "production",
+            "production, staging or dev; anything but dev refuses development secrets and settings",
         );
-        r.production = environment == Environment::Production;
+        r.production = environment != Environment::Dev;
 
         let log_filter = r.get(
             "SHOP_LOG",
@@ -390,6 +432,12 @@ impl Settings {
                 "connections per service database",
             ),
         };
+        if postgres.url.password() == Some(dev_values::DATABASE_PASSWORD) {
+            r.refuse_outside_dev(
+                "SHOP_POSTGRES_URL",
+                "carries the development database password",
+            );
+        }
 
         let auth = AuthSettings {
             issuer: r.get("SHOP_JWT_ISSUER", "shop-user", "iss of every access token"),
@@ -407,12 +455,18 @@ impl Settings {
             service_client_secret: Secret(
                 r.secret(
                     "SHOP_SERVICE_CLIENT_SECRET",
-                    "dev-service-secret",
+                    dev_values::SERVICE_SECRET,
                     "the secret of SHOP_SERVICE_CLIENT_ID",
                 )
                 .unwrap_or_default(),
             ),
         };
+        if auth.service_client_secret.expose() == dev_values::SERVICE_SECRET {
+            r.refuse_outside_dev(
+                "SHOP_SERVICE_CLIENT_SECRET",
+                "is the built-in development secret",
+            );
+        }
 
         let Port(user_port) = r.get("SHOP_USER_PORT", "8101", "user service HTTP port");
         let signing_key_file: Option<PathBuf> = r.optional(
@@ -441,6 +495,13 @@ impl Settings {
             true,
             "password of SHOP_ADMIN_EMAIL; set at start if the admin is created",
         );
+        if let Some(password) = &admin_password {
+            if password == dev_values::ADMIN_PASSWORD {
+                r.refuse_outside_dev("SHOP_ADMIN_PASSWORD", "is the development admin's password");
+            } else if password.chars().count() < MIN_ADMIN_PASSWORD {
+                r.refuse_outside_dev("SHOP_ADMIN_PASSWORD", "is shorter than 12 characters");
+            }
+        }
         let admin = match (admin_email, admin_password) {
             (Some(email), Some(password)) => Some(AdminAccount {
                 email,
@@ -469,7 +530,18 @@ impl Settings {
             "id:secret pairs, comma separated, allowed to get service tokens",
         );
         let service_clients = match service_clients.map(|raw| parse_clients(&raw)) {
-            Some(Ok(clients)) => clients,
+            Some(Ok(clients)) => {
+                if clients
+                    .iter()
+                    .any(|(_, secret)| secret.expose() == dev_values::SERVICE_SECRET)
+                {
+                    r.refuse_outside_dev(
+                        "SHOP_SERVICE_CLIENTS",
+                        "holds the built-in development secret",
+                    );
+                }
+                clients
+            }
             Some(Err(message)) => {
                 r.problems.push(Problem {
                     name: "SHOP_SERVICE_CLIENTS",
@@ -630,6 +702,13 @@ impl Settings {
             true,
             "Stripe secret key (sk_…); required when SHOP_PAYMENT_PROVIDER=stripe",
         );
+        if provider == PaymentProvider::Simulated && environment == Environment::Production {
+            r.problems.push(Problem {
+                name: "SHOP_PAYMENT_PROVIDER",
+                message: "simulated takes no money: production needs stripe (staging may simulate)"
+                    .to_owned(),
+            });
+        }
         if provider == PaymentProvider::Stripe && stripe_secret_key.is_none() {
             r.problems.push(Problem {
                 name: "SHOP_STRIPE_SECRET_KEY",
@@ -660,7 +739,7 @@ impl Settings {
             stripe_webhook_secret: Secret(
                 r.secret(
                     "SHOP_STRIPE_WEBHOOK_SECRET",
-                    "whsec_dev_only_secret",
+                    dev_values::WEBHOOK_SECRET,
                     "signing secret of POST /payments/webhooks/stripe",
                 )
                 .unwrap_or_default(),
@@ -678,6 +757,13 @@ impl Settings {
             test_hooks,
         };
 
+        if payment.stripe_webhook_secret.expose() == dev_values::WEBHOOK_SECRET {
+            r.refuse_outside_dev(
+                "SHOP_STRIPE_WEBHOOK_SECRET",
+                "is the built-in development secret",
+            );
+        }
+
         let Port(notification_port) = r.get(
             "SHOP_NOTIFICATION_PORT",
             "8106",
@@ -693,6 +779,17 @@ impl Settings {
             "log",
             "log (SMS only in the logs) or twilio",
         );
+        let sms_log: SmsLog = r.get(
+            "SHOP_SMS_LOG",
+            "full",
+            "what the log SMS provider writes: full (number and text) or masked (number masked, no text)",
+        );
+        if sms == SmsProvider::Log && sms_log == SmsLog::Full {
+            r.refuse_outside_dev(
+                "SHOP_SMS_LOG",
+                "full would write phone numbers and messages to the log: use SHOP_SMS_PROVIDER=twilio, or SHOP_SMS_LOG=masked",
+            );
+        }
         let sendgrid_api_key: Option<String> = r.optional(
             "SHOP_SENDGRID_API_KEY",
             true,
@@ -760,6 +857,7 @@ impl Settings {
             ),
             sendgrid_api_key: sendgrid_api_key.map(Secret),
             sms,
+            sms_log,
             twilio_api_base: r.get(
                 "SHOP_TWILIO_API_BASE",
                 "https://api.twilio.com",
@@ -832,6 +930,7 @@ impl Settings {
         if !r.problems.is_empty() {
             return Err(ConfigError {
                 problems: r.problems,
+                entries: r.entries,
             });
         }
         Ok(Self {
@@ -861,18 +960,23 @@ impl Settings {
 
     /// `shop config`'s output: one `NAME=value` line per setting, with where it came from.
     pub fn render(&self) -> String {
-        let width = self.entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
-        self.entries
-            .iter()
-            .map(|entry| {
-                let origin = if entry.from_env { "env" } else { "default" };
-                format!(
-                    "{:width$} = {:40} # {origin}; {}\n",
-                    entry.name, entry.shown, entry.help
-                )
-            })
-            .collect()
+        render_entries(&self.entries)
     }
+}
+
+/// One `NAME = value  # origin; help` line per setting.
+pub fn render_entries(entries: &[Entry]) -> String {
+    let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
+    entries
+        .iter()
+        .map(|entry| {
+            let origin = if entry.from_env { "env" } else { "default" };
+            format!(
+                "{:width$} = {:40} # {origin}; {}\n",
+                entry.name, entry.shown, entry.help
+            )
+        })
+        .collect()
 }
 
 impl Settings {

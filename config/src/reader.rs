@@ -32,6 +32,7 @@ impl fmt::Display for Problem {
 
 pub(crate) struct Reader<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
+    /// Production's rules apply (production and staging): no development secrets.
     pub(crate) production: bool,
     pub(crate) entries: Vec<Entry>,
     pub(crate) problems: Vec<Problem>,
@@ -113,11 +114,23 @@ impl Setting for url::Url {
 }
 
 impl Setting for crate::Environment {
-    const EXPECTED: &'static str = "dev or production";
+    const EXPECTED: &'static str = "production, staging or dev";
     fn parse(raw: &str) -> Option<Self> {
         match raw.trim() {
             "dev" => Some(crate::Environment::Dev),
+            "staging" => Some(crate::Environment::Staging),
             "production" => Some(crate::Environment::Production),
+            _ => None,
+        }
+    }
+}
+
+impl Setting for crate::SmsLog {
+    const EXPECTED: &'static str = "full or masked";
+    fn parse(raw: &str) -> Option<Self> {
+        match raw.trim() {
+            "full" => Some(crate::SmsLog::Full),
+            "masked" => Some(crate::SmsLog::Masked),
             _ => None,
         }
     }
@@ -233,6 +246,16 @@ impl<'a> Reader<'a> {
             return None;
         }
         self.read(name, Some(dev_default), true, help)
+    }
+
+    /// Outside `dev`, `name` is refused for `why` (a development value where a real one belongs).
+    pub(crate) fn refuse_outside_dev(&mut self, name: &'static str, why: &str) {
+        if self.production {
+            self.problems.push(Problem {
+                name,
+                message: format!("{why}; refused outside SHOP_ENV=dev"),
+            });
+        }
     }
 
     /// Shows the value an unset setting ends up with when its default is derived from others.

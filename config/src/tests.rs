@@ -3,12 +3,22 @@ use std::time::Duration;
 
 use super::*;
 
-fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+/// Settings read from exactly these variables.
+fn read(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
     let vars: HashMap<String, String> = vars
         .iter()
         .map(|(name, value)| (name.to_string(), value.to_string()))
         .collect();
     Settings::from_lookup(&move |name| vars.get(name).cloned())
+}
+
+/// Settings as dev/up reads them: `SHOP_ENV=dev` unless the test says otherwise.
+fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    let mut vars = vars.to_vec();
+    if !vars.iter().any(|(name, _)| *name == "SHOP_ENV") {
+        vars.push(("SHOP_ENV", "dev"));
+    }
+    read(&vars)
 }
 
 fn problem_names(error: &ConfigError) -> Vec<&'static str> {
@@ -60,30 +70,40 @@ fn every_wrong_variable_is_named_with_what_is_wrong() {
         ("SHOP_USER_PORT", "80800"),
         ("SHOP_ACCESS_TOKEN_TTL", "soon"),
         ("SHOP_USER_URL", "not a url"),
-        ("SHOP_ENV", "staging"),
     ])
     .unwrap_err();
 
     assert_eq!(
         problem_names(&error),
-        vec![
-            "SHOP_ENV",
-            "SHOP_USER_URL",
-            "SHOP_USER_PORT",
-            "SHOP_ACCESS_TOKEN_TTL"
-        ]
+        vec!["SHOP_USER_URL", "SHOP_USER_PORT", "SHOP_ACCESS_TOKEN_TTL"]
     );
     let message = error.to_string();
     assert!(
         message.contains(r#"SHOP_USER_PORT: expected a port number from 1 to 65535 (got "80800")"#),
         "{message}"
     );
-    assert!(message.contains(r#"SHOP_ENV: expected dev or production (got "staging")"#));
     assert!(message.contains("SHOP_ACCESS_TOKEN_TTL: expected a duration"));
 }
 
 #[test]
-fn production_refuses_to_start_on_default_secrets() {
+fn a_process_told_nothing_runs_as_production() {
+    let error = read(&[]).unwrap_err();
+    assert!(problem_names(&error).contains(&"SHOP_JWT_PRIVATE_KEY_FILE"));
+    let error = read(&[("SHOP_ENV", "stage")]).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains(r#"SHOP_ENV: expected production, staging or dev (got "stage")"#),
+        "{error}"
+    );
+    assert!(
+        problem_names(&error).contains(&"SHOP_PAYMENT_PROVIDER"),
+        "a mistyped environment gets production's rules"
+    );
+}
+
+#[test]
+fn production_refuses_to_start_on_default_secrets_and_settings() {
     let error = settings(&[("SHOP_ENV", "production")]).unwrap_err();
     assert_eq!(
         problem_names(&error),
@@ -93,29 +113,122 @@ fn production_refuses_to_start_on_default_secrets() {
             "SHOP_JWT_PRIVATE_KEY_FILE",
             "SHOP_SERVICE_CLIENTS",
             "SHOP_MONGODB_URL",
+            "SHOP_PAYMENT_PROVIDER",
             "SHOP_STRIPE_WEBHOOK_SECRET",
+            "SHOP_SMS_LOG",
             "SHOP_SMTP_URL"
         ]
     );
 }
 
+/// A complete production configuration: real-looking secrets, Stripe, SMS masked.
+pub(crate) const PRODUCTION: &[(&str, &str)] = &[
+    ("SHOP_ENV", "production"),
+    (
+        "SHOP_POSTGRES_URL",
+        "postgres://shop:s3cret-s3cret@db:5432/postgres",
+    ),
+    ("SHOP_JWT_PRIVATE_KEY_FILE", "/run/secrets/jwt.pem"),
+    ("SHOP_SERVICE_CLIENTS", "order:0123456789abcdef0123"),
+    ("SHOP_SERVICE_CLIENT_SECRET", "0123456789abcdef0123"),
+    ("SHOP_MONGODB_URL", "mongodb://mongo:27017"),
+    ("SHOP_PAYMENT_PROVIDER", "stripe"),
+    ("SHOP_STRIPE_SECRET_KEY", "sk_live_0123456789abcdef"),
+    ("SHOP_STRIPE_WEBHOOK_SECRET", "whsec_0123456789abcdef"),
+    ("SHOP_SMS_LOG", "masked"),
+    ("SHOP_SMTP_URL", "smtps://shop:s3cret@mail.example.com"),
+    ("SHOP_ADMIN_EMAIL", "root@shop.example"),
+    ("SHOP_ADMIN_PASSWORD", "a long admin passphrase"),
+];
+
+/// `PRODUCTION` with one variable changed (or added).
+fn production_with(name: &'static str, value: &'static str) -> Vec<(&'static str, &'static str)> {
+    let mut vars: Vec<_> = PRODUCTION
+        .iter()
+        .copied()
+        .filter(|(n, _)| *n != name)
+        .collect();
+    vars.push((name, value));
+    vars
+}
+
 #[test]
 fn production_starts_when_every_secret_is_given() {
-    let settings = settings(&[
-        ("SHOP_ENV", "production"),
+    let settings = read(PRODUCTION).unwrap();
+    assert_eq!(settings.environment, Environment::Production);
+}
+
+#[test]
+fn production_refuses_each_development_value_naming_its_variable() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "SHOP_SERVICE_CLIENT_SECRET",
+            "dev-service-secret",
+            "development secret",
+        ),
+        (
+            "SHOP_SERVICE_CLIENTS",
+            "order:0123456789abcdef0123,shop-services:dev-service-secret",
+            "development secret",
+        ),
+        (
+            "SHOP_STRIPE_WEBHOOK_SECRET",
+            "whsec_dev_only_secret",
+            "development secret",
+        ),
         (
             "SHOP_POSTGRES_URL",
-            "postgres://shop:s3cret@db:5432/postgres",
+            "postgres://shop:shop@db.internal:5432/postgres",
+            "development database password",
         ),
-        ("SHOP_JWT_PRIVATE_KEY_FILE", "/run/secrets/jwt.pem"),
-        ("SHOP_SERVICE_CLIENTS", "order:0123456789abcdef0123"),
-        ("SHOP_SERVICE_CLIENT_SECRET", "0123456789abcdef0123"),
-        ("SHOP_MONGODB_URL", "mongodb://mongo:27017"),
-        ("SHOP_STRIPE_WEBHOOK_SECRET", "whsec_0123456789abcdef"),
-        ("SHOP_SMTP_URL", "smtps://shop:s3cret@mail.example.com"),
+        ("SHOP_PAYMENT_PROVIDER", "simulated", "takes no money"),
+        ("SHOP_SMS_LOG", "full", "phone numbers"),
+        (
+            "SHOP_ADMIN_PASSWORD",
+            "admin-dev-password",
+            "development admin",
+        ),
+        ("SHOP_ADMIN_PASSWORD", "short-pass", "shorter than 12"),
+        ("SHOP_TEST_HOOKS", "true", "test hooks"),
+    ];
+    for (name, value, why) in cases {
+        let error = read(&production_with(name, value)).unwrap_err();
+        assert_eq!(problem_names(&error), vec![*name], "{name}={value}");
+        assert!(error.to_string().contains(why), "{name}={value}: {error}");
+    }
+    let unset = PRODUCTION
+        .iter()
+        .copied()
+        .filter(|(n, _)| *n != "SHOP_JWT_PRIVATE_KEY_FILE");
+    let error = read(&unset.collect::<Vec<_>>()).unwrap_err();
+    assert_eq!(problem_names(&error), vec!["SHOP_JWT_PRIVATE_KEY_FILE"]);
+}
+
+#[test]
+fn staging_may_simulate_payments_but_nothing_else_of_dev() {
+    let staging = production_with("SHOP_ENV", "staging");
+    let mut simulated = staging.clone();
+    simulated.retain(|(n, _)| *n != "SHOP_PAYMENT_PROVIDER");
+    simulated.push(("SHOP_PAYMENT_PROVIDER", "simulated"));
+    let settings = read(&simulated).unwrap();
+    assert_eq!(settings.environment, Environment::Staging);
+    assert_eq!(settings.payment.provider, PaymentProvider::Simulated);
+    let mut dev_secret = staging;
+    dev_secret.retain(|(n, _)| *n != "SHOP_STRIPE_WEBHOOK_SECRET");
+    dev_secret.push(("SHOP_STRIPE_WEBHOOK_SECRET", "whsec_dev_only_secret"));
+    let error = read(&dev_secret).unwrap_err();
+    assert_eq!(problem_names(&error), vec!["SHOP_STRIPE_WEBHOOK_SECRET"]);
+}
+
+#[test]
+fn dev_takes_the_development_values() {
+    let settings = settings(&[
+        ("SHOP_ADMIN_EMAIL", "admin@shop.local"),
+        ("SHOP_ADMIN_PASSWORD", "admin-dev-password"),
     ])
     .unwrap();
-    assert_eq!(settings.environment, Environment::Production);
+    assert_eq!(settings.payment.provider, PaymentProvider::Simulated);
+    assert_eq!(settings.notification.sms_log, SmsLog::Full);
 }
 
 #[test]

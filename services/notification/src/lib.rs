@@ -94,7 +94,9 @@ pub fn senders(settings: &Settings) -> Result<Senders, StartError> {
         )?),
     };
     let sms = match n.sms {
-        SmsProvider::Log => SmsSender::Log,
+        SmsProvider::Log => SmsSender::Log {
+            masked: settings.notification.sms_log == shop_config::SmsLog::Masked,
+        },
         SmsProvider::Twilio => SmsSender::Twilio(Twilio::new(
             n.twilio_api_base.as_str(),
             n.twilio_account_sid.as_deref().unwrap_or_default(),

@@ -197,7 +197,7 @@ async fn a_sendgrid_refusal_ends_the_delivery_failed_with_the_reason() {
     assert_eq!(ids.len(), 1);
     let senders = Senders {
         email: EmailSender::SendGrid(SendGrid::new(&base, "SG.key", "shop@shop.test").unwrap()),
-        sms: SmsSender::Log,
+        sms: SmsSender::Log { masked: false },
     };
     let args = MessageArgs {
         id: ids[0],

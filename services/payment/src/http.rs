@@ -83,6 +83,9 @@ struct PaymentBody {
     refundable: i64,
     /// Charge requests sent to the provider.
     attempts: i32,
+    /// While the charge waits for its customer (3-D Secure), and only in `GET /payments/{id}`
+    /// answered to that customer: what Stripe.js needs to finish it.
+    customer_action: Option<CustomerActionBody>,
     refunds: Vec<RefundBody>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -107,10 +110,34 @@ impl From<Payment> for PaymentBody {
             amount_refunded: row.amount_refunded,
             refundable,
             attempts: row.attempts,
+            customer_action: None,
             refunds: payment.refunds.into_iter().map(Into::into).collect(),
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
+    }
+}
+
+/// What a storefront passes to Stripe.js (`stripe.handleNextAction({ clientSecret })`) so
+/// that the customer can authenticate the charge; the outcome arrives by webhook.
+#[derive(Debug, Object)]
+struct CustomerActionBody {
+    /// The PaymentIntent's client secret (`pi_…_secret_…`).
+    client_secret: String,
+    /// Stripe's `next_action` object, e.g. `{"type": "use_stripe_sdk", …}`.
+    next_action: serde_json::Value,
+}
+
+impl CustomerActionBody {
+    /// The waiting charge's action, if the caller is its customer.
+    fn for_customer(row: &store::PaymentRow, caller: &Caller) -> Option<Self> {
+        let customer = caller.user_id().ok() == Some(row.customer_id);
+        let waiting = row.status() == crate::state::Status::Processing;
+        let (client_secret, next_action) = (row.client_secret.clone()?, row.next_action.as_ref()?);
+        (customer && waiting).then(|| Self {
+            client_secret,
+            next_action: serde_json::from_str(next_action).unwrap_or_default(),
+        })
     }
 }
 
@@ -181,10 +208,15 @@ impl PaymentsApi {
         }))
     }
 
-    /// One payment with its refunds (its customer or an admin).
+    /// One payment with its refunds (its customer or an admin). While its charge waits for
+    /// the customer (3-D Secure), the customer — nobody else — also gets `customer_action`.
     #[oai(path = "/:id", method = "get", operation_id = "get_payment")]
     async fn get(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<Json<PaymentBody>, ApiError> {
-        Ok(Json(self.visible(&auth.0, id.0).await?.into()))
+        let payment = self.visible(&auth.0, id.0).await?;
+        let action = CustomerActionBody::for_customer(&payment.row, &auth.0);
+        let mut body = PaymentBody::from(payment);
+        body.customer_action = action;
+        Ok(Json(body))
     }
 
     /// Pay money back (admin): `amount` at most what is left, everything left when absent.
@@ -237,7 +269,9 @@ impl PaymentsApi {
 
     /// Stripe's webhook: `payment_intent.succeeded`, `.payment_failed` and `.canceled` settle a
     /// charge that waited. The `Stripe-Signature` must verify against the endpoint secret and
-    /// be at most 300 s old (else 400, nothing changes); a replayed event changes nothing.
+    /// be at most 300 s old (else 400, nothing changes); a replayed event changes nothing; an
+    /// event whose payment intent, amount or currency is not the order's payment's is answered
+    /// 200 with `applied: false`, changes nothing, and is counted.
     #[oai(
         path = "/webhooks/stripe",
         method = "post",
@@ -271,7 +305,7 @@ impl PaymentsApi {
             return Ok(ignored);
         };
         let reference = match &news.outcome {
-            Charged::Succeeded { reference } | Charged::Pending { reference } => {
+            Charged::Succeeded { reference } | Charged::Pending { reference, .. } => {
                 Some(reference.as_str())
             }
             Charged::Declined { reference, .. } => reference.as_deref(),
@@ -292,6 +326,20 @@ impl PaymentsApi {
             .call(order_id, |reply| PaymentMsg::Webhook(news.clone(), reply))
             .await
             .map_err(|_| PaymentError::Busy)??;
+        if let WebhookEffect::Refused(mismatch) = effect {
+            // Answered 2xx all the same: Stripe would retry a 4xx for days, and no retry can
+            // make it match.
+            tracing::warn!(
+                event = %news.event_id,
+                %order_id,
+                intent = %news.intent_id,
+                mismatch = mismatch.label(),
+                "a signed webhook that does not match the order's payment; nothing changed"
+            );
+            crate::metrics::WEBHOOKS_REFUSED
+                .with_label_values(&[mismatch.label()])
+                .inc();
+        }
         Ok(Json(WebhookAnswer {
             received: true,
             applied: effect == WebhookEffect::Applied,

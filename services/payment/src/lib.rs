@@ -21,6 +21,7 @@
 pub mod actor;
 mod error;
 mod http;
+mod metrics;
 mod payments;
 pub mod provider;
 pub mod state;
@@ -102,6 +103,16 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
     let pool = migrate(settings).await?;
     let provider = provider(settings, pool.clone())?;
     tracing::info!(provider = provider.name(), "payment provider");
+    for mismatch in ["intent", "amount", "currency"] {
+        metrics::WEBHOOKS_REFUSED.with_label_values(&[mismatch]);
+    }
+    if settings.environment == shop_config::Environment::Staging
+        && settings.payment.provider == PaymentProvider::Simulated
+    {
+        tracing::warn!(
+            "SHOP_ENV=staging with the simulated payment provider: orders are paid without taking any money; never let real customers reach this"
+        );
+    }
     let payments = payments::Payments::new(
         payments::PaymentKind::KIND,
         REGISTRY,

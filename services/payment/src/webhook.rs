@@ -97,6 +97,11 @@ pub struct ChargeNews {
     pub kind: String,
     /// From the intent's `metadata.order_id`, when it is there.
     pub order_id: Option<Uuid>,
+    /// The payment intent (`pi_…`) the event is about.
+    pub intent_id: String,
+    /// The intent's amount and currency, as Stripe states them.
+    pub amount: Option<i64>,
+    pub currency: Option<String>,
     pub outcome: Charged,
 }
 
@@ -119,10 +124,17 @@ impl Event {
             .pointer("/metadata/order_id")
             .and_then(serde_json::Value::as_str)
             .and_then(|text| Uuid::parse_str(text).ok());
+        let object = &self.data.object;
         Some(ChargeNews {
             event_id: self.id.clone(),
             kind: self.kind.clone(),
             order_id,
+            intent_id: intent.id.clone(),
+            amount: object.get("amount").and_then(serde_json::Value::as_i64),
+            currency: object
+                .get("currency")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
             outcome: crate::provider::from_intent(intent),
         })
     }

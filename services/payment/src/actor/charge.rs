@@ -87,9 +87,9 @@ impl PaymentState {
                 )
                 .await
             }
-            Ok(Charged::Pending { reference }) => {
-                tracing::info!(order_id = %row.order_id, %reference, "the charge waits for its webhook");
-                store::await_webhook(&self.pool, row.id, &reference)
+            Ok(Charged::Pending { reference, action }) => {
+                tracing::info!(order_id = %row.order_id, %reference, customer_action = action.is_some(), "the charge waits for its webhook");
+                store::await_webhook(&self.pool, row.id, &reference, action.as_ref())
                     .await
                     .map(|()| Applied::Stale)
                     .map_err(Into::into)

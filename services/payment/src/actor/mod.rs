@@ -58,6 +58,28 @@ pub enum WebhookEffect {
     Applied,
     /// Seen before, or about nothing this service has open.
     Ignored,
+    /// Signed, but not about this payment as stored: another intent, amount or currency.
+    /// Nothing changes (and Stripe gets a 2xx, so it does not retry it forever).
+    Refused(WebhookMismatch),
+}
+
+/// Why a signed webhook does not match the payment it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookMismatch {
+    /// The event's payment intent is not the one stored for the order (or none is stored).
+    Intent,
+    Amount,
+    Currency,
+}
+
+impl WebhookMismatch {
+    pub fn label(self) -> &'static str {
+        match self {
+            WebhookMismatch::Intent => "intent",
+            WebhookMismatch::Amount => "amount",
+            WebhookMismatch::Currency => "currency",
+        }
+    }
 }
 
 pub enum PaymentMsg {

@@ -2,6 +2,7 @@
 
 use super::charge::declined;
 use super::*;
+use crate::store::PaymentRow;
 
 impl PaymentState {
     pub(super) async fn on_webhook(
@@ -13,6 +14,9 @@ impl PaymentState {
             return Ok(WebhookEffect::Ignored);
         };
         let row = &payment.row;
+        if let Some(mismatch) = mismatch(row, news) {
+            return Ok(WebhookEffect::Refused(mismatch));
+        }
         let (event_id, occurred_at) = (Uuid::new_v4(), shop_schemas::now_millis());
         let (outcome, reference, failure, event) = match &news.outcome {
             Charged::Succeeded { reference } => (
@@ -67,4 +71,23 @@ impl PaymentState {
             Applied::SeenBefore | Applied::Stale => WebhookEffect::Ignored,
         })
     }
+}
+
+/// How `news` disagrees with the payment as stored, if it does: a webhook only settles the
+/// charge it is about, for the amount and currency that were asked.
+pub(super) fn mismatch(row: &PaymentRow, news: &ChargeNews) -> Option<WebhookMismatch> {
+    if row.provider_reference.as_deref() != Some(news.intent_id.as_str()) {
+        return Some(WebhookMismatch::Intent);
+    }
+    if news.amount != Some(row.amount) {
+        return Some(WebhookMismatch::Amount);
+    }
+    let same_currency = news
+        .currency
+        .as_deref()
+        .is_some_and(|currency| currency.eq_ignore_ascii_case(&row.currency));
+    if !same_currency {
+        return Some(WebhookMismatch::Currency);
+    }
+    None
 }

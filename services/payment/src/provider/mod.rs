@@ -38,7 +38,20 @@ pub enum Charged {
     /// The customer must act (3-D Secure) or the bank is slow: the outcome comes by webhook.
     Pending {
         reference: String,
+        /// What the customer must do, when the provider asks for something.
+        action: Option<CustomerAction>,
     },
+}
+
+/// What a storefront needs to let the customer finish a charge (3-D Secure) with Stripe.js
+/// (`stripe.handleNextAction({ clientSecret })`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerAction {
+    /// The PaymentIntent's client secret: whoever holds it may complete the payment, so only
+    /// its customer sees it.
+    pub client_secret: String,
+    /// Stripe's `next_action` object, as the provider gave it.
+    pub next_action: serde_json::Value,
 }
 
 #[derive(Debug, Clone)]

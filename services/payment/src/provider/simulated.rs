@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{ChargeRequest, Charged, ProviderError, RefundRequest, Refunded};
+use super::{ChargeRequest, Charged, CustomerAction, ProviderError, RefundRequest, Refunded};
 
 /// A test-only payment method (SHOP_TEST_HOOKS): charged like `pm_card_visa`, then the process
 /// aborts before the outcome is stored — the crash the exactly-once design must survive.
@@ -129,7 +129,17 @@ impl Simulated {
         }
         Ok(match status.as_str() {
             "succeeded" => Charged::Succeeded { reference },
-            "requires_action" => Charged::Pending { reference },
+            "requires_action" => Charged::Pending {
+                // As Stripe asks for 3-D Secure 2: Stripe.js takes it from here.
+                action: Some(CustomerAction {
+                    client_secret: format!("{reference}_secret_simulated"),
+                    next_action: serde_json::json!({
+                        "type": "use_stripe_sdk",
+                        "use_stripe_sdk": { "type": "three_d_secure_redirect" }
+                    }),
+                }),
+                reference,
+            },
             "canceled" => Charged::Declined {
                 reference: Some(reference),
                 code: "canceled".to_owned(),

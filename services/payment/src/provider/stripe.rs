@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::{ChargeRequest, Charged, ProviderError, RefundRequest, Refunded};
+use super::{ChargeRequest, Charged, CustomerAction, ProviderError, RefundRequest, Refunded};
 
 /// How long one request to Stripe may take before it counts as a (transient) timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,6 +27,10 @@ pub struct PaymentIntent {
     pub status: String,
     #[serde(default)]
     pub last_payment_error: Option<StripeError>,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub next_action: Option<serde_json::Value>,
 }
 
 /// Stripe's error object (`{"error": {...}}`).
@@ -169,6 +173,32 @@ impl StripeClient {
         })
     }
 
+    /// The charge as Stripe has it now (`GET /v1/payment_intents/{id}`): for reconciling a
+    /// charge whose webhook may have been lost.
+    pub async fn retrieve(&self, reference: &str) -> Result<Charged, ProviderError> {
+        let response = self
+            .http
+            .get(format!("{}/v1/payment_intents/{reference}", self.base))
+            .bearer_auth(&self.secret_key)
+            .send()
+            .await
+            .map_err(|error| ProviderError::Transient(format!("stripe: {error}")))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| ProviderError::Transient(format!("stripe: {error}")))?;
+        if status.is_success() {
+            return Ok(from_intent(parse(&body)?));
+        }
+        let message = format!("stripe answered {status}: {}", error_message(&body));
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            Err(ProviderError::Transient(message))
+        } else {
+            Err(ProviderError::Refused(message))
+        }
+    }
+
     pub async fn cancel(&self, reference: &str) -> Result<(), ProviderError> {
         let path = format!("/v1/payment_intents/{reference}/cancel");
         let (status, body) = self.post(&path, None, &[]).await?;
@@ -182,49 +212,66 @@ impl StripeClient {
     }
 }
 
-/// What a PaymentIntent's status means for the payment.
+/// What a PaymentIntent's status means for the payment. A refusal reports what Stripe said
+/// (`last_payment_error`), and a neutral code where it said nothing — never a reason it did
+/// not give.
 pub fn from_intent(intent: PaymentIntent) -> Charged {
     match intent.status.as_str() {
         "succeeded" => Charged::Succeeded {
             reference: intent.id,
         },
-        "requires_payment_method" | "canceled" => {
-            let error = intent.last_payment_error.unwrap_or(StripeError {
-                kind: None,
-                code: Some(intent.status.clone()),
-                decline_code: None,
-                message: Some(format!("the payment intent is {}", intent.status)),
-                payment_intent: None,
-            });
-            Charged::Declined {
+        "requires_payment_method" | "canceled" => match intent.last_payment_error {
+            Some(error) => declined_by(Some(intent.id), error),
+            None => Charged::Declined {
+                code: format!("payment_intent_{}", intent.status),
+                message: format!(
+                    "the payment was not completed: Stripe left it {} and gave no reason",
+                    intent.status
+                ),
                 reference: Some(intent.id),
-                code: error
-                    .decline_code
-                    .or(error.code)
-                    .unwrap_or_else(|| "card_declined".to_owned()),
-                message: error
-                    .message
-                    .unwrap_or_else(|| "Your card was declined.".to_owned()),
+            },
+        },
+        // processing, requires_action, requires_confirmation, requires_capture
+        _ => {
+            let action = match (intent.client_secret, intent.next_action) {
+                (Some(client_secret), Some(next_action)) if intent.status == "requires_action" => {
+                    Some(CustomerAction {
+                        client_secret,
+                        next_action,
+                    })
+                }
+                _ => None,
+            };
+            Charged::Pending {
+                reference: intent.id,
+                action,
             }
         }
-        // processing, requires_action, requires_confirmation, requires_capture
-        _ => Charged::Pending {
-            reference: intent.id,
-        },
+    }
+}
+
+/// A refusal as Stripe described it: its decline code or code, and its message; neutral words
+/// only for what it left out.
+fn declined_by(reference: Option<String>, error: StripeError) -> Charged {
+    Charged::Declined {
+        reference,
+        code: error
+            .decline_code
+            .or(error.code)
+            .or(error.kind)
+            .unwrap_or_else(|| "payment_failed".to_owned()),
+        message: error
+            .message
+            .unwrap_or_else(|| "the payment provider gave no reason".to_owned()),
     }
 }
 
 fn declined(error: StripeError) -> Charged {
-    Charged::Declined {
-        reference: error.payment_intent.map(|intent| intent.id),
-        code: error
-            .decline_code
-            .or(error.code)
-            .unwrap_or_else(|| "card_declined".to_owned()),
-        message: error
-            .message
-            .unwrap_or_else(|| "Your card was declined.".to_owned()),
-    }
+    let reference = error
+        .payment_intent
+        .as_ref()
+        .map(|intent| intent.id.clone());
+    declined_by(reference, error)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ProviderError> {

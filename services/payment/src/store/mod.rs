@@ -7,6 +7,7 @@ use shop_schemas::Envelope;
 use sqlx::{FromRow, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::provider::CustomerAction;
 use crate::state::Status;
 
 mod refunds;
@@ -40,6 +41,10 @@ pub struct PaymentRow {
     pub updated_at: DateTime<Utc>,
     /// The replica whose attempt holds the lease (`next_attempt_at`), if one ever did.
     pub leased_by: Option<String>,
+    /// While the charge waits for its customer (3-D Secure): the PaymentIntent's client secret
+    /// and Stripe's `next_action` (JSON text).
+    pub client_secret: Option<String>,
+    pub next_action: Option<String>,
 }
 
 impl PaymentRow {
@@ -313,14 +318,18 @@ pub async fn await_webhook(
     pool: &PgPool,
     payment_id: Uuid,
     reference: &str,
+    action: Option<&CustomerAction>,
 ) -> Result<(), sqlx::Error> {
     let mut transaction = pool.begin().await?;
     sqlx::query(
-        "update payments set provider_reference = $2, next_attempt_at = null, updated_at = now()
+        "update payments set provider_reference = $2, client_secret = $3, next_action = $4,
+             next_attempt_at = null, updated_at = now()
          where id = $1",
     )
     .bind(payment_id)
     .bind(reference)
+    .bind(action.map(|action| action.client_secret.as_str()))
+    .bind(action.map(|action| action.next_action.to_string()))
     .execute(&mut *transaction)
     .await?;
     attempt_row(&mut transaction, payment_id, None, "pending", None).await?;
@@ -364,7 +373,7 @@ pub async fn settle(
     let updated = sqlx::query(
         "update payments set status = $3, provider_reference = coalesce($4, provider_reference),
              failure_code = coalesce($5, failure_code), failure_reason = coalesce($6, failure_reason),
-             next_attempt_at = null, updated_at = now()
+             client_secret = null, next_action = null, next_attempt_at = null, updated_at = now()
          where id = $1 and status = $2",
     )
     .bind(settle.payment_id)
