@@ -8,6 +8,10 @@
 #                                   gateway, so a call about a customer reaches its replica too
 #   SHOP_UPSTREAM_RESOLVER          optional: a DNS server to resolve replica names with as they
 #                                   come and go (Docker's 127.0.0.11 under compose)
+#   SHOP_TRUSTED_PROXIES            optional: CIDRs (comma or space separated) of the proxies in
+#                                   front of the gateway. Only a request from one of them may
+#                                   name its client in X-Forwarded-For; from anyone else the
+#                                   header is not believed (rate limits and logs use the peer).
 #
 # Usage: upstreams.sh [OUTPUT]   (default /etc/nginx/conf.d/shop-upstreams.conf)
 set -eu
@@ -32,6 +36,19 @@ zone_line() {
 {
   echo "# Written by nginx/upstreams.sh: do not edit."
   [ -z "${SHOP_UPSTREAM_RESOLVER:-}" ] || echo "resolver ${SHOP_UPSTREAM_RESOLVER} valid=5s ipv6=off;"
+  trusted=$(printf '%s' "${SHOP_TRUSTED_PROXIES:-}" | tr ',' ' ')
+  for cidr in $trusted; do
+    case $cidr in
+      *[!0-9a-fA-F:./]*) echo "upstreams.sh: SHOP_TRUSTED_PROXIES holds $cidr, not an address or CIDR" >&2; exit 1 ;;
+    esac
+    echo "set_real_ip_from $cidr;"
+  done
+  if [ -n "$trusted" ]; then
+    echo "real_ip_header X-Forwarded-For;"
+    # The client is the last address not of a trusted proxy, so a client cannot put itself
+    # in front of the chain.
+    echo "real_ip_recursive on;"
+  fi
   replicas_json=""
   replica_map=""
   for service in $services; do

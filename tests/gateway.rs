@@ -31,12 +31,76 @@ async fn another_client_is_not_slowed_by_a_brute_force() {
     for _ in 0..25 {
         let _ = common::login(&attacker, "victim@shop.test", "guess-number-x").await;
     }
+    // Another client, another account (the account itself is throttled by now, for everyone:
+    // see tests/users.rs).
     let bystander = client();
     problem(
-        common::login(&bystander, "victim@shop.test", "guess-number-y").await,
+        common::login(&bystander, &common::unique_email(), "guess-number-y").await,
         401,
     )
     .await;
+}
+
+/// A client bound to `address` (127.0.0.1 is the one proxy dev/test trusts).
+fn client_at(address: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(address))
+        .build()
+        .expect("a reqwest client builds")
+}
+
+/// 25 failed logins sent at once (each for a new address, so the account throttle stays out
+/// of it), the nth claiming `forwarded_for(n)`: how many the gateway refused with 429.
+async fn refused_of_a_burst(
+    client: &reqwest::Client,
+    forwarded_for: impl Fn(usize) -> String,
+) -> usize {
+    let tries = (1..=25).map(|n| {
+        client
+            .post(url("/users/login"))
+            .header("x-forwarded-for", forwarded_for(n))
+            .json(&serde_json::json!({ "email": common::unique_email(), "password": "guess" }))
+            .send()
+    });
+    futures::future::join_all(tries)
+        .await
+        .into_iter()
+        .map(|answer| answer.expect("the gateway answers").status())
+        .filter(|status| *status == StatusCode::TOO_MANY_REQUESTS)
+        .count()
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_gets_its_own_limit() {
+    let proxy = client_at([127, 0, 0, 1]);
+    let attacker = format!("203.0.113.{}", rand::random::<u8>().max(1));
+    // Burst 10: of 25 at once, the rest are refused.
+    let refused = refused_of_a_burst(&proxy, |_| attacker.clone()).await;
+    assert!(
+        refused >= 10,
+        "the forwarded client was limited: {refused} of 25 refused"
+    );
+    // Another client behind the same proxy is not.
+    let neighbour = format!("198.51.100.{}", rand::random::<u8>().max(1));
+    let answered = proxy
+        .post(url("/users/login"))
+        .header("x-forwarded-for", &neighbour)
+        .json(&serde_json::json!({ "email": common::unique_email(), "password": "guess" }))
+        .send()
+        .await
+        .unwrap();
+    problem(answered, 401).await;
+}
+
+#[tokio::test]
+async fn an_untrusted_peer_cannot_dodge_its_limit_by_claiming_other_addresses() {
+    // Any loopback address but 127.0.0.1 is not a trusted proxy.
+    let peer = client();
+    let refused = refused_of_a_burst(&peer, |n| format!("192.0.2.{n}")).await;
+    assert!(
+        refused >= 10,
+        "a new X-Forwarded-For on every try still hit the peer's limit: {refused} of 25 refused"
+    );
 }
 
 #[tokio::test]

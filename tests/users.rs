@@ -534,3 +534,59 @@ async fn registering_publishes_user_registered_with_the_request_id_as_trace() {
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     assert_eq!(events.about(id).len(), 1, "exactly one UserRegistered");
 }
+
+/// `count` wrong passwords for `email`, each from a client of its own (the gateway's
+/// per-address limit stays out of it); their statuses.
+async fn wrong_logins(email: &str, count: usize) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for _ in 0..count {
+        statuses.push(
+            common::login(&client(), email, "not-the-password")
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn five_failed_logins_throttle_the_account_alike_whether_it_exists_or_not() {
+    let client = client();
+    let account = customer(&client).await;
+    let unknown = common::unique_email();
+    for email in [&account.email, &unknown] {
+        assert_eq!(wrong_logins(email, 5).await, [401; 5], "{email}");
+        // The sixth is refused before any password is checked: the right one too.
+        let refused = common::login(&client, email, PASSWORD).await;
+        let retry_after: u64 = refused.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=30).contains(&retry_after), "{retry_after}");
+        let body = problem(refused, 429).await;
+        assert_eq!(
+            body["detail"],
+            "too many failed sign-ins for this account; try again later"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_successful_login_forgets_the_failures_before_it() {
+    let client = client();
+    let account = customer(&client).await;
+    assert_eq!(wrong_logins(&account.email, 4).await, [401; 4]);
+    assert_eq!(
+        common::login(&client, &account.email, PASSWORD)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        wrong_logins(&account.email, 4).await,
+        [401; 4],
+        "counted from zero again"
+    );
+}

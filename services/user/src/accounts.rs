@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::error::UserError;
 use crate::password::Hashers;
 use crate::store::{self, NewUser, Rotation, UserChanges, UserRow};
+use crate::throttle;
 use crate::tokens::{RefreshToken, SigningKey, TokenPolicy};
 
 pub const MIN_PASSWORD: usize = 8;
@@ -102,7 +103,12 @@ impl Accounts {
         if password.len() > MAX_PASSWORD * 4 {
             return Err(UserError::WrongCredentials);
         }
-        let user = store::user_by_email(&self.pool, &normalize_email(email)).await?;
+        let email = normalize_email(email);
+        // Before any password is checked: a throttled try learns nothing, right or wrong.
+        if let Some(wait) = throttle::remaining(&self.pool, &email).await? {
+            return Err(UserError::Throttled(wait));
+        }
+        let user = store::user_by_email(&self.pool, &email).await?;
         // The same work whether or not the account exists: no enumeration by timing.
         let hash = user
             .as_ref()
@@ -110,10 +116,14 @@ impl Accounts {
         let matches = self.hashers.verify(password, hash).await?;
         match user {
             Some(user) if matches => {
+                throttle::clear(&self.pool, &email).await?;
                 tracing::info!(user_id = %user.id, "signed in");
                 self.start_session(&user).await
             }
-            _ => Err(UserError::WrongCredentials),
+            _ => {
+                throttle::record_failure(&self.pool, &email).await?;
+                Err(UserError::WrongCredentials)
+            }
         }
     }
 

@@ -26,6 +26,8 @@ pub enum UserError {
     Forbidden(String),
     #[error("the password hashers are busy; try again shortly")]
     HashersBusy,
+    #[error("too many failed sign-ins for this account; try again later")]
+    Throttled(std::time::Duration),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("signing a token: {0}")]
@@ -58,6 +60,7 @@ impl UserError {
             UserError::WrongCurrentPassword | UserError::Forbidden(_) => ProblemKind::Forbidden,
             UserError::NotFound => ProblemKind::NotFound,
             UserError::HashersBusy => ProblemKind::Unavailable,
+            UserError::Throttled(_) => ProblemKind::TooManyRequests,
             UserError::Database(cause) if shop_web::postgres::unavailable(cause) => {
                 ProblemKind::Unavailable
             }
@@ -76,6 +79,11 @@ impl From<UserError> for ApiError {
             (ProblemKind::Unavailable, UserError::Database(cause)) => {
                 tracing::warn!(%cause, "database unavailable");
                 ApiError::unavailable("the user database is unavailable; try again shortly")
+            }
+            (_, UserError::Throttled(wait)) => {
+                ApiError::new(ProblemKind::TooManyRequests, error.to_string())
+                    // Whole seconds, rounded up: a client that waits that long is let in.
+                    .retry_after(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
             }
             (kind, _) => ApiError::new(kind, error.to_string()),
         }

@@ -19,6 +19,7 @@ mod error;
 mod http;
 mod password;
 mod store;
+mod throttle;
 mod tokens;
 
 use std::net::SocketAddr;

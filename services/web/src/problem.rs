@@ -109,6 +109,8 @@ pub struct ApiError {
     pub kind: ProblemKind,
     pub detail: String,
     pub extra: Map<String, Value>,
+    /// Seconds a client should wait before trying again (`Retry-After`, for 429 and 503).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -117,7 +119,15 @@ impl ApiError {
             kind,
             detail: detail.into(),
             extra: Map::new(),
+            retry_after: None,
         }
+    }
+
+    /// Tells the client to wait `seconds` before trying again (`Retry-After`, and
+    /// `retry_after` in the body).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self.with("retry_after", seconds)
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -187,7 +197,14 @@ impl poem::error::ResponseError for ApiError {
     }
 
     fn as_response(&self) -> Response {
-        problem_response(self.kind.status(), self.body())
+        let mut response = problem_response(self.kind.status(), self.body());
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(
+                poem::http::header::RETRY_AFTER,
+                poem::http::HeaderValue::from(seconds),
+            );
+        }
+        response
     }
 }
 
