@@ -75,8 +75,14 @@ fn main() -> std::process::ExitCode {
         Ok(settings) => settings,
         Err(error) => {
             // `shop config` shows what was read as well as what is wrong with it.
-            if let Command::Config { markdown: false } = cli.command {
-                print!("{}", shop_config::render_entries(&error.entries));
+            match cli.command {
+                Command::Config { markdown: false } => {
+                    print!("{}", shop_config::render_entries(&error.entries));
+                }
+                Command::Config { markdown: true } => {
+                    print!("{}", shop_config::render_markdown(&error.entries));
+                }
+                _ => {}
             }
             eprintln!("shop: {error}");
             return std::process::ExitCode::from(2);

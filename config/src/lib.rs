@@ -478,7 +478,7 @@ impl Settings {
         if r.production && signing_key_file.is_none() {
             r.problems.push(Problem {
                 name: "SHOP_JWT_PRIVATE_KEY_FILE",
-                message: "required in production (keys are generated only in dev)".to_owned(),
+                message: "required outside dev (keys are generated only in dev)".to_owned(),
             });
         }
         let signing_key_file =
@@ -982,22 +982,27 @@ pub fn render_entries(entries: &[Entry]) -> String {
 impl Settings {
     /// The README's configuration table: every variable, its `dev/up` default, what it does.
     pub fn render_markdown(&self) -> String {
-        let mut out = String::from("| variable | default | meaning |\n|---|---|---|\n");
-        for entry in &self.entries {
-            let default = match entry.default {
-                Some(default) if entry.secret => {
-                    format!("`{default}` in dev; required in production")
-                }
-                Some(default) => format!("`{default}`"),
-                None => "unset".to_owned(),
-            };
-            out.push_str(&format!(
-                "| `{}` | {default} | {} |\n",
-                entry.name, entry.help
-            ));
-        }
-        out
+        render_markdown(&self.entries)
     }
+}
+
+/// The README's configuration table of these settings.
+pub fn render_markdown(entries: &[Entry]) -> String {
+    let mut out = String::from("| variable | default | meaning |\n|---|---|---|\n");
+    for entry in entries {
+        let default = match entry.default {
+            Some(default) if entry.secret => {
+                format!("`{default}` in dev; required outside dev")
+            }
+            Some(default) => format!("`{default}`"),
+            None => "unset".to_owned(),
+        };
+        out.push_str(&format!(
+            "| `{}` | {default} | {} |\n",
+            entry.name, entry.help
+        ));
+    }
+    out
 }
 
 fn parse_clients(raw: &str) -> Result<Vec<(String, Secret)>, String> {

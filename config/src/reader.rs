@@ -233,7 +233,7 @@ impl<'a> Reader<'a> {
         if self.production && self.raw(name).is_none() {
             self.problems.push(Problem {
                 name,
-                message: "required in production (secrets have no default there)".to_owned(),
+                message: "required outside dev (secrets have no default there)".to_owned(),
             });
             self.entries.push(Entry {
                 name,
