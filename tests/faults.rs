@@ -216,8 +216,9 @@ async fn a_poison_message_on_every_topic_goes_to_its_dead_letter_topic_and_consu
 
     // Every service that consumes a topic dead-letters the poison once and went on (the books
     // above balanced with traffic after the poison).
-    let consumers: [(&str, &[&str]); 3] = [
+    let consumers: [(&str, &[&str]); 4] = [
         (shop_schemas::USERS, &["notification"]),
+        (shop_schemas::PRODUCTS, &["cart"]),
         (
             shop_schemas::ORDERS,
             &["cart", "notification", "payment", "product"],
@@ -756,7 +757,7 @@ async fn keep_checking_out(
                 .post(url("/orders"))
                 .bearer_auth(&shopper.token)
                 .header("idempotency-key", &key)
-                .json(&serde_json::json!({ "payment_method": "pm_card_visa" }))
+                .json(&common::orders::checkout_body("pm_card_visa"))
                 .send()
                 .await;
             let Ok(response) = answered else {

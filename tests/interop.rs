@@ -97,6 +97,7 @@ fn envelope_fields(event: &Envelope) -> Value {
         Envelope::PaymentSucceeded(e) => serde_json::to_value(e),
         Envelope::PaymentFailed(e) => serde_json::to_value(e),
         Envelope::PaymentRefunded(e) => serde_json::to_value(e),
+        Envelope::ProductPriceChanged(e) => serde_json::to_value(e),
     };
     fields.expect("events serialize")
 }
@@ -126,7 +127,7 @@ async fn every_event_type_read_by_fastavro_by_fingerprint_alone_matches_the_api(
     state_becomes(&shopper, &delivered_id, "paid").await;
     let ship = admin
         .post(&format!(
-            "/orders/{delivered_id}/ship?tracking_number=TRACK-AVRO"
+            "/orders/{delivered_id}/ship?carrier=DHL&tracking_number=TRACK-AVRO"
         ))
         .await;
     assert!(ship.status().is_success(), "{}", ship.status());

@@ -40,7 +40,9 @@ async fn a_purchase_mails_welcome_confirmation_receipt_and_shipping_once_each() 
     let total = order["total"].as_i64().unwrap();
     state_becomes(&shopper, id, "paid").await;
     let shipped = admin
-        .post(&format!("/orders/{id}/ship?tracking_number=TRACK-42"))
+        .post(&format!(
+            "/orders/{id}/ship?carrier=DHL&tracking_number=TRACK-42"
+        ))
         .await;
     assert_eq!(shipped.status(), StatusCode::OK);
 

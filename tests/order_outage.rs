@@ -40,7 +40,9 @@ async fn checkout_with_a_service_down_is_503_and_leaves_nothing_behind() {
             .post(url("/orders"))
             .bearer_auth(&shopper.access_token)
             .header("idempotency-key", key)
-            .json(&json!({ "payment_method": "pm_card_authenticationRequired" }))
+            .json(&common::orders::checkout_body(
+                "pm_card_authenticationRequired",
+            ))
             .send()
     };
     let orders = || get_json(&client, url("/orders"), Some(&shopper.access_token));

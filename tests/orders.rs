@@ -32,7 +32,10 @@ async fn a_whole_checkout_goes_from_cart_to_delivered() {
     assert_eq!(order["state"], "pending");
     assert_eq!(order["customer_id"], shopper.id);
     assert_eq!(order["currency"], "EUR");
-    assert_eq!(order["total"], 2 * 1000 + 1001);
+    // The goods, and 4.90 for standard shipping within Germany (below 50 EUR of goods).
+    assert_eq!(order["subtotal"], 2 * 1000 + 1001);
+    assert_eq!(order["shipping"]["cost"], 490);
+    assert_eq!(order["total"], 3001 + 490);
     assert_eq!(order["lines"].as_array().unwrap().len(), 2);
     let id = order["id"].as_str().unwrap().to_owned();
     let order_id = uuid(&order["id"]);
@@ -42,7 +45,12 @@ async fn a_whole_checkout_goes_from_cart_to_delivered() {
     let Envelope::OrderPlaced(placed) = placed.event else {
         unreachable!()
     };
-    assert_eq!(placed.total, 3001);
+    assert_eq!(placed.total, 3491);
+    assert_eq!(placed.shipping, Some(490));
+    assert_eq!(
+        placed.shipping_address.as_ref().map(|a| a.city.as_str()),
+        Some("Berlin")
+    );
     assert_eq!(placed.customer_id, shopper.uuid());
     assert!(placed.customer_email.ends_with("@shop.test") || placed.customer_email.contains('@'));
     assert_eq!(placed.payment_method, AWAITING_PAYMENT);
@@ -64,7 +72,7 @@ async fn a_whole_checkout_goes_from_cart_to_delivered() {
     }
 
     // Paid: the reservation becomes a sale.
-    publish(payment_succeeded(order_id, 3001)).await;
+    publish(payment_succeeded(order_id, 3491)).await;
     let paid = state_becomes(&shopper, &id, "paid").await;
     assert!(paid["payment_id"].is_string());
     events.wait_for(order_id, "OrderPaid").await;
@@ -76,7 +84,9 @@ async fn a_whole_checkout_goes_from_cart_to_delivered() {
     problem(refused, 403).await;
     let admin = Shopper::admin().await;
     let shipped: Value = admin
-        .post(&format!("/orders/{id}/ship?tracking_number=TRACK-123"))
+        .post(&format!(
+            "/orders/{id}/ship?carrier=DHL&tracking_number=TRACK-123"
+        ))
         .await
         .json()
         .await
@@ -301,7 +311,10 @@ async fn bad_checkouts_and_order_requests_answer_problems() {
         .unwrap();
     assert_eq!(filtered["total"], 1);
     assert_eq!(filtered["items"][0]["id"], id);
-    let long_tracking = format!("/orders/{id}/ship?tracking_number={}", "x".repeat(101));
+    let long_tracking = format!(
+        "/orders/{id}/ship?carrier=DHL&tracking_number={}",
+        "x".repeat(101)
+    );
     problem(admin.post(&long_tracking).await, 422).await;
 }
 
@@ -536,7 +549,9 @@ async fn an_illegal_transition_is_409_with_the_current_state() {
     let body = problem(admin_post(format!("/orders/{id}/deliver")).await, 409).await;
     assert_eq!(body["state"], "paid");
     assert_eq!(
-        admin_post(format!("/orders/{id}/ship")).await.status(),
+        admin_post(format!("/orders/{id}/ship?carrier=DHL&tracking_number=T-9"))
+            .await
+            .status(),
         StatusCode::OK
     );
     let body = problem(shopper.post(&format!("/orders/{id}/cancel")).await, 409).await;
@@ -575,6 +590,15 @@ async fn order_placed_delivered_twice_takes_the_ordered_lines_out_of_the_cart_on
         currency: "EUR".to_owned(),
         payment_method: AWAITING_PAYMENT.to_owned(),
         idempotency_key: "twice".to_owned(),
+        // As a service before v2 of the event would publish it.
+        shipping_address: None,
+        shipping_method: None,
+        subtotal: None,
+        shipping: None,
+        tax: None,
+        prices_include_tax: None,
+        delivery_min_days: None,
+        delivery_max_days: None,
     };
     publish(placed.clone()).await;
     publish(placed).await;

@@ -135,7 +135,11 @@ async fn a_whole_purchase_is_charged_once_then_shipped_with_its_stock_sold_and_t
     );
     assert_eq!(charges_of(uuid(&order["id"])).await, 1);
 
-    let shipped = admin.post(&format!("/orders/{id}/ship")).await;
+    let shipped = admin
+        .post(&format!(
+            "/orders/{id}/ship?carrier=DHL&tracking_number=T-1"
+        ))
+        .await;
     assert_eq!(shipped.status(), StatusCode::OK);
     state_becomes(&shopper, id, "shipped").await;
 
@@ -224,7 +228,7 @@ async fn order_placed_delivered_again_charges_nothing_more_and_publishes_no_seco
         panic!("not an OrderPlaced");
     };
     again.event_id = Uuid::new_v4();
-    publish(again).await;
+    publish(*again).await;
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(charges_of(order_id).await, 1);

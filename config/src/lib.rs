@@ -6,12 +6,14 @@
 //! # Ok::<(), shop_config::ConfigError>(())
 //! ```
 
+pub mod commerce;
 mod reader;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use commerce::{ShippingMethod, ShippingRate, ShippingTable, TaxTable};
 use reader::Reader;
 pub use reader::{Entry, Port, Problem};
 pub use url::Url;
@@ -197,6 +199,12 @@ pub struct OrderSettings {
     pub reservation_margin: Duration,
     /// An order actor with no message for this long stops; the next command brings it back.
     pub idle_timeout: Duration,
+    /// Shipping methods by country zone.
+    pub shipping: ShippingTable,
+    /// Tax rates by country.
+    pub tax: TaxTable,
+    /// Whether catalogue prices include tax (VAT-style) or tax is added on top.
+    pub prices_include_tax: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -348,6 +356,11 @@ impl std::fmt::Debug for ConfigError {
             .field("problems", &self.problems)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether `code` is an ISO 4217 currency code (upper case).
+pub(crate) fn known_currency(code: &str) -> bool {
+    iso_currency::Currency::from_code(code).is_some()
 }
 
 /// The machine's (or container's) name: distinct per replica under compose without configuring.
@@ -683,7 +696,28 @@ impl Settings {
                 "1m",
                 "an order actor idle this long stops; the next command reloads it",
             ),
+            shipping: r.get(
+                "SHOP_SHIPPING",
+                commerce::DEFAULT_SHIPPING,
+                "shipping methods by country zone, as JSON (README: Orders and checkout)",
+            ),
+            tax: r.get(
+                "SHOP_TAX_RATES",
+                commerce::DEFAULT_TAX_RATES,
+                "tax rates by country, COUNTRY:PERCENT comma separated, * for the rest",
+            ),
+            prices_include_tax: r.get(
+                "SHOP_PRICES_INCLUDE_TAX",
+                "true",
+                "true: catalogue prices include tax (VAT-style); false: tax is added on top",
+            ),
         };
+        if let Err(why) = order.shipping.check() {
+            r.problems.push(Problem {
+                name: "SHOP_SHIPPING",
+                message: why,
+            });
+        }
         if order.payment_grace.is_zero() {
             r.problems.push(Problem {
                 name: "SHOP_ORDER_PAYMENT_GRACE",
@@ -991,6 +1025,8 @@ pub fn render_markdown(entries: &[Entry]) -> String {
     let mut out = String::from("| variable | default | meaning |\n|---|---|---|\n");
     for entry in entries {
         let default = match entry.default {
+            // The shipping and tax tables: documented in the README beside what they mean.
+            Some(default) if default.len() > 60 => "built in (see the README)".to_owned(),
             Some(default) if entry.secret => {
                 format!("`{default}` in dev; required outside dev")
             }

@@ -125,6 +125,32 @@ impl Setting for crate::Environment {
     }
 }
 
+impl Setting for crate::ShippingTable {
+    const EXPECTED: &'static str = "a shipping table as JSON (README: Orders and checkout)";
+    fn parse(raw: &str) -> Option<Self> {
+        serde_json::from_str(raw).ok()
+    }
+    /// The whole table is long: `shop config` shows its methods and zones.
+    fn show(&self, _raw: &str) -> String {
+        let methods: Vec<&str> = self.methods.iter().map(|m| m.code.as_str()).collect();
+        let zones: Vec<&str> = self.zones.iter().map(|z| z.name.as_str()).collect();
+        format!(
+            "{} ({}) over zones {}",
+            methods.join(", "),
+            self.currency,
+            zones.join(", ")
+        )
+    }
+}
+
+impl Setting for crate::TaxTable {
+    const EXPECTED: &'static str =
+        "COUNTRY:PERCENT pairs, comma separated, such as DE:19,FR:20,*:0";
+    fn parse(raw: &str) -> Option<Self> {
+        crate::TaxTable::parse(raw).ok()
+    }
+}
+
 impl Setting for crate::SmsLog {
     const EXPECTED: &'static str = "full or masked";
     fn parse(raw: &str) -> Option<Self> {

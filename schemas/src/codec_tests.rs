@@ -24,6 +24,81 @@ fn known(name: &str, version: u32) -> &'static KnownSchema {
         .unwrap()
 }
 
+/// An `OrderPlaced`, with what v2 adds (`full`) or without it.
+fn order_placed(full: bool) -> OrderPlaced {
+    let address = ShippingAddress {
+        name: "Ada Lovelace".into(),
+        line1: "Unter den Linden 1".into(),
+        line2: None,
+        city: "Berlin".into(),
+        region: None,
+        postal_code: "10117".into(),
+        country: "DE".into(),
+        phone: Some("+4930123456".into()),
+    };
+    OrderPlaced {
+        event_id: Uuid::from_u128(12),
+        occurred_at: 1,
+        order_id: Uuid::from_u128(10),
+        customer_id: Uuid::from_u128(11),
+        customer_email: "c@example.com".into(),
+        customer_name: "C".into(),
+        lines: vec![OrderLine {
+            product_id: Uuid::from_u128(3),
+            name: "Mug".into(),
+            quantity: 2,
+            unit_price: 1299,
+        }],
+        total: 2598 + 490,
+        currency: "EUR".into(),
+        payment_method: "pm_card_visa".into(),
+        idempotency_key: "k-1".into(),
+        shipping_address: full.then(|| Box::new(address)),
+        shipping_method: full.then(|| "standard".into()),
+        subtotal: full.then_some(2598),
+        shipping: full.then_some(490),
+        tax: full.then_some(493),
+        prices_include_tax: full.then_some(true),
+        delivery_min_days: full.then_some(1),
+        delivery_max_days: full.then_some(3),
+    }
+}
+
+/// `event` written with version 1 of its schema, as a service built before v2 writes it.
+fn written_with_v1_of<E: Event>(event: &E) -> Vec<u8> {
+    let v1 = known(E::NAME, 1);
+    let value = apache_avro::to_value(event)
+        .and_then(|value| value.resolve(&v1.schema))
+        .unwrap();
+    let body = GenericDatumWriter::builder(&v1.schema)
+        .build()
+        .unwrap()
+        .write_value_to_vec(value)
+        .unwrap();
+    [&MAGIC[..], &v1.fingerprint[..], &body[..]].concat()
+}
+
+#[test]
+fn an_order_placed_v1_message_decodes_with_the_v2_reader() {
+    let decoded = decode(&written_with_v1_of(&order_placed(false))).unwrap();
+    assert_eq!(decoded.writer_version, 1);
+    assert_eq!(
+        decoded.event,
+        order_placed(false).into_envelope(),
+        "what v2 adds is absent"
+    );
+}
+
+#[test]
+fn an_order_placed_v2_message_decodes_with_the_v1_reader() {
+    let (message, _) = encode(&order_placed(true)).unwrap();
+    assert_eq!(decode(&message).unwrap().writer_version, 2);
+    let decoded = decode_as(&message, known("OrderPlaced", 1)).unwrap();
+    assert_eq!(decoded.writer_version, 2);
+    // The v1 reader knows nothing of the address, shipping and tax; the rest is all there.
+    assert_eq!(decoded.event, order_placed(false).into_envelope());
+}
+
 #[test]
 fn every_event_survives_a_round_trip() {
     let order = Uuid::from_u128(10);
@@ -31,25 +106,7 @@ fn every_event_survives_a_round_trip() {
     let id = Uuid::from_u128(12);
     let events: Vec<Envelope> = vec![
         user(Some("+4915112345678")).into_envelope(),
-        OrderPlaced {
-            event_id: id,
-            occurred_at: 1,
-            order_id: order,
-            customer_id: customer,
-            customer_email: "c@example.com".into(),
-            customer_name: "C".into(),
-            lines: vec![OrderLine {
-                product_id: Uuid::from_u128(3),
-                name: "Mug".into(),
-                quantity: 2,
-                unit_price: 1299,
-            }],
-            total: 2598,
-            currency: "EUR".into(),
-            payment_method: "pm_card_visa".into(),
-            idempotency_key: "k-1".into(),
-        }
-        .into_envelope(),
+        order_placed(true).into_envelope(),
         OrderPaid {
             event_id: id,
             occurred_at: 2,
@@ -65,7 +122,10 @@ fn every_event_survives_a_round_trip() {
             occurred_at: 3,
             order_id: order,
             customer_id: customer,
-            tracking_number: None,
+            tracking_number: Some("TRACK-1".into()),
+            carrier: Some("DHL".into()),
+            delivery_min_days: Some(1),
+            delivery_max_days: Some(3),
         }
         .into_envelope(),
         OrderDelivered {
@@ -114,11 +174,20 @@ fn every_event_survives_a_round_trip() {
             currency: "EUR".into(),
         }
         .into_envelope(),
+        ProductPriceChanged {
+            event_id: id,
+            occurred_at: 9,
+            product_id: Uuid::from_u128(3),
+            old_price: 1299,
+            new_price: 1499,
+            currency: "EUR".into(),
+        }
+        .into_envelope(),
     ];
     for event in events {
         let encoded = match &event {
             Envelope::UserRegistered(e) => encode(e),
-            Envelope::OrderPlaced(e) => encode(e),
+            Envelope::OrderPlaced(e) => encode(&**e),
             Envelope::OrderPaid(e) => encode(e),
             Envelope::OrderShipped(e) => encode(e),
             Envelope::OrderDelivered(e) => encode(e),
@@ -126,6 +195,7 @@ fn every_event_survives_a_round_trip() {
             Envelope::PaymentSucceeded(e) => encode(e),
             Envelope::PaymentFailed(e) => encode(e),
             Envelope::PaymentRefunded(e) => encode(e),
+            Envelope::ProductPriceChanged(e) => encode(e),
         }
         .unwrap()
         .0;

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Event, ORDERS, PAYMENTS, USERS};
+use crate::{Event, ORDERS, PAYMENTS, PRODUCTS, USERS};
 
 /// Uuids as Avro's `uuid` logical type wants them: text (serde's default for a non-human-readable
 /// format such as Avro is 16 raw bytes).
@@ -66,10 +66,46 @@ pub struct OrderPlaced {
     pub customer_email: String,
     pub customer_name: String,
     pub lines: Vec<OrderLine>,
+    /// What is charged: subtotal plus shipping, plus tax where prices do not include it.
     pub total: i64,
     pub currency: String,
     pub payment_method: String,
     pub idempotency_key: String,
+    /// v2: a copy of where the order ships (absent in v1 messages). Boxed: every envelope
+    /// would otherwise carry its size.
+    #[serde(default)]
+    pub shipping_address: Option<Box<ShippingAddress>>,
+    /// v2: the shipping method's code.
+    #[serde(default)]
+    pub shipping_method: Option<String>,
+    /// v2: the goods, shipping and all tax, in minor units.
+    #[serde(default)]
+    pub subtotal: Option<i64>,
+    #[serde(default)]
+    pub shipping: Option<i64>,
+    #[serde(default)]
+    pub tax: Option<i64>,
+    #[serde(default)]
+    pub prices_include_tax: Option<bool>,
+    /// v2: working days from dispatch, as the shipping method promises.
+    #[serde(default)]
+    pub delivery_min_days: Option<i32>,
+    #[serde(default)]
+    pub delivery_max_days: Option<i32>,
+}
+
+/// Where an order ships: a copy taken at checkout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippingAddress {
+    pub name: String,
+    pub line1: String,
+    pub line2: Option<String>,
+    pub city: String,
+    pub region: Option<String>,
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+    pub phone: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,6 +133,25 @@ pub struct OrderShipped {
     #[serde(with = "uuid_text")]
     pub customer_id: Uuid,
     pub tracking_number: Option<String>,
+    /// v2: who carries it, and the delivery estimate in working days.
+    #[serde(default)]
+    pub carrier: Option<String>,
+    #[serde(default)]
+    pub delivery_min_days: Option<i32>,
+    #[serde(default)]
+    pub delivery_max_days: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProductPriceChanged {
+    #[serde(with = "uuid_text")]
+    pub event_id: Uuid,
+    pub occurred_at: i64,
+    #[serde(with = "uuid_text")]
+    pub product_id: Uuid,
+    pub old_price: i64,
+    pub new_price: i64,
+    pub currency: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,7 +224,9 @@ pub struct PaymentRefunded {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Envelope {
     UserRegistered(UserRegistered),
-    OrderPlaced(OrderPlaced),
+    /// Boxed: the largest event by far, it would otherwise set the size of every envelope (and
+    /// of every actor message carrying one).
+    OrderPlaced(Box<OrderPlaced>),
     OrderPaid(OrderPaid),
     OrderShipped(OrderShipped),
     OrderDelivered(OrderDelivered),
@@ -177,6 +234,7 @@ pub enum Envelope {
     PaymentSucceeded(PaymentSucceeded),
     PaymentFailed(PaymentFailed),
     PaymentRefunded(PaymentRefunded),
+    ProductPriceChanged(ProductPriceChanged),
 }
 
 macro_rules! events {
@@ -195,7 +253,7 @@ macro_rules! events {
 
             impl From<$name> for Envelope {
                 fn from(event: $name) -> Self {
-                    Envelope::$name(event)
+                    Envelope::$name(event.into())
                 }
             }
         )*
@@ -231,7 +289,9 @@ macro_rules! events {
             /// (see [`crate::encode`]).
             pub fn encode(&self) -> Result<(Vec<u8>, [u8; 8]), crate::EncodeError> {
                 match self {
-                    $(Envelope::$name(event) => crate::encode(event),)*
+                    $(Envelope::$name(event) => {
+                        crate::encode::<$name>(std::borrow::Borrow::borrow(event))
+                    })*
                 }
             }
 
@@ -242,7 +302,7 @@ macro_rules! events {
             ) -> Option<Result<Self, apache_avro::Error>> {
                 match name {
                     $(stringify!($name) => Some(
-                        apache_avro::from_value::<$name>(value).map(Envelope::$name)
+                        apache_avro::from_value::<$name>(value).map(|event| Envelope::$name(event.into()))
                     ),)*
                     _ => None,
                 }
@@ -261,4 +321,5 @@ events! {
     PaymentSucceeded on PAYMENTS keyed by order_id,
     PaymentFailed on PAYMENTS keyed by order_id,
     PaymentRefunded on PAYMENTS keyed by order_id,
+    ProductPriceChanged on PRODUCTS keyed by product_id,
 }

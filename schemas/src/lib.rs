@@ -39,8 +39,9 @@ pub trait Event:
 pub const USERS: &str = "shop.users";
 pub const ORDERS: &str = "shop.orders";
 pub const PAYMENTS: &str = "shop.payments";
+pub const PRODUCTS: &str = "shop.products";
 /// Every topic events are published on.
-pub const TOPICS: &[&str] = &[USERS, ORDERS, PAYMENTS];
+pub const TOPICS: &[&str] = &[USERS, ORDERS, PAYMENTS, PRODUCTS];
 
 /// Where a topic's undeliverable messages go.
 pub fn dead_letter_topic(topic: &str) -> String {

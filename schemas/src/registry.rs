@@ -23,12 +23,20 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../avro/order_placed.v1.avsc"),
     ),
     (
+        "order_placed.v2.avsc",
+        include_str!("../avro/order_placed.v2.avsc"),
+    ),
+    (
         "order_paid.v1.avsc",
         include_str!("../avro/order_paid.v1.avsc"),
     ),
     (
         "order_shipped.v1.avsc",
         include_str!("../avro/order_shipped.v1.avsc"),
+    ),
+    (
+        "order_shipped.v2.avsc",
+        include_str!("../avro/order_shipped.v2.avsc"),
     ),
     (
         "order_delivered.v1.avsc",
@@ -49,6 +57,10 @@ const FILES: &[(&str, &str)] = &[
     (
         "payment_refunded.v1.avsc",
         include_str!("../avro/payment_refunded.v1.avsc"),
+    ),
+    (
+        "product_price_changed.v1.avsc",
+        include_str!("../avro/product_price_changed.v1.avsc"),
     ),
 ];
 

@@ -276,7 +276,15 @@ async fn checkout_once(
         .post(format!("{gateway}/orders"))
         .bearer_auth(token)
         .header("idempotency-key", Uuid::new_v4().to_string())
-        .json(&json!({ "payment_method": "pm_card_visa" }))
+        // Shipped standard within Germany, to an address given with the order.
+        .json(&json!({
+            "payment_method": "pm_card_visa",
+            "shipping_method": "standard",
+            "address": {
+                "name": "Bench Shopper", "line1": "Unter den Linden 1", "city": "Berlin",
+                "postal_code": "10117", "country": "DE"
+            }
+        }))
         .send()
         .await
         .map_err(|_| 0_u16)?;

@@ -443,6 +443,46 @@ pub async fn mails_to(address: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The text of the mail to `address` whose subject contains `subject`, once it arrived (up to
+/// 30 s).
+pub async fn mail_text(address: &str, subject: &str) -> String {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mailpit = env("SHOP_MAILPIT_URL");
+    loop {
+        let mut search = reqwest::Url::parse(&format!("{mailpit}/api/v1/search"))
+            .expect("SHOP_MAILPIT_URL is a URL");
+        search
+            .query_pairs_mut()
+            .append_pair("query", &format!("to:\"{address}\""));
+        let found: Value = reqwest::get(search)
+            .await
+            .expect("Mailpit answers")
+            .json()
+            .await
+            .expect("Mailpit's search is JSON");
+        let id = found["messages"].as_array().and_then(|messages| {
+            messages
+                .iter()
+                .find(|m| m["Subject"].as_str().is_some_and(|s| s.contains(subject)))
+                .and_then(|m| m["ID"].as_str().map(str::to_owned))
+        });
+        if let Some(id) = id {
+            let message: Value = reqwest::get(format!("{mailpit}/api/v1/message/{id}"))
+                .await
+                .expect("Mailpit answers")
+                .json()
+                .await
+                .expect("a message is JSON");
+            return message["Text"].as_str().unwrap_or_default().to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no mail to {address} about {subject:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits (up to 30 s) until Mailpit holds at least `count` mails for `address`.
 pub async fn wait_for_mails(address: &str, count: usize) -> Vec<String> {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -11,7 +11,10 @@ use super::{Shopper, get_json, url};
 /// What the order tests ask of a shopper, besides the shared basics.
 pub trait Ordering {
     async fn put_in_cart(&self, product: &str, quantity: i64);
+    /// Checks out with `payment_method`, shipped `standard` to [`berlin`].
     async fn checkout_with(&self, key: &str, payment_method: &str) -> reqwest::Response;
+    /// Checks out with a body of the test's own.
+    async fn checkout_body(&self, key: &str, body: &Value) -> reqwest::Response;
     async fn checkout(&self, payment_method: &str) -> Value;
     async fn order(&self, id: &str) -> Value;
 }
@@ -26,11 +29,16 @@ impl Ordering for Shopper {
     }
 
     async fn checkout_with(&self, key: &str, payment_method: &str) -> reqwest::Response {
+        self.checkout_body(key, &checkout_body(payment_method))
+            .await
+    }
+
+    async fn checkout_body(&self, key: &str, body: &Value) -> reqwest::Response {
         self.client
             .post(url("/orders"))
             .bearer_auth(&self.token)
             .header("idempotency-key", key)
-            .json(&json!({ "payment_method": payment_method }))
+            .json(body)
             .send()
             .await
             .unwrap()
@@ -55,6 +63,24 @@ impl Ordering for Shopper {
         )
         .await
     }
+}
+
+/// An address in Berlin (domestic for the default shipping table: standard costs 4.90 EUR
+/// below 50 EUR of goods, 19% tax included in the prices).
+pub fn berlin() -> Value {
+    json!({
+        "name": "Ada Lovelace", "line1": "Unter den Linden 1", "city": "Berlin",
+        "postal_code": "10117", "country": "DE", "phone": "+4930123456"
+    })
+}
+
+/// A checkout body: `payment_method`, shipped `standard` to [`berlin`].
+pub fn checkout_body(payment_method: &str) -> Value {
+    json!({
+        "payment_method": payment_method,
+        "address": berlin(),
+        "shipping_method": "standard",
+    })
 }
 
 /// Products (as the admin) with the given stock and price 1000 + index cents.

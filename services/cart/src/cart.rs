@@ -70,6 +70,9 @@ pub enum Change {
         order_id: Uuid,
         lines: Vec<(Uuid, i32)>,
     },
+    /// These products cost this now (`ProductPriceChanged`, or a checkout that found the cart's
+    /// price old): their lines, where the cart has them, take the new price.
+    Reprice(Vec<(Uuid, i64)>),
 }
 
 /// Orders remembered per cart, for taking each out once.
@@ -156,6 +159,17 @@ impl Cart {
                 self.ordered.push(order_id);
                 let excess = self.ordered.len().saturating_sub(REMEMBERED_ORDERS);
                 self.ordered.drain(..excess);
+                Ok(())
+            }
+            Change::Reprice(prices) => {
+                for (product_id, unit_price) in prices {
+                    if *unit_price < 0 {
+                        return Err(CartError::Invalid("a price is not negative".into()));
+                    }
+                    if let Some(line) = self.line(*product_id) {
+                        line.unit_price = *unit_price;
+                    }
+                }
                 Ok(())
             }
         }

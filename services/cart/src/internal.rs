@@ -1,7 +1,8 @@
 //! `/internal/carts`: what other services ask of carts, with a service token (nginx never routes
 //! `/internal/`). At checkout the order service takes the ordered lines out at once, so a second
 //! checkout right after the first finds them gone; `OrderPlaced` does the same later and, the cart
-//! remembering the order, takes nothing twice.
+//! remembering the order, takes nothing twice. A checkout that found a price changed gives the
+//! cart the new one at once (`ProductPriceChanged` does the same a moment later).
 
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
@@ -32,6 +33,30 @@ struct OrderedLine {
     product_id: Uuid,
     #[oai(validator(minimum(value = "1")))]
     quantity: i32,
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+struct NewPrices {
+    #[oai(validator(min_items = 1, max_items = 100))]
+    lines: Vec<NewPrice>,
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+struct NewPrice {
+    product_id: Uuid,
+    /// Minor units.
+    #[oai(validator(minimum(value = "0")))]
+    unit_price: i64,
+}
+
+#[derive(ApiResponse)]
+enum Repriced {
+    /// The cart's lines of these products hold the new prices (lines it does not have are
+    /// left alone).
+    #[oai(status = 204)]
+    Repriced,
 }
 
 #[derive(ApiResponse)]
@@ -75,5 +100,31 @@ impl InternalApi {
             .call(user_id.0, |reply| CartMsg::Change(change.clone(), reply))
             .await?;
         Ok(Taken::Taken)
+    }
+
+    /// Give a customer's cart the current prices of some products.
+    #[oai(
+        path = "/:user_id/prices",
+        method = "post",
+        operation_id = "reprice_cart"
+    )]
+    async fn prices(
+        &self,
+        auth: BearerAuth,
+        user_id: Path<Uuid>,
+        body: Json<NewPrices>,
+    ) -> Result<Repriced, ApiError> {
+        auth.0.require_service()?;
+        let change = Change::Reprice(
+            body.0
+                .lines
+                .iter()
+                .map(|line| (line.product_id, line.unit_price))
+                .collect(),
+        );
+        self.carts
+            .call(user_id.0, |reply| CartMsg::Change(change.clone(), reply))
+            .await?;
+        Ok(Repriced::Repriced)
     }
 }

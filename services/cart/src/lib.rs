@@ -7,7 +7,8 @@
 //! │   └── cart:<user> × N   one per user with a recent request; restarted from the store
 //! │                         when it fails (at most 3 times in 10 s)                     transient
 //! ├── cart.orders        OrderPlaced -> takes the ordered lines out of the cart         permanent
-//! └── cart.bridge        Kafka: hears shop.orders                                       permanent
+//! ├── cart.prices        ProductPriceChanged -> carts holding the product take its price permanent
+//! └── cart.bridge        Kafka: hears shop.orders and shop.products                     permanent
 //! ```
 //!
 //! Each cart actor is the only writer of its document and answers a change once it is durable;
@@ -22,6 +23,7 @@ mod http;
 mod internal;
 mod metrics;
 mod orders;
+mod prices;
 mod products;
 mod registry;
 mod store;
@@ -33,7 +35,7 @@ use shop_actors::entities;
 use shop_actors::{Child, Intensity, Restart, Service, SupervisorSpec};
 use shop_bridge::{Subscriber, Subscriptions};
 use shop_config::Settings;
-use shop_schemas::OrderPlaced;
+use shop_schemas::{OrderPlaced, ProductPriceChanged};
 use shop_web::server::Shutdown;
 use shop_web::{ServiceWeb, TokenVerifier};
 
@@ -46,6 +48,7 @@ const ROOT: &str = "cart";
 const HTTP: &str = "cart.http";
 const REGISTRY: &str = "cart.registry";
 const ORDERS: &str = "cart.orders";
+const PRICES: &str = "cart.prices";
 const BRIDGE: &str = "cart.bridge";
 
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +106,10 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
     let addr = SocketAddr::new(settings.http.bind_host, settings.cart.port);
     let idle_timeout = settings.cart.idle_timeout;
     let order_carts = carts.clone();
-    let subscriptions = Subscriptions::new().on::<OrderPlaced>(Subscriber::deliveries(ORDERS));
+    let (price_carts, price_store) = (carts.clone(), store.clone());
+    let subscriptions = Subscriptions::new()
+        .on::<OrderPlaced>(Subscriber::deliveries(ORDERS))
+        .on::<ProductPriceChanged>(Subscriber::deliveries(PRICES));
 
     let tree = SupervisorSpec::new(ROOT)
         .intensity(Intensity::default())
@@ -130,6 +136,18 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
             "subscriber",
             Restart::Permanent,
             move || (orders::OrderEvents, order_carts.clone()),
+        ))
+        .child(Child::actor(
+            PRICES,
+            "subscriber",
+            Restart::Permanent,
+            move || {
+                let args = prices::PriceEventsArgs {
+                    carts: price_carts.clone(),
+                    store: price_store.clone(),
+                };
+                (prices::PriceEvents, args)
+            },
         ))
         .child(shop_bridge::bridge_child(
             BRIDGE,

@@ -218,6 +218,28 @@ impl CartStore {
         Ok(in_time(newest.into_future()).await?.map(Cart::from))
     }
 
+    /// The users whose stored carts (any version still kept) hold a line of `product_id`: each
+    /// cart's actor decides on its newest version.
+    pub async fn users_holding(&self, product_id: Uuid) -> Result<Vec<Uuid>, StoreError> {
+        use futures::TryStreamExt;
+        let versions = self.versions.clone_with_type::<bson::Document>();
+        let found = versions
+            .find(doc! { "items.product_id": product_id.to_string() })
+            .projection(doc! { "user": 1 });
+        let documents: Vec<bson::Document> = in_time(async {
+            let cursor = found.await?;
+            cursor.try_collect().await
+        })
+        .await?;
+        let mut users: Vec<Uuid> = documents
+            .iter()
+            .filter_map(|document| document.get_str("user").ok()?.parse().ok())
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        Ok(users)
+    }
+
     /// Stores `cart` as version `expected + 1`, unless someone else stored that version first.
     ///
     /// With `check_head`, a writer that may be far behind also makes sure the version did not go

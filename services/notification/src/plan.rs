@@ -41,6 +41,10 @@ fn message(event: &Envelope) -> Option<(&'static str, About, Value)> {
             let context = json!({
                 "order_id": e.order_id, "short_id": short(e.order_id), "lines": lines,
                 "total": e.total, "currency": e.currency,
+                // v2 of the event: absent (null) for orders placed before shipping and tax.
+                "subtotal": e.subtotal, "shipping": e.shipping, "tax": e.tax,
+                "prices_include_tax": e.prices_include_tax,
+                "shipping_method": e.shipping_method, "address": e.shipping_address,
             });
             ("order_placed", About::User(e.customer_id), context)
         }
@@ -52,7 +56,11 @@ fn message(event: &Envelope) -> Option<(&'static str, About, Value)> {
         Envelope::OrderShipped(e) => (
             "order_shipped",
             About::User(e.customer_id),
-            json!({ "order_id": e.order_id, "short_id": short(e.order_id), "tracking_number": e.tracking_number }),
+            json!({
+                "order_id": e.order_id, "short_id": short(e.order_id),
+                "tracking_number": e.tracking_number, "carrier": e.carrier,
+                "delivery_min_days": e.delivery_min_days, "delivery_max_days": e.delivery_max_days,
+            }),
         ),
         Envelope::OrderDelivered(e) => (
             "order_delivered",
@@ -74,8 +82,8 @@ fn message(event: &Envelope) -> Option<(&'static str, About, Value)> {
             About::Order(e.order_id),
             json!({ "order_id": e.order_id, "short_id": short(e.order_id), "amount": e.amount, "currency": e.currency }),
         ),
-        // The receipt goes out on OrderPaid.
-        Envelope::PaymentSucceeded(_) => return None,
+        // The receipt goes out on OrderPaid; a price is nobody's mail.
+        Envelope::PaymentSucceeded(_) | Envelope::ProductPriceChanged(_) => return None,
     })
 }
 

@@ -261,6 +261,44 @@ mod tests {
     }
 
     #[test]
+    fn the_confirmation_and_shipping_mails_show_address_shipping_tax_and_estimate() {
+        let templates = Templates::new(None);
+        let context = serde_json::json!({
+            "name": "Ada", "short_id": "1a2b3c4d",
+            "lines": [{ "name": "Lamp", "quantity": 1, "line_total": 2000 }],
+            "total": 2490, "subtotal": 2000, "shipping": 490, "tax": 398,
+            "prices_include_tax": true, "shipping_method": "standard", "currency": "EUR",
+            "address": {
+                "name": "Ada Lovelace", "line1": "Unter den Linden 1", "city": "Berlin",
+                "postal_code": "10117", "country": "DE"
+            },
+            "carrier": "DHL", "tracking_number": "T-1",
+            "delivery_min_days": 1, "delivery_max_days": 3,
+        });
+        let placed = templates.email("order_placed", &context).unwrap().text;
+        for expected in [
+            "Subtotal: €20.00",
+            "Shipping (standard): €4.90",
+            "Total: €24.90 (including €3.98 tax)",
+            "Unter den Linden 1",
+            "10117 Berlin",
+        ] {
+            assert!(placed.contains(expected), "{expected:?} in {placed}");
+        }
+        let shipped = templates.email("order_shipped", &context).unwrap().text;
+        for expected in [
+            "Carrier: DHL",
+            "Tracking number: T-1",
+            "Expected in 1–3 working days.",
+        ] {
+            assert!(shipped.contains(expected), "{expected:?} in {shipped}");
+        }
+        let next_day = serde_json::json!({ "name": "Ada", "short_id": "x", "delivery_min_days": 1, "delivery_max_days": 1 });
+        let shipped = templates.email("order_shipped", &next_day).unwrap().text;
+        assert!(shipped.contains("Expected in 1 working day."), "{shipped}");
+    }
+
+    #[test]
     fn a_template_that_does_not_render_is_an_error_naming_it() {
         let dir = std::env::temp_dir().join(format!("shop-templates-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();

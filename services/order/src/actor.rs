@@ -33,6 +33,7 @@ pub struct Request {
     pub by: String,
     pub reason: Option<String>,
     pub tracking_number: Option<String>,
+    pub carrier: Option<String>,
     pub trace_id: Option<String>,
 }
 
@@ -106,6 +107,7 @@ impl Actor for OrderActor {
                     by: &request.by,
                     reason: request.reason.as_deref(),
                     tracking_number: request.tracking_number.as_deref(),
+                    carrier: request.carrier.as_deref(),
                     payment_id: None,
                     caused_by: None,
                     trace_id: request.trace_id.as_deref(),
@@ -141,6 +143,7 @@ struct Change<'a> {
     by: &'a str,
     reason: Option<&'a str>,
     tracking_number: Option<&'a str>,
+    carrier: Option<&'a str>,
     payment_id: Option<Uuid>,
     /// The event that asked for it, recorded in the inbox with the change.
     caused_by: Option<Uuid>,
@@ -180,6 +183,7 @@ impl OrderState {
                 reason: change.reason,
                 payment_id: change.payment_id,
                 tracking_number: change.tracking_number,
+                carrier: change.carrier,
                 event: published(order, from, to, &change),
                 caused_by: change.caused_by,
                 trace_id: change.trace_id,
@@ -196,6 +200,9 @@ impl OrderState {
                     row.payment_id = change.payment_id.or(row.payment_id);
                     if let Some(tracking) = change.tracking_number {
                         row.tracking_number = Some(tracking.to_owned());
+                    }
+                    if let Some(carrier) = change.carrier {
+                        row.carrier = Some(carrier.to_owned());
                     }
                     if to == State::Cancelled {
                         row.cancel_reason = change.reason.map(str::to_owned);
@@ -231,6 +238,7 @@ impl OrderState {
             by: "payment",
             reason: reason.as_deref(),
             tracking_number: None,
+            carrier: None,
             payment_id,
             caused_by: Some(event.event_id()),
             trace_id,
@@ -270,6 +278,7 @@ impl OrderState {
             by: "system",
             reason: Some("not paid within the payment grace period"),
             tracking_number: None,
+            carrier: None,
             payment_id: None,
             caused_by: None,
             trace_id: None,
@@ -301,6 +310,9 @@ fn published(order: &Order, from: State, to: State, change: &Change<'_>) -> Opti
             order_id: row.id,
             customer_id: row.customer_id,
             tracking_number: change.tracking_number.map(str::to_owned),
+            carrier: change.carrier.map(str::to_owned),
+            delivery_min_days: row.delivery_min_days,
+            delivery_max_days: row.delivery_max_days,
         })),
         State::Delivered => Some(Envelope::OrderDelivered(OrderDelivered {
             event_id,

@@ -24,6 +24,7 @@ fn admin(command: Command) -> Request {
         by: "admin".to_owned(),
         reason: None,
         tracking_number: Some("T-1".to_owned()),
+        carrier: Some("DHL".to_owned()),
         trace_id: None,
     }
 }

@@ -2,13 +2,19 @@
 //! happens at all.
 //!
 //! 1. The same `Idempotency-Key` again answers the order it made (another body: 422).
-//! 2. Read the cart and the customer's name and email, with the customer's own token.
-//! 3. Reserve every line at the product service (service token): all or nothing.
-//! 4. Store the order as `pending` with `OrderPlaced` in its outbox, in one transaction.
+//! 2. Read the cart and the customer's name and email, with the customer's own token; the
+//!    address (from the customer's address book, or given), the shipping method's rate for its
+//!    country and the country's tax rate.
+//! 3. Reserve every line at the product service (service token): all or nothing, and only at
+//!    the prices the cart holds — a price that changed is a 409 `price_changed`, nothing is
+//!    reserved, and the cart takes the new prices.
+//! 4. Price the order (`pricing.rs`: the quote's numbers) and store it as `pending`, with a copy
+//!    of the address and `OrderPlaced` in its outbox, in one transaction.
 //!
 //! A failure after step 3 releases the reservation, so there is never a reservation without an
 //! order; the reservation also expires by itself, should the release be lost too.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -16,13 +22,16 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use shop_web::ServiceTokens;
+use shop_config::{ShippingRate, ShippingTable, TaxTable};
+use shop_schemas::ShippingAddress;
+use shop_web::{Address, ServiceTokens};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::actor::OrderMsg;
-use crate::error::{OrderError, Shortage};
+use crate::error::{OrderError, PriceChange, Shortage};
 use crate::orders::Orders;
+use crate::pricing::{self, Line, Priced};
 use crate::store::{self, LineRow, NewOrder, Order};
 
 /// Longest Idempotency-Key and payment method reference accepted.
@@ -41,15 +50,63 @@ pub struct Checkout {
     /// releases it first; the product service's expiry is the backstop.
     pub reservation_margin: Duration,
     pub orders: Orders,
+    pub rules: Arc<Rules>,
+}
+
+/// The shop's commercial rules, from the settings.
+pub struct Rules {
+    pub shipping: ShippingTable,
+    pub tax: TaxTable,
+    pub prices_include_tax: bool,
+}
+
+/// Where to ship: an address from the customer's address book, or one given with the request.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    Saved(Uuid),
+    Given(Address),
+}
+
+/// How and where an order ships.
+#[derive(Debug, Clone)]
+pub struct ShippingChoice {
+    pub method: String,
+    pub destination: Destination,
 }
 
 pub struct CheckoutRequest {
     pub customer_id: Uuid,
-    /// The customer's own access token, to read their cart and profile.
+    /// The customer's own access token, to read their cart, profile and address book.
     pub bearer: String,
     pub idempotency_key: String,
     pub payment_method: String,
+    pub shipping: ShippingChoice,
     pub trace_id: Option<String>,
+}
+
+/// What an order of the cart would cost, shipped so: the numbers checkout charges.
+pub struct Quote {
+    pub currency: String,
+    pub priced: Priced,
+    pub method_code: String,
+    pub method_name: String,
+    pub min_days: u32,
+    pub max_days: u32,
+    pub address: ShippingAddress,
+    /// Lines whose price changed since they entered the cart (checkout would answer 409 once,
+    /// and the cart take the new prices).
+    pub price_changes: Vec<PriceChange>,
+}
+
+/// What checkout and the quote both need before the prices.
+struct Prepared {
+    cart: CartBody,
+    currency: String,
+    address: ShippingAddress,
+    method_code: String,
+    method_name: String,
+    rate: ShippingRate,
+    tax_rate: u32,
 }
 
 pub enum Placed {
@@ -83,7 +140,47 @@ struct ShortProblem {
     #[serde(default)]
     short: Vec<Shortage>,
     #[serde(default)]
+    price_changed: Vec<ProductPriceChange>,
+    #[serde(default)]
     detail: String,
+}
+
+/// The product service's word for a price that changed.
+#[derive(Deserialize)]
+struct ProductPriceChange {
+    product_id: Uuid,
+    expected: i64,
+    current: i64,
+}
+
+/// What the product service says a product costs now.
+#[derive(Deserialize)]
+struct CurrentPrice {
+    product_id: Uuid,
+    name: String,
+    price: i64,
+    sold: bool,
+}
+
+#[derive(Deserialize)]
+struct CurrentPrices {
+    items: Vec<CurrentPrice>,
+}
+
+/// What makes two checkouts with one Idempotency-Key the same request.
+fn request_hash(request: &CheckoutRequest) -> Vec<u8> {
+    let mut hash = Sha256::new();
+    hash.update(request.payment_method.as_bytes());
+    hash.update([0]);
+    hash.update(request.shipping.method.as_bytes());
+    hash.update([0]);
+    match &request.shipping.destination {
+        Destination::Saved(id) => hash.update(id.as_bytes()),
+        Destination::Given(address) => {
+            hash.update(serde_json::to_vec(address).unwrap_or_default());
+        }
+    }
+    hash.finalize().to_vec()
 }
 
 fn visible_ascii(text: &str) -> bool {
@@ -91,6 +188,65 @@ fn visible_ascii(text: &str) -> bool {
 }
 
 impl Checkout {
+    /// What checking out the cart would cost, shipped so: lines at the products' current
+    /// prices, shipping and tax, computed as checkout computes them.
+    pub async fn quote(
+        &self,
+        bearer: &str,
+        shipping: &ShippingChoice,
+    ) -> Result<Quote, OrderError> {
+        let prepared = self.prepare(bearer, shipping).await?;
+        let current = self.current_prices(&prepared.cart).await?;
+        let mut price_changes = Vec::new();
+        let mut lines = Vec::new();
+        for item in &prepared.cart.items {
+            let Some(now) = current
+                .iter()
+                .find(|price| price.product_id == item.product_id)
+            else {
+                return Err(OrderError::Invalid(format!(
+                    "the cart cannot be ordered: no such product: {}",
+                    item.product_id
+                )));
+            };
+            if !now.sold {
+                return Err(OrderError::Invalid(format!(
+                    "the cart cannot be ordered: no longer sold (archived): {}",
+                    item.product_id
+                )));
+            }
+            if now.price != item.unit_price {
+                price_changes.push(PriceChange {
+                    product_id: item.product_id,
+                    old_price: item.unit_price,
+                    new_price: now.price,
+                });
+            }
+            lines.push(Line {
+                product_id: item.product_id,
+                name: now.name.clone(),
+                quantity: item.quantity,
+                unit_price: now.price,
+            });
+        }
+        let priced = pricing::price(
+            lines,
+            prepared.rate,
+            prepared.tax_rate,
+            self.rules.prices_include_tax,
+        );
+        Ok(Quote {
+            currency: prepared.currency,
+            priced,
+            method_code: prepared.method_code,
+            method_name: prepared.method_name,
+            min_days: prepared.rate.min_days,
+            max_days: prepared.rate.max_days,
+            address: prepared.address,
+            price_changes,
+        })
+    }
+
     pub async fn place(&self, request: CheckoutRequest) -> Result<Placed, OrderError> {
         if !visible_ascii(&request.idempotency_key) {
             return Err(OrderError::Invalid(format!(
@@ -103,33 +259,57 @@ impl Checkout {
                  (1 to {MAX_KEY} visible ASCII characters)"
             )));
         }
-        let request_hash = Sha256::digest(request.payment_method.as_bytes()).to_vec();
+        let request_hash = request_hash(&request);
         if let Some(placed) = self.earlier(&request, &request_hash).await? {
             return Ok(placed);
         }
 
-        let cart = self.cart(&request.bearer).await?;
-        let currency = match (cart.currency, cart.items.is_empty()) {
-            (Some(currency), false) => currency,
-            _ => return Err(OrderError::EmptyCart),
-        };
+        let prepared = self.prepare(&request.bearer, &request.shipping).await?;
         let profile = self.profile(&request.bearer).await?;
+        let lines: Vec<Line> = prepared
+            .cart
+            .items
+            .iter()
+            .map(|item| Line {
+                product_id: item.product_id,
+                name: item.name.clone(),
+                quantity: item.quantity,
+                unit_price: item.unit_price,
+            })
+            .collect();
+        // At the cart's prices: the reservation below refuses any that is not current.
+        let priced = pricing::price(
+            lines,
+            prepared.rate,
+            prepared.tax_rate,
+            self.rules.prices_include_tax,
+        );
         let order = NewOrder {
             id: Uuid::now_v7(),
             customer_id: request.customer_id,
             customer_name: profile.name.unwrap_or_else(|| profile.email.clone()),
             customer_email: profile.email,
-            currency,
-            lines: cart
-                .items
-                .into_iter()
-                .map(|item| LineRow {
-                    product_id: item.product_id,
-                    name: item.name,
-                    quantity: item.quantity,
-                    unit_price: item.unit_price,
+            currency: prepared.currency,
+            lines: priced
+                .lines
+                .iter()
+                .map(|line| LineRow {
+                    product_id: line.product_id,
+                    name: line.name.clone(),
+                    quantity: line.quantity,
+                    unit_price: line.unit_price,
+                    tax: Some(line.tax),
                 })
                 .collect(),
+            subtotal: priced.subtotal,
+            shipping: priced.shipping,
+            tax: priced.tax,
+            total: priced.total,
+            prices_include_tax: priced.prices_include_tax,
+            shipping_method: prepared.method_code,
+            delivery_min_days: i32::try_from(prepared.rate.min_days).unwrap_or(i32::MAX),
+            delivery_max_days: i32::try_from(prepared.rate.max_days).unwrap_or(i32::MAX),
+            address: prepared.address,
             payment_method: request.payment_method.clone(),
             idempotency_key: request.idempotency_key.clone(),
             request_hash: request_hash.clone(),
@@ -137,6 +317,9 @@ impl Checkout {
         };
 
         if let Err(error) = self.reserve(&order).await {
+            if let OrderError::PriceChanged(changes) = &error {
+                self.take_new_prices(order.customer_id, changes).await;
+            }
             // A twin request with the same key may have taken the stock, and made the order.
             return match self.earlier(&request, &request_hash).await? {
                 Some(placed) => Ok(placed),
@@ -154,7 +337,7 @@ impl Checkout {
                 let placed = store::order(&self.pool, order.id)
                     .await?
                     .ok_or(OrderError::NotFound)?;
-                tracing::info!(order_id = %order.id, customer_id = %order.customer_id, total = order.total(), "order placed");
+                tracing::info!(order_id = %order.id, customer_id = %order.customer_id, total = order.total, "order placed");
                 Ok(Placed::New(placed))
             }
             Ok(false) => {
@@ -167,6 +350,121 @@ impl Checkout {
             Err(error) => {
                 self.release(order.id).await;
                 Err(error)
+            }
+        }
+    }
+
+    /// The cart, the address, the shipping method's rate and the tax rate for a checkout or a
+    /// quote.
+    async fn prepare(
+        &self,
+        bearer: &str,
+        shipping: &ShippingChoice,
+    ) -> Result<Prepared, OrderError> {
+        let address = match &shipping.destination {
+            Destination::Saved(id) => self.saved_address(bearer, *id).await?,
+            Destination::Given(address) => address.clone().checked()?,
+        };
+        let country = address.country.clone();
+        let (method, rate) = self
+            .rules
+            .shipping
+            .rate(&shipping.method, &country)
+            .ok_or_else(|| OrderError::UnknownMethod {
+                method: shipping.method.clone(),
+                country: country.clone(),
+            })?;
+        let (method_code, method_name) = (method.code.clone(), method.name.clone());
+        let tax_rate = self
+            .rules
+            .tax
+            .rate(&country)
+            .ok_or_else(|| OrderError::NotSoldTo(country.clone()))?;
+        let cart = self.cart(bearer).await?;
+        let currency = match (&cart.currency, cart.items.is_empty()) {
+            (Some(currency), false) => currency.clone(),
+            _ => return Err(OrderError::EmptyCart),
+        };
+        if !currency.eq_ignore_ascii_case(&self.rules.shipping.currency) {
+            return Err(OrderError::Invalid(format!(
+                "the cart is in {currency}, shipping is priced in {}",
+                self.rules.shipping.currency
+            )));
+        }
+        Ok(Prepared {
+            cart,
+            currency,
+            address: ShippingAddress {
+                name: address.name,
+                line1: address.line1,
+                line2: address.line2,
+                city: address.city,
+                region: address.region,
+                postal_code: address.postal_code,
+                country: address.country,
+                phone: address.phone,
+            },
+            method_code,
+            method_name,
+            rate,
+            tax_rate,
+        })
+    }
+
+    /// One of the customer's saved addresses, read with their own token: another customer's
+    /// is not found.
+    async fn saved_address(&self, bearer: &str, id: Uuid) -> Result<Address, OrderError> {
+        let response = self
+            .http
+            .get(format!("{}/users/me/addresses/{id}", self.user_url))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .map_err(|error| unreachable("user", &error))?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Err(OrderError::AddressNotFound),
+            status if status.is_success() => response
+                .json()
+                .await
+                .map_err(|error| unreachable("user", &error)),
+            status => Err(upstream("user", status, response).await),
+        }
+    }
+
+    /// What the cart's products cost now (internal API, service token).
+    async fn current_prices(&self, cart: &CartBody) -> Result<Vec<CurrentPrice>, OrderError> {
+        let url = format!("{}/internal/prices", self.product_url);
+        let body = json!({
+            "product_ids": cart.items.iter().map(|item| item.product_id).collect::<Vec<_>>(),
+        });
+        let response = self.internal_post("product", &url, Some(&body)).await?;
+        match response.status() {
+            status if status.is_success() => response
+                .json::<CurrentPrices>()
+                .await
+                .map(|prices| prices.items)
+                .map_err(|error| unreachable("product", &error)),
+            status => Err(upstream("product", status, response).await),
+        }
+    }
+
+    /// Gives the cart the prices checkout found changed, so the customer sees them and the next
+    /// checkout charges them (the `ProductPriceChanged` event would, a moment later).
+    async fn take_new_prices(&self, customer_id: Uuid, changes: &[PriceChange]) {
+        let url = format!("{}/internal/carts/{customer_id}/prices", self.cart_url);
+        let body = json!({
+            "lines": changes.iter().map(|change| json!({
+                "product_id": change.product_id,
+                "unit_price": change.new_price,
+            })).collect::<Vec<_>>(),
+        });
+        match self.internal_post("cart", &url, Some(&body)).await {
+            Ok(response) if response.status().is_success() => {}
+            Ok(response) => {
+                tracing::warn!(%customer_id, status = %response.status(), "the cart refused the new prices; ProductPriceChanged will bring them");
+            }
+            Err(error) => {
+                tracing::warn!(%customer_id, %error, "the cart did not take the new prices; ProductPriceChanged will bring them");
             }
         }
     }
@@ -226,6 +524,7 @@ impl Checkout {
             "lines": order.lines.iter().map(|line| json!({
                 "product_id": line.product_id,
                 "quantity": line.quantity,
+                "unit_price": line.unit_price,
             })).collect::<Vec<_>>(),
             "hold_seconds": hold.as_secs().min(86_400),
         });
@@ -235,6 +534,19 @@ impl Checkout {
             status if status.is_success() => Ok(()),
             StatusCode::CONFLICT => {
                 let problem: ShortProblem = response.json().await.unwrap_or_default();
+                if !problem.price_changed.is_empty() {
+                    return Err(OrderError::PriceChanged(
+                        problem
+                            .price_changed
+                            .into_iter()
+                            .map(|change| PriceChange {
+                                product_id: change.product_id,
+                                old_price: change.expected,
+                                new_price: change.current,
+                            })
+                            .collect(),
+                    ));
+                }
                 if problem.short.is_empty() {
                     Err(OrderError::Upstream {
                         service: "product",

@@ -13,8 +13,31 @@ pub struct Shortage {
     pub available: i32,
 }
 
+/// A line whose price changed since it entered the cart.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct PriceChange {
+    pub product_id: Uuid,
+    /// What the cart held.
+    pub old_price: i64,
+    /// What it costs now (and what the cart holds from now on).
+    pub new_price: i64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {
+    #[error(transparent)]
+    Address(#[from] shop_web::AddressError),
+    #[error("no such address in your address book")]
+    AddressNotFound,
+    #[error("shipping_method: {method:?} does not ship to {country}")]
+    UnknownMethod { method: String, country: String },
+    #[error("country: {0} is not sold to (no tax rate is configured for it)")]
+    NotSoldTo(String),
+    #[error(
+        "prices changed since these lines entered the cart: {}; the cart now holds the new prices, check out again to pay them",
+        describe_changes(.0)
+    )]
+    PriceChanged(Vec<PriceChange>),
     #[error("{0}")]
     Invalid(String),
     #[error("the cart is empty: add something before checking out")]
@@ -43,6 +66,19 @@ pub enum OrderError {
     Outbox(#[from] shop_bridge::BridgeError),
 }
 
+fn describe_changes(changes: &[PriceChange]) -> String {
+    changes
+        .iter()
+        .map(|change| {
+            format!(
+                "{} ({} then, {} now)",
+                change.product_id, change.old_price, change.new_price
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn describe(shortages: &[Shortage]) -> String {
     shortages
         .iter()
@@ -59,11 +95,16 @@ fn describe(shortages: &[Shortage]) -> String {
 impl OrderError {
     pub fn kind(&self) -> ProblemKind {
         match self {
-            OrderError::Invalid(_) | OrderError::EmptyCart | OrderError::KeyReused => {
-                ProblemKind::Unprocessable
+            OrderError::Invalid(_)
+            | OrderError::EmptyCart
+            | OrderError::KeyReused
+            | OrderError::Address(_)
+            | OrderError::UnknownMethod { .. }
+            | OrderError::NotSoldTo(_) => ProblemKind::Unprocessable,
+            OrderError::NotFound | OrderError::AddressNotFound => ProblemKind::NotFound,
+            OrderError::Illegal { .. } | OrderError::Short(_) | OrderError::PriceChanged(_) => {
+                ProblemKind::Conflict
             }
-            OrderError::NotFound => ProblemKind::NotFound,
-            OrderError::Illegal { .. } | OrderError::Short(_) => ProblemKind::Conflict,
             OrderError::Unavailable(_) | OrderError::Busy => ProblemKind::Unavailable,
             OrderError::Database(cause)
             | OrderError::Outbox(shop_bridge::BridgeError::Database(cause))
@@ -111,6 +152,19 @@ impl From<OrderError> for ApiError {
                     .collect();
                 ApiError::new(kind, error.to_string()).with("short", short)
             }
+            (_, OrderError::Address(error)) => error.clone().into(),
+            (kind, OrderError::UnknownMethod { .. }) => {
+                ApiError::new(kind, error.to_string()).with("field", "shipping_method")
+            }
+            (kind, OrderError::NotSoldTo(_)) => {
+                ApiError::new(kind, error.to_string()).with("field", "country")
+            }
+            (kind, OrderError::PriceChanged(changes)) => ApiError::new(kind, error.to_string())
+                .with("code", "price_changed")
+                .with(
+                    "price_changed",
+                    serde_json::to_value(changes).unwrap_or_default(),
+                ),
             (kind, _) => ApiError::new(kind, error.to_string()),
         }
     }

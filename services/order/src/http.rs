@@ -6,12 +6,12 @@ use poem::Request;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
-use shop_web::{ApiError, BearerAuth, Caller};
+use shop_web::{Address, ApiError, BearerAuth, Caller};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::actor::{OrderMsg, Request as OrderRequest};
-use crate::checkout::{Checkout, CheckoutRequest, Placed};
+use crate::checkout::{Checkout, CheckoutRequest, Destination, Placed, Quote, ShippingChoice};
 use crate::error::OrderError;
 use crate::orders::Orders;
 use crate::state::{Command, State};
@@ -69,6 +69,24 @@ struct OrderLineBody {
     /// Minor units of the order's currency.
     unit_price: i64,
     line_total: i64,
+    /// The tax in this line (included in `line_total` when prices include tax); absent for
+    /// orders placed before tax.
+    #[oai(skip_serializing_if_is_none)]
+    tax: Option<i64>,
+}
+
+/// How the order ships.
+#[derive(Debug, Object)]
+struct ShippingBody {
+    /// The method's code, e.g. `standard`.
+    method: String,
+    /// Minor units.
+    cost: i64,
+    /// Working days from dispatch.
+    min_days: i32,
+    max_days: i32,
+    /// A copy of the address at checkout: later edits to the address book do not change it.
+    address: Address,
 }
 
 #[derive(Debug, Object)]
@@ -93,14 +111,22 @@ struct OrderBody {
     state: OrderState,
     /// ISO 4217.
     currency: String,
-    /// Minor units of `currency`.
+    /// What is charged, in minor units of `currency`: `subtotal` plus shipping, plus `tax`
+    /// where prices do not include it.
     total: i64,
+    /// The goods (absent for orders placed before shipping and tax).
+    subtotal: Option<i64>,
+    /// All tax, lines and shipping.
+    tax: Option<i64>,
+    prices_include_tax: Option<bool>,
+    shipping: Option<ShippingBody>,
     lines: Vec<OrderLineBody>,
     /// The payment method reference given at checkout.
     payment_method: String,
     /// The Idempotency-Key of the checkout that placed it.
     idempotency_key: String,
     payment_id: Option<Uuid>,
+    carrier: Option<String>,
     tracking_number: Option<String>,
     cancel_reason: Option<String>,
     /// A pending order not paid by then is cancelled.
@@ -116,6 +142,25 @@ impl OrderBody {
     fn new(order: Order, history: Option<Vec<HistoryRow>>) -> Self {
         let row = order.row;
         let state = row.state().into();
+        let shipping = match (row.shipping_address(), &row.shipping_method, row.shipping) {
+            (Some(address), Some(method), Some(cost)) => Some(ShippingBody {
+                method: method.clone(),
+                cost,
+                min_days: row.delivery_min_days.unwrap_or_default(),
+                max_days: row.delivery_max_days.unwrap_or_default(),
+                address: Address {
+                    name: address.name,
+                    line1: address.line1,
+                    line2: address.line2,
+                    city: address.city,
+                    region: address.region,
+                    postal_code: address.postal_code,
+                    country: address.country,
+                    phone: address.phone,
+                },
+            }),
+            _ => None,
+        };
         Self {
             id: row.id,
             customer_id: row.customer_id,
@@ -124,6 +169,10 @@ impl OrderBody {
             state,
             currency: row.currency,
             total: row.total,
+            subtotal: row.subtotal,
+            tax: row.tax,
+            prices_include_tax: row.prices_include_tax,
+            shipping,
             lines: order
                 .lines
                 .into_iter()
@@ -133,11 +182,13 @@ impl OrderBody {
                     name: line.name,
                     quantity: line.quantity,
                     unit_price: line.unit_price,
+                    tax: line.tax,
                 })
                 .collect(),
             payment_method: row.payment_method,
             idempotency_key: row.idempotency_key,
             payment_id: row.payment_id,
+            carrier: row.carrier,
             tracking_number: row.tracking_number,
             cancel_reason: row.cancel_reason,
             pay_by: row.pay_by,
@@ -173,11 +224,164 @@ struct OrderPage {
     total: i64,
 }
 
+/// Where and how to ship: a saved address (`address_id`) or one given here (`address`), and
+/// a shipping method that ships to its country.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+struct ShippingRequest {
+    /// One of the caller's saved addresses (`GET /users/me/addresses`).
+    address_id: Option<Uuid>,
+    /// An address given for this order only.
+    address: Option<Address>,
+    /// A shipping method's code, e.g. `standard` or `express`.
+    shipping_method: String,
+}
+
+impl ShippingRequest {
+    fn choice(self) -> Result<ShippingChoice, ApiError> {
+        let destination = match (self.address_id, self.address) {
+            (Some(id), None) => Destination::Saved(id),
+            (None, Some(address)) => Destination::Given(address),
+            _ => {
+                return Err(ApiError::unprocessable(
+                    "address: give exactly one of address_id and address",
+                )
+                .with("field", "address"));
+            }
+        };
+        Ok(ShippingChoice {
+            method: self.shipping_method,
+            destination,
+        })
+    }
+}
+
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 struct CheckoutBody {
     /// A payment method reference, e.g. `pm_card_visa`.
     payment_method: String,
+    /// One of the caller's saved addresses.
+    address_id: Option<Uuid>,
+    /// An address given for this order only.
+    address: Option<Address>,
+    /// A shipping method's code, e.g. `standard` or `express`.
+    shipping_method: String,
+}
+
+/// A line of a quote, at the product's current price.
+#[derive(Debug, Object)]
+struct QuoteLine {
+    product_id: Uuid,
+    name: String,
+    quantity: i32,
+    unit_price: i64,
+    line_total: i64,
+    tax: i64,
+}
+
+/// A line whose price changed since it entered the cart.
+#[derive(Debug, Object)]
+struct QuotePriceChange {
+    product_id: Uuid,
+    /// What the cart holds.
+    old_price: i64,
+    /// What it costs now, and what checkout charges.
+    new_price: i64,
+}
+
+#[derive(Debug, Object)]
+struct QuoteShipping {
+    method: String,
+    /// The method's name, e.g. `Express`.
+    name: String,
+    cost: i64,
+    min_days: u32,
+    max_days: u32,
+}
+
+/// What checking out the cart would charge, to the minor unit.
+#[derive(Debug, Object)]
+struct QuoteBody {
+    currency: String,
+    lines: Vec<QuoteLine>,
+    subtotal: i64,
+    shipping: QuoteShipping,
+    /// All tax: the lines' and shipping's.
+    tax: i64,
+    /// Hundredths of a percent: 1900 is 19%.
+    tax_rate: u32,
+    /// Whether the prices include the tax (then `total` is `subtotal + shipping`), or it is
+    /// added (`subtotal + shipping + tax`).
+    prices_include_tax: bool,
+    total: i64,
+    address: Address,
+    /// Lines whose price changed since they entered the cart: checkout answers 409 once for
+    /// them (and the cart takes the new prices).
+    price_changes: Vec<QuotePriceChange>,
+}
+
+impl From<Quote> for QuoteBody {
+    fn from(quote: Quote) -> Self {
+        let priced = quote.priced;
+        Self {
+            currency: quote.currency,
+            lines: priced
+                .lines
+                .into_iter()
+                .map(|line| QuoteLine {
+                    product_id: line.product_id,
+                    name: line.name,
+                    quantity: line.quantity,
+                    unit_price: line.unit_price,
+                    line_total: line.total,
+                    tax: line.tax,
+                })
+                .collect(),
+            subtotal: priced.subtotal,
+            shipping: QuoteShipping {
+                method: quote.method_code,
+                name: quote.method_name,
+                cost: priced.shipping,
+                min_days: quote.min_days,
+                max_days: quote.max_days,
+            },
+            tax: priced.tax,
+            tax_rate: priced.tax_rate,
+            prices_include_tax: priced.prices_include_tax,
+            total: priced.total,
+            address: Address {
+                name: quote.address.name,
+                line1: quote.address.line1,
+                line2: quote.address.line2,
+                city: quote.address.city,
+                region: quote.address.region,
+                postal_code: quote.address.postal_code,
+                country: quote.address.country,
+                phone: quote.address.phone,
+            },
+            price_changes: quote
+                .price_changes
+                .into_iter()
+                .map(|change| QuotePriceChange {
+                    product_id: change.product_id,
+                    old_price: change.old_price,
+                    new_price: change.new_price,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The caller's own bearer token, to read their cart and address book with.
+fn bearer_of(request: &Request) -> Result<String, ApiError> {
+    request
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::unauthorized("a bearer token is required"))
 }
 
 #[derive(ApiResponse)]
@@ -196,9 +400,28 @@ enum CheckoutAnswer {
 
 #[OpenApi(prefix_path = "/orders", tag = "OrderTag::Orders")]
 impl OrdersApi {
-    /// Check out the caller's cart: reserves stock for every line and places a pending order.
-    /// An empty cart is 422, a short line 409 naming the products; the same Idempotency-Key and
-    /// body answers the same order again, with another body 422.
+    /// What checking out the caller's cart would charge, shipped to an address (saved or
+    /// given) by a method: lines at current prices, shipping, tax, total, delivery estimate.
+    #[oai(path = "/quote", method = "post", operation_id = "quote")]
+    async fn quote(
+        &self,
+        request: &Request,
+        _auth: BearerAuth,
+        body: Json<ShippingRequest>,
+    ) -> Result<Json<QuoteBody>, ApiError> {
+        let bearer = bearer_of(request)?;
+        let choice = body.0.choice()?;
+        let quote = self.checkout.quote(&bearer, &choice).await?;
+        Ok(Json(quote.into()))
+    }
+
+    /// Check out the caller's cart, shipped to an address (saved: `address_id`, or given:
+    /// `address`) by a method: reserves stock for every line at the prices the cart holds and
+    /// places a pending order with a copy of the address, shipping and tax. An empty cart is
+    /// 422, a short line 409 naming the products, a price changed since it entered the cart 409
+    /// `price_changed` with old and new prices (nothing reserved; the cart takes the new
+    /// prices), a method that does not ship to the country 422, another customer's address 404;
+    /// the same Idempotency-Key and body answers the same order again, with another body 422.
     #[oai(path = "/", method = "post", operation_id = "checkout")]
     async fn checkout(
         &self,
@@ -213,20 +436,22 @@ impl OrdersApi {
         let idempotency_key = idempotency_key
             .0
             .ok_or_else(|| ApiError::bad_request("the Idempotency-Key header is required"))?;
-        let bearer = request
-            .headers()
-            .get(poem::http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::unauthorized("a bearer token is required"))?
-            .to_owned();
+        let bearer = bearer_of(request)?;
+        let body = body.0;
+        let shipping = ShippingRequest {
+            address_id: body.address_id,
+            address: body.address,
+            shipping_method: body.shipping_method,
+        }
+        .choice()?;
         let placed = self
             .checkout
             .place(CheckoutRequest {
                 customer_id,
                 bearer,
                 idempotency_key,
-                payment_method: body.0.payment_method,
+                payment_method: body.payment_method,
+                shipping,
                 trace_id: Some(shop_web::request_id::current()),
             })
             .await?;
@@ -247,6 +472,7 @@ impl OrdersApi {
     }
 
     /// The caller's orders, newest first; an admin sees everyone's and may filter by customer.
+    /// Filter by state, and by the country they ship to.
     #[oai(path = "/", method = "get", operation_id = "list_orders")]
     async fn list(
         &self,
@@ -254,6 +480,8 @@ impl OrdersApi {
         state: Query<Option<OrderState>>,
         /// Admins only: one customer's orders.
         customer_id: Query<Option<Uuid>>,
+        /// ISO 3166-1 alpha-2 of the address they ship to.
+        country: Query<Option<String>>,
         /// From 1.
         page: Query<Option<u32>>,
         /// 1 to 100, default 20.
@@ -270,9 +498,19 @@ impl OrdersApi {
             }
         };
         let paging = shop_web::Paging::new(page.0, per_page.0)?;
+        let country = match country.0.map(|country| country.trim().to_ascii_uppercase()) {
+            Some(country) if !shop_config::commerce::known_country(&country) => {
+                return Err(ApiError::unprocessable(format!(
+                    "country: {country:?} is not an ISO 3166-1 alpha-2 country code"
+                ))
+                .with("field", "country"));
+            }
+            country => country,
+        };
         let filter = Filter {
             customer_id,
             state: state.0.map(Into::into),
+            country,
             page: paging.page,
             per_page: paging.per_page,
         };
@@ -309,26 +547,24 @@ impl OrdersApi {
             .await
     }
 
-    /// Record that a paid order left the warehouse (admin).
+    /// Record that a paid order left the warehouse (admin), with its carrier and tracking
+    /// number.
     #[oai(path = "/:id/ship", method = "post", operation_id = "ship_order")]
     async fn ship(
         &self,
         auth: BearerAuth,
         id: Path<Uuid>,
-        /// The carrier's tracking number, if there is one (at most 100 characters).
+        /// Who carries it, e.g. `DHL` (1 to 100 characters).
+        carrier: Query<Option<String>>,
+        /// The carrier's tracking number (1 to 100 characters).
         tracking_number: Query<Option<String>>,
     ) -> Result<Json<OrderBody>, ApiError> {
         auth.0.require_admin()?;
-        if tracking_number
-            .0
-            .as_ref()
-            .is_some_and(|number| number.trim().is_empty() || number.chars().count() > 100)
-        {
-            return Err(ApiError::unprocessable(
-                "tracking_number must be 1 to 100 characters",
-            ));
-        }
-        self.command(&auth.0, id.0, Command::Ship, None, tracking_number.0)
+        let shipment = Shipment {
+            carrier: required("carrier", carrier.0)?,
+            tracking_number: required("tracking_number", tracking_number.0)?,
+        };
+        self.command(&auth.0, id.0, Command::Ship, None, Some(shipment))
             .await
     }
 
@@ -338,6 +574,23 @@ impl OrdersApi {
         auth.0.require_admin()?;
         self.command(&auth.0, id.0, Command::Deliver, None, None)
             .await
+    }
+}
+
+/// Who carries a shipped order, and its tracking number.
+struct Shipment {
+    carrier: String,
+    tracking_number: String,
+}
+
+/// A required text of 1 to 100 characters, or a 422 naming it.
+fn required(field: &'static str, value: Option<String>) -> Result<String, ApiError> {
+    match value.map(|value| value.trim().to_owned()) {
+        Some(value) if (1..=100).contains(&value.chars().count()) => Ok(value),
+        _ => Err(
+            ApiError::unprocessable(format!("{field}: 1 to 100 characters are required"))
+                .with("field", field),
+        ),
     }
 }
 
@@ -360,11 +613,15 @@ impl OrdersApi {
         id: Uuid,
         command: Command,
         reason: Option<&str>,
-        tracking_number: Option<String>,
+        shipment: Option<Shipment>,
     ) -> Result<Json<OrderBody>, ApiError> {
         let by = caller.0.sub.clone();
         let reason = reason.map(str::to_owned);
         let trace_id = Some(shop_web::request_id::current());
+        let (carrier, tracking_number) = match shipment {
+            Some(shipment) => (Some(shipment.carrier), Some(shipment.tracking_number)),
+            None => (None, None),
+        };
         let answer = self
             .orders
             .call(id, |reply| {
@@ -373,6 +630,7 @@ impl OrdersApi {
                     by: by.clone(),
                     reason: reason.clone(),
                     tracking_number: tracking_number.clone(),
+                    carrier: carrier.clone(),
                     trace_id: trace_id.clone(),
                 };
                 OrderMsg::Command(request, reply)

@@ -21,6 +21,7 @@ mod checkout;
 mod error;
 mod http;
 mod orders;
+mod pricing;
 pub mod state;
 mod store;
 
@@ -95,6 +96,11 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
         payment_grace: settings.order.payment_grace,
         reservation_margin: settings.order.reservation_margin,
         orders: orders.clone(),
+        rules: Arc::new(checkout::Rules {
+            shipping: settings.order.shipping.clone(),
+            tax: settings.order.tax.clone(),
+            prices_include_tax: settings.order.prices_include_tax,
+        }),
     };
 
     let web = ServiceWeb {

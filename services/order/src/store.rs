@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use shop_schemas::{Envelope, OrderLine, OrderPlaced};
+use shop_schemas::{Envelope, OrderLine, OrderPlaced, ShippingAddress};
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
@@ -38,9 +38,40 @@ pub struct OrderRow {
     pub pay_by: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Absent for orders placed before shipping and tax existed.
+    pub subtotal: Option<i64>,
+    pub shipping: Option<i64>,
+    pub tax: Option<i64>,
+    pub prices_include_tax: Option<bool>,
+    pub shipping_method: Option<String>,
+    pub delivery_min_days: Option<i32>,
+    pub delivery_max_days: Option<i32>,
+    pub ship_name: Option<String>,
+    pub ship_line1: Option<String>,
+    pub ship_line2: Option<String>,
+    pub ship_city: Option<String>,
+    pub ship_region: Option<String>,
+    pub ship_postal_code: Option<String>,
+    pub ship_country: Option<String>,
+    pub ship_phone: Option<String>,
+    pub carrier: Option<String>,
 }
 
 impl OrderRow {
+    /// The copy of the address the order ships to, if it has one.
+    pub fn shipping_address(&self) -> Option<ShippingAddress> {
+        Some(ShippingAddress {
+            name: self.ship_name.clone()?,
+            line1: self.ship_line1.clone()?,
+            line2: self.ship_line2.clone(),
+            city: self.ship_city.clone()?,
+            region: self.ship_region.clone(),
+            postal_code: self.ship_postal_code.clone()?,
+            country: self.ship_country.clone()?,
+            phone: self.ship_phone.clone(),
+        })
+    }
+
     pub fn state(&self) -> State {
         // The table's check allows only the names `State` knows.
         State::parse(&self.state).unwrap_or(State::Pending)
@@ -53,6 +84,8 @@ pub struct LineRow {
     pub name: String,
     pub quantity: i32,
     pub unit_price: i64,
+    /// The line's tax (absent for orders placed before tax existed).
+    pub tax: Option<i64>,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -73,7 +106,9 @@ pub struct Order {
 
 const COLUMNS: &str = "id, customer_id, customer_email, customer_name, state, version, currency,
     total, payment_method, idempotency_key, request_hash, payment_id, tracking_number,
-    cancel_reason, pay_by, created_at, updated_at";
+    cancel_reason, pay_by, created_at, updated_at, subtotal, shipping, tax, prices_include_tax,
+    shipping_method, delivery_min_days, delivery_max_days, ship_name, ship_line1, ship_line2,
+    ship_city, ship_region, ship_postal_code, ship_country, ship_phone, carrier";
 
 pub async fn order(pool: &PgPool, id: Uuid) -> Result<Option<Order>, OrderError> {
     let row: Option<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -89,7 +124,7 @@ pub async fn order(pool: &PgPool, id: Uuid) -> Result<Option<Order>, OrderError>
 
 async fn lines(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<LineRow>, OrderError> {
     Ok(sqlx::query_as(
-        "select product_id, name, quantity, unit_price from order_lines
+        "select product_id, name, quantity, unit_price, tax from order_lines
          where order_id = any($1) order by order_id, line_no",
     )
     .bind(ids)
@@ -129,6 +164,8 @@ pub async fn history(pool: &PgPool, id: Uuid) -> Result<Vec<HistoryRow>, OrderEr
 pub struct Filter {
     pub customer_id: Option<Uuid>,
     pub state: Option<State>,
+    /// ISO 3166-1 alpha-2 of the address it ships to.
+    pub country: Option<String>,
     pub page: u32,
     pub per_page: u32,
 }
@@ -143,6 +180,11 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> Result<(Vec<Order>, i64), O
     }
     if let Some(state) = filter.state {
         query.push(" and state = ").push_bind(state.as_str());
+    }
+    if let Some(country) = &filter.country {
+        query
+            .push(" and ship_country = ")
+            .push_bind(country.clone());
     }
     query
         .push(" order by created_at desc, id desc limit ")
@@ -163,20 +205,21 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> Result<(Vec<Order>, i64), O
     };
     let ids: Vec<Uuid> = listed.iter().map(|listed| listed.row.id).collect();
     let mut lines_of: HashMap<Uuid, Vec<LineRow>> = HashMap::new();
-    let rows: Vec<(Uuid, Uuid, String, i32, i64)> = sqlx::query_as(
-        "select order_id, product_id, name, quantity, unit_price from order_lines
+    #[derive(FromRow)]
+    struct ListedLine {
+        order_id: Uuid,
+        #[sqlx(flatten)]
+        line: LineRow,
+    }
+    let rows: Vec<ListedLine> = sqlx::query_as(
+        "select order_id, product_id, name, quantity, unit_price, tax from order_lines
          where order_id = any($1) order by order_id, line_no",
     )
     .bind(&ids)
     .fetch_all(pool)
     .await?;
-    for (order_id, product_id, name, quantity, unit_price) in rows {
-        lines_of.entry(order_id).or_default().push(LineRow {
-            product_id,
-            name,
-            quantity,
-            unit_price,
-        });
+    for row in rows {
+        lines_of.entry(row.order_id).or_default().push(row.line);
     }
     let orders = listed
         .into_iter()
@@ -192,10 +235,12 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> Result<(Vec<Order>, i64), O
 async fn count(pool: &PgPool, filter: &Filter) -> Result<i64, OrderError> {
     Ok(sqlx::query_scalar(
         "select count(*) from orders
-         where ($1::uuid is null or customer_id = $1) and ($2::text is null or state = $2)",
+         where ($1::uuid is null or customer_id = $1) and ($2::text is null or state = $2)
+           and ($3::text is null or ship_country = $3)",
     )
     .bind(filter.customer_id)
     .bind(filter.state.map(State::as_str))
+    .bind(filter.country.as_deref())
     .fetch_one(pool)
     .await?)
 }
@@ -207,20 +252,22 @@ pub struct NewOrder {
     pub customer_email: String,
     pub customer_name: String,
     pub currency: String,
+    /// Priced: each line carries its tax.
     pub lines: Vec<LineRow>,
+    pub subtotal: i64,
+    pub shipping: i64,
+    pub tax: i64,
+    /// What is charged.
+    pub total: i64,
+    pub prices_include_tax: bool,
+    pub shipping_method: String,
+    pub delivery_min_days: i32,
+    pub delivery_max_days: i32,
+    pub address: ShippingAddress,
     pub payment_method: String,
     pub idempotency_key: String,
     pub request_hash: Vec<u8>,
     pub pay_by: DateTime<Utc>,
-}
-
-impl NewOrder {
-    pub fn total(&self) -> i64 {
-        self.lines
-            .iter()
-            .map(|line| line.unit_price * i64::from(line.quantity))
-            .sum()
-    }
 }
 
 /// Stores a pending order, its first history row and `OrderPlaced`, in one transaction.
@@ -233,8 +280,12 @@ pub async fn insert(
     let mut transaction = pool.begin().await?;
     let inserted = sqlx::query(
         "insert into orders (id, customer_id, customer_email, customer_name, state, currency,
-             total, payment_method, idempotency_key, request_hash, pay_by)
-         values ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10)
+             total, payment_method, idempotency_key, request_hash, pay_by, subtotal, shipping,
+             tax, prices_include_tax, shipping_method, delivery_min_days, delivery_max_days,
+             ship_name, ship_line1, ship_line2, ship_city, ship_region, ship_postal_code,
+             ship_country, ship_phone)
+         values ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+             $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)
          on conflict do nothing",
     )
     .bind(order.id)
@@ -242,11 +293,26 @@ pub async fn insert(
     .bind(&order.customer_email)
     .bind(&order.customer_name)
     .bind(&order.currency)
-    .bind(order.total())
+    .bind(order.total)
     .bind(&order.payment_method)
     .bind(&order.idempotency_key)
     .bind(&order.request_hash)
     .bind(order.pay_by)
+    .bind(order.subtotal)
+    .bind(order.shipping)
+    .bind(order.tax)
+    .bind(order.prices_include_tax)
+    .bind(&order.shipping_method)
+    .bind(order.delivery_min_days)
+    .bind(order.delivery_max_days)
+    .bind(&order.address.name)
+    .bind(&order.address.line1)
+    .bind(&order.address.line2)
+    .bind(&order.address.city)
+    .bind(&order.address.region)
+    .bind(&order.address.postal_code)
+    .bind(&order.address.country)
+    .bind(&order.address.phone)
     .execute(&mut *transaction)
     .await?
     .rows_affected();
@@ -254,7 +320,7 @@ pub async fn insert(
         return Ok(false);
     }
     let mut lines = QueryBuilder::<Postgres>::new(
-        "insert into order_lines (order_id, line_no, product_id, name, quantity, unit_price) ",
+        "insert into order_lines (order_id, line_no, product_id, name, quantity, unit_price, tax) ",
     );
     lines.push_values(order.lines.iter().enumerate(), |mut row, (number, line)| {
         row.push_bind(order.id)
@@ -262,7 +328,8 @@ pub async fn insert(
             .push_bind(line.product_id)
             .push_bind(&line.name)
             .push_bind(line.quantity)
-            .push_bind(line.unit_price);
+            .push_bind(line.unit_price)
+            .push_bind(line.tax);
     });
     lines.build().execute(&mut *transaction).await?;
     record_history(
@@ -291,10 +358,18 @@ pub async fn insert(
                 unit_price: line.unit_price,
             })
             .collect(),
-        total: order.total(),
+        total: order.total,
         currency: order.currency.clone(),
         payment_method: order.payment_method.clone(),
         idempotency_key: order.idempotency_key.clone(),
+        shipping_address: Some(Box::new(order.address.clone())),
+        shipping_method: Some(order.shipping_method.clone()),
+        subtotal: Some(order.subtotal),
+        shipping: Some(order.shipping),
+        tax: Some(order.tax),
+        prices_include_tax: Some(order.prices_include_tax),
+        delivery_min_days: Some(order.delivery_min_days),
+        delivery_max_days: Some(order.delivery_max_days),
     };
     shop_bridge::outbox::enqueue(&mut transaction, placed, trace_id).await?;
     transaction.commit().await?;
@@ -334,6 +409,7 @@ pub struct Transition<'a> {
     pub reason: Option<&'a str>,
     pub payment_id: Option<Uuid>,
     pub tracking_number: Option<&'a str>,
+    pub carrier: Option<&'a str>,
     /// What it publishes, if anything.
     pub event: Option<Envelope>,
     /// The event that caused it (recorded in the inbox in the same transaction).
@@ -362,7 +438,8 @@ pub async fn apply(pool: &PgPool, change: Transition<'_>) -> Result<Applied, Ord
         "update orders set state = $3, version = version + 1, updated_at = now(),
              payment_id = coalesce($4, payment_id),
              tracking_number = coalesce($5, tracking_number),
-             cancel_reason = case when $3 = 'cancelled' then $6 else cancel_reason end
+             cancel_reason = case when $3 = 'cancelled' then $6 else cancel_reason end,
+             carrier = coalesce($7, carrier)
          where id = $1 and version = $2
          returning version",
     )
@@ -372,6 +449,7 @@ pub async fn apply(pool: &PgPool, change: Transition<'_>) -> Result<Applied, Ord
     .bind(change.payment_id)
     .bind(change.tracking_number)
     .bind(change.reason)
+    .bind(change.carrier)
     .fetch_optional(&mut *transaction)
     .await?;
     let Some(version) = version else {

@@ -316,6 +316,15 @@ async fn the_payment_actor_retries_a_500_and_a_429_with_one_key_to_one_charge_an
         currency: "EUR".to_owned(),
         payment_method: "pm_card_visa".to_owned(),
         idempotency_key: "checkout-1".to_owned(),
+        // As a service before v2 of the event would publish it.
+        shipping_address: None,
+        shipping_method: None,
+        subtotal: None,
+        shipping: None,
+        tax: None,
+        prices_include_tax: None,
+        delivery_min_days: None,
+        delivery_max_days: None,
     };
     let (sender, answer) = ractor::concurrency::oneshot();
     let delivery = Delivery {

@@ -12,6 +12,14 @@ pub struct Shortage {
     pub available: i32,
 }
 
+/// A price a reservation expected, and the current one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriceChange {
+    pub product_id: Uuid,
+    pub expected: i64,
+    pub current: i64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProductError {
     #[error("{0}")]
@@ -36,6 +44,11 @@ pub enum ProductError {
     ReservationMismatch,
     #[error("the reservation is {0}")]
     ReservationClosed(String),
+    /// Prices the caller expected that are no longer current: nothing was reserved.
+    #[error("prices changed for {} product(s)", .0.len())]
+    PriceChanged(Vec<PriceChange>),
+    #[error("recording an event: {0}")]
+    Event(#[from] shop_bridge::BridgeError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -78,11 +91,12 @@ impl ProductError {
             | ProductError::Short(_)
             | ProductError::BelowReserved { .. }
             | ProductError::ReservationMismatch
-            | ProductError::ReservationClosed(_) => ProblemKind::Conflict,
+            | ProductError::ReservationClosed(_)
+            | ProductError::PriceChanged(_) => ProblemKind::Conflict,
             ProductError::Database(cause) if shop_web::postgres::unavailable(cause) => {
                 ProblemKind::Unavailable
             }
-            ProductError::Database(_) => ProblemKind::Internal,
+            ProductError::Database(_) | ProductError::Event(_) => ProblemKind::Internal,
         }
     }
 }
@@ -124,6 +138,21 @@ impl From<ProductError> for ApiError {
                     .collect();
                 ApiError::new(kind, format!("not enough stock: {}", named.join(", ")))
                     .with("short", short)
+            }
+            (kind, ProductError::PriceChanged(changes)) => {
+                let changed: Vec<_> = changes
+                    .iter()
+                    .map(|change| {
+                        json!({
+                            "product_id": change.product_id,
+                            "expected": change.expected,
+                            "current": change.current,
+                        })
+                    })
+                    .collect();
+                ApiError::new(kind, error.to_string())
+                    .with("code", "price_changed")
+                    .with("price_changed", changed)
             }
             (kind, _) => ApiError::new(kind, error.to_string()),
         }

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{FromRow, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::error::{ProductError, Shortage};
+use crate::error::{PriceChange, ProductError, Shortage};
 
 /// Most units of one product in one reservation line.
 pub const MAX_LINE_QUANTITY: i32 = 10_000;
@@ -228,10 +228,13 @@ pub enum Reserved {
 
 /// Reserves every line for `order_id`, or none. The same order id with the same lines again
 /// reserves nothing more and answers the reservation as it is; with other lines it is refused.
+/// `expected` holds the price (minor units) a line was priced at, per product, where the
+/// caller says: a product whose price is no longer that refuses the whole reservation.
 pub async fn reserve(
     pool: &PgPool,
     order_id: Uuid,
     lines: &[Line],
+    expected: &BTreeMap<Uuid, i64>,
     hold: Duration,
 ) -> Result<(Reservation, Reserved), ProductError> {
     let lines = normalise(lines)?;
@@ -296,12 +299,14 @@ pub async fn reserve(
             unknown.join(", ")
         )));
     }
-    let locked: Vec<(Uuid, i32, i32, bool)> = sqlx::query_as(
-        "select s.product_id, s.on_hand, s.reserved, p.archived_at is not null
+    // The product rows are share-locked: a price change waits for this reservation to commit,
+    // so the prices checked here are the prices reserved at.
+    let locked: Vec<(Uuid, i32, i32, bool, i64)> = sqlx::query_as(
+        "select s.product_id, s.on_hand, s.reserved, p.archived_at is not null, p.price_minor
          from stock s join products p on p.id = s.product_id
          where s.product_id = any($1)
          order by s.product_id
-         for update of s",
+         for update of s for share of p",
     )
     .bind(&ids)
     .fetch_all(&mut *transaction)
@@ -309,12 +314,23 @@ pub async fn reserve(
 
     let mut archived = Vec::new();
     let mut short = Vec::new();
+    let mut changed = Vec::new();
     for line in &lines {
-        match locked.iter().find(|row| row.0 == line.product_id) {
+        let row = locked.iter().find(|row| row.0 == line.product_id);
+        if let (Some(row), Some(&price)) = (row, expected.get(&line.product_id))
+            && row.4 != price
+        {
+            changed.push(PriceChange {
+                product_id: line.product_id,
+                expected: price,
+                current: row.4,
+            });
+        }
+        match row {
             // The insert above proved every product exists; it has a stock row from birth.
             None => return Err(ProductError::ProductNotFound),
             Some(row) if row.3 => archived.push(line.product_id.to_string()),
-            Some(&(product_id, on_hand, reserved, _)) if on_hand - reserved < line.quantity => {
+            Some(&(product_id, on_hand, reserved, _, _)) if on_hand - reserved < line.quantity => {
                 short.push(Shortage {
                     product_id,
                     requested: line.quantity,
@@ -329,6 +345,9 @@ pub async fn reserve(
             "no longer sold (archived): {}",
             archived.join(", ")
         )));
+    }
+    if !changed.is_empty() {
+        return Err(ProductError::PriceChanged(changed));
     }
     if !short.is_empty() {
         return Err(ProductError::Short(short));

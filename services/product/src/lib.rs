@@ -9,7 +9,8 @@
 //! ├── product.reservations     expires reservations past their time, on a timer   permanent
 //! ├── product.orders           OrderPaid -> sells the reservation; OrderCancelled ->
 //! │                            gives its stock back                                permanent
-//! └── product.bridge           Kafka: hears shop.orders                            permanent
+//! ├── product.bridge           Kafka: hears shop.orders, publishes shop.products   permanent
+//! └── product.outbox           publishes the outbox (ProductPriceChanged)          permanent
 //! ```
 //!
 //! PostgreSQL database `shop_product`. No actor owns stock: its correctness must hold across
@@ -46,6 +47,7 @@ const HTTP: &str = "product.http";
 const EXPIRY: &str = "product.reservations";
 const ORDERS: &str = "product.orders";
 const BRIDGE: &str = "product.bridge";
+const OUTBOX: &str = "product.outbox";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -59,7 +61,12 @@ pub enum StartError {
 
 /// Creates and migrates `shop_product`.
 pub async fn migrate(settings: &Settings) -> Result<PgPool, StartError> {
-    Ok(postgres::connect(&settings.postgres, DATABASE, &[&store::MIGRATOR]).await?)
+    Ok(postgres::connect(
+        &settings.postgres,
+        DATABASE,
+        &[&store::MIGRATOR, &shop_bridge::migrator()],
+    )
+    .await?)
 }
 
 /// `shop seed`: the demo catalogue.
@@ -95,6 +102,9 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
                     pool: api_pool.clone(),
                     default_hold,
                 },
+                http::PricesApi {
+                    pool: api_pool.clone(),
+                },
             ),
             "/products",
         )
@@ -108,6 +118,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
         .on::<OrderPaid>(to_orders.clone())
         .on::<OrderCancelled>(to_orders);
     let orders_pool = pool.clone();
+    let outbox_pool = pool.clone();
 
     let tree = SupervisorSpec::new(ROOT)
         .intensity(Intensity::default())
@@ -137,6 +148,12 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
             SERVICE,
             &settings.kafka,
             subscriptions,
+        ))
+        .child(shop_bridge::relay_child(
+            OUTBOX,
+            outbox_pool,
+            BRIDGE,
+            &settings.kafka,
         ));
     Ok(shop_actors::service::start(tree).await?)
 }

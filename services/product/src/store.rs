@@ -204,10 +204,41 @@ pub async fn update_product(
     id: Uuid,
     input: &ProductInput,
 ) -> Result<ProductRow, ProductError> {
-    if write_fields(pool, id, input).await? == 0 {
-        return Err(ProductError::ProductNotFound);
-    }
+    let mut transaction = pool.begin().await?;
+    let old_price: Option<i64> =
+        sqlx::query_scalar("select price_minor from products where id = $1 for update")
+            .bind(id)
+            .fetch_optional(&mut *transaction)
+            .await?;
+    let old_price = old_price.ok_or(ProductError::ProductNotFound)?;
+    write_fields(&mut *transaction, id, input).await?;
+    announce_price(&mut transaction, id, old_price, input).await?;
+    transaction.commit().await?;
     product(pool, id).await
+}
+
+/// `ProductPriceChanged`, in the transaction that changed the price (carts holding the product
+/// take the new price when they hear it).
+async fn announce_price(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    id: Uuid,
+    old_price: i64,
+    input: &ProductInput,
+) -> Result<(), ProductError> {
+    if old_price == input.price_minor {
+        return Ok(());
+    }
+    let changed = shop_schemas::ProductPriceChanged {
+        event_id: Uuid::new_v4(),
+        occurred_at: shop_schemas::now_millis(),
+        product_id: id,
+        old_price,
+        new_price: input.price_minor,
+        currency: input.currency.clone(),
+    };
+    let trace_id = shop_web::request_id::current();
+    shop_bridge::outbox::enqueue(transaction, changed, Some(&trace_id)).await?;
+    Ok(())
 }
 
 /// Writes every field of a product; returns how many rows changed (0: no such product).
@@ -251,6 +282,7 @@ pub async fn patch_product(
     .await?
     .ok_or(ProductError::ProductNotFound)?;
     let (sku, name, description, price_minor, currency, category_id) = current;
+    let old_price = price_minor;
     let input = merge(ProductInput {
         sku,
         name,
@@ -260,6 +292,7 @@ pub async fn patch_product(
         category_id,
     })?;
     write_fields(&mut *transaction, id, &input).await?;
+    announce_price(&mut transaction, id, old_price, &input).await?;
     transaction.commit().await?;
     product(pool, id).await
 }

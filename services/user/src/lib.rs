@@ -15,6 +15,7 @@
 //! between concurrent requests.
 
 mod accounts;
+mod addresses;
 mod error;
 mod http;
 mod password;
@@ -128,11 +129,17 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
     };
     let addr = SocketAddr::new(settings.http.bind_host, settings.user.port);
     let grace = settings.http.shutdown_grace;
+    let address_pool = pool.clone();
     let routes: shop_web::RouteFactory = Arc::new(move || {
         web.endpoint(
-            http::UserApi {
-                accounts: accounts.clone(),
-            },
+            (
+                http::UserApi {
+                    accounts: accounts.clone(),
+                },
+                addresses::AddressesApi {
+                    pool: address_pool.clone(),
+                },
+            ),
             "/users",
         )
     });

@@ -9,6 +9,7 @@
 //! - [`metrics`]: Prometheus metrics;
 //! - [`postgres`]: each service's own database, created, migrated and pooled.
 
+pub mod address;
 pub mod app;
 pub mod auth;
 pub mod jwks;
@@ -20,6 +21,7 @@ pub mod request_id;
 pub mod server;
 pub mod service_token;
 
+pub use address::{Address, AddressError};
 pub use app::{ReadinessCheck, ServiceWeb};
 pub use auth::{BearerAuth, Caller, Claims, Role, TokenVerifier};
 pub use paging::Paging;

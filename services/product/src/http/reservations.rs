@@ -29,6 +29,10 @@ struct ReservationLine {
     product_id: Uuid,
     /// 1 to 10000.
     quantity: i32,
+    /// The price (minor units) the caller priced the line at: if the product's price is not
+    /// that any more, nothing is reserved and the answer is 409 with `price_changed`.
+    #[oai(skip_serializing_if_is_none)]
+    unit_price: Option<i64>,
 }
 
 #[derive(Debug, Object)]
@@ -81,6 +85,7 @@ impl From<Reservation> for ReservationBody {
                 .map(|line| ReservationLine {
                     product_id: line.product_id,
                     quantity: line.quantity,
+                    unit_price: None,
                 })
                 .collect(),
             expires_at: reservation.expires_at,
@@ -132,8 +137,21 @@ impl ReservationsApi {
                 quantity: line.quantity,
             })
             .collect();
+        let mut expected = std::collections::BTreeMap::new();
+        for line in &body.lines {
+            if let Some(price) = line.unit_price
+                && expected
+                    .insert(line.product_id, price)
+                    .is_some_and(|other| other != price)
+            {
+                return Err(ApiError::unprocessable(format!(
+                    "product {} is in two lines at two prices",
+                    line.product_id
+                )));
+            }
+        }
         let (reservation, reserved) =
-            inventory::reserve(&self.pool, body.order_id, &lines, hold).await?;
+            inventory::reserve(&self.pool, body.order_id, &lines, &expected, hold).await?;
         Ok(match reserved {
             Reserved::Now => ReserveAnswer::Created(Json(reservation.into())),
             Reserved::Before => ReserveAnswer::Existing(Json(reservation.into())),
