@@ -225,14 +225,35 @@ async fn cart_price(shopper: &Shopper) -> i64 {
         .unwrap_or_default()
 }
 
+/// Changes a product's price in the product database itself, without the event (as if it
+/// were late): the cart still holds the old price when the customer checks out.
+async fn price_changed_quietly(product: &str, amount: i64) {
+    let settings = shop_config::Settings::from_env().expect("the settings dev/test exports");
+    let pool = shop_web::postgres::connect(&settings.postgres, "shop_product", &[])
+        .await
+        .expect("the product database");
+    let product: Uuid = product.parse().expect("a product id");
+    sqlx::query("update products set price_minor = $2 where id = $1")
+        .bind(product)
+        .bind(amount)
+        .execute(&pool)
+        .await
+        .expect("the price changed");
+}
+
 #[tokio::test]
 async fn a_price_raised_or_lowered_before_checkout_is_409_then_charged_as_changed() {
     for (before, after) in [(1000, 1250), (1000, 800)] {
         let shopper = Shopper::customer().await;
         let shelf = products_on_a_shelf("Repriced thing", before, &[5]).await;
         shopper.put_in_cart(&shelf[0], 2).await;
-        admin_patch_price(&shelf[0], after).await;
+        price_changed_quietly(&shelf[0], after).await;
+        assert_eq!(cart_price(&shopper).await, before, "the cart has not heard yet");
         let shipping = json!({ "address": berlin(), "shipping_method": "standard" });
+        // The quote already shows what checkout will charge, and says which lines changed.
+        let quoted = quote(&shopper, &shipping).await;
+        assert_eq!(quoted["lines"][0]["unit_price"], after);
+        assert_eq!(quoted["price_changes"][0]["old_price"], before);
         let answer = checkout(&shopper, &shipping).await;
         let body = problem(answer, 409).await;
         assert_eq!(body["code"], "price_changed", "{body}");
@@ -240,14 +261,11 @@ async fn a_price_raised_or_lowered_before_checkout_is_409_then_charged_as_change
         assert_eq!(body["price_changed"][0]["old_price"], before);
         assert_eq!(body["price_changed"][0]["new_price"], after);
         assert_eq!(stock(&shelf[0]).await["reserved"], 0, "nothing reserved");
-        assert_eq!(
-            cart_price(&shopper).await,
-            after,
-            "the cart holds the new price"
-        );
+        assert_eq!(cart_price(&shopper).await, after, "the cart holds the new price");
         let order: Value = checkout(&shopper, &shipping).await.json().await.unwrap();
         assert_eq!(order["lines"][0]["unit_price"], after);
         assert_eq!(order["subtotal"], 2 * after);
+        assert_eq!(order["total"], quoted["total"], "what the quote said");
     }
 }
 
@@ -336,7 +354,8 @@ async fn a_purchase_ships_with_carrier_and_tracking_and_the_mails_say_so() {
         (Some(1), Some(3))
     );
 
-    let confirmation = mail_text(&shopper.email, " — ").await;
+    let short = uuid(&order["id"]).simple().to_string()[..8].to_owned();
+    let confirmation = mail_text(&shopper.email, &format!("Your order {short} —")).await;
     for expected in [
         "Unter den Linden 1",
         "10117 Berlin",

@@ -540,7 +540,10 @@ async fn an_illegal_transition_is_409_with_the_current_state() {
         async move { admin.post(&path).await }
     };
 
-    for (action, state) in [("deliver", "pending"), ("ship", "pending")] {
+    for (action, state) in [
+        ("deliver", "pending"),
+        ("ship?carrier=DHL&tracking_number=T-9", "pending"),
+    ] {
         let body = problem(admin_post(format!("/orders/{id}/{action}")).await, 409).await;
         assert_eq!(body["state"], state, "{action}");
     }
@@ -560,7 +563,7 @@ async fn an_illegal_transition_is_409_with_the_current_state() {
         admin_post(format!("/orders/{id}/deliver")).await.status(),
         StatusCode::OK
     );
-    for action in ["ship", "deliver", "cancel"] {
+    for action in ["ship?carrier=DHL&tracking_number=T-9", "deliver", "cancel"] {
         let body = problem(admin_post(format!("/orders/{id}/{action}")).await, 409).await;
         assert_eq!(body["state"], "delivered", "{action}");
     }

@@ -121,7 +121,7 @@ async fn customers_buying_at_once_are_charged_once_and_mailed_once_each() {
         let id = order["id"].as_str().unwrap().to_owned();
         state_becomes(customer, &id, "paid").await;
         for (action, state) in [
-            ("ship?tracking_number=T-1", "shipped"),
+            ("ship?carrier=DHL&tracking_number=T-1", "shipped"),
             ("deliver", "delivered"),
         ] {
             let response = admin.post(&format!("/orders/{id}/{action}")).await;
