@@ -20,9 +20,54 @@ pub const SERVICES: &[&str] = &[
 
 pub async fn run(settings: &Settings, names: &[String]) -> anyhow::Result<()> {
     let names = expand(names)?;
+    // Listening before anything starts: a SIGTERM while the trees are still starting (an
+    // orchestrator giving up on a slow pod) stops what has started instead of killing it.
+    let stop = stop_signal();
+    tokio::pin!(stop);
     let shutdown = Shutdown::new();
     let mut services = Vec::new();
-    for name in &names {
+    let stopped_while_starting = tokio::select! {
+        started = start_all(settings, &names, &shutdown, &mut services) => {
+            started?;
+            false
+        }
+        () = &mut stop => true,
+    };
+    let gave_up = if stopped_while_starting {
+        None
+    } else {
+        tracing::info!(services = ?names, "serving");
+        tokio::select! {
+            () = &mut stop => None,
+            stopped = first_stopped(&services) => Some(stopped),
+        }
+    };
+
+    shutdown.trigger();
+    if !shutdown.drained(settings.http.shutdown_grace).await {
+        tracing::warn!("some requests were still running at the end of the shutdown grace");
+    }
+    for service in &services {
+        service.stop(Duration::from_secs(5)).await;
+    }
+    match gave_up {
+        Some(reason) => bail!("{reason}"),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+/// Starts `names` in order into `services`, so that what has started can be stopped if the
+/// start is abandoned part way.
+async fn start_all(
+    settings: &Settings,
+    names: &[String],
+    shutdown: &Shutdown,
+    services: &mut Vec<Service>,
+) -> anyhow::Result<()> {
+    for name in names {
         let service = match name.as_str() {
             "user" => shop_user::start(settings, shutdown.clone())
                 .await
@@ -47,27 +92,7 @@ pub async fn run(settings: &Settings, names: &[String]) -> anyhow::Result<()> {
         .with_context(|| format!("starting the {name} service"))?;
         services.push(service);
     }
-    tracing::info!(services = ?names, "serving");
-
-    let gave_up = tokio::select! {
-        () = stop_signal() => None,
-        stopped = first_stopped(&services) => Some(stopped),
-    };
-
-    shutdown.trigger();
-    if !shutdown.drained(settings.http.shutdown_grace).await {
-        tracing::warn!("some requests were still running at the end of the shutdown grace");
-    }
-    for service in &services {
-        service.stop(Duration::from_secs(5)).await;
-    }
-    match gave_up {
-        Some(reason) => bail!("{reason}"),
-        None => {
-            tracing::info!("stopped");
-            Ok(())
-        }
-    }
+    Ok(())
 }
 
 fn expand(names: &[String]) -> anyhow::Result<Vec<String>> {
@@ -98,24 +123,33 @@ async fn first_stopped(services: &[Service]) -> String {
     futures::future::select_all(waits).await.0
 }
 
-async fn stop_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called, not when it
+/// is first polled: from then on neither signal has its default effect (an abrupt exit).
+#[cfg(unix)]
+fn stop_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (term, interrupt) {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
+        tracing::info!("shutting down");
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutting down");
+}
+
+#[cfg(not(unix))]
+fn stop_signal() -> impl Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    }
 }

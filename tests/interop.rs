@@ -149,6 +149,19 @@ async fn every_event_type_read_by_fastavro_by_fingerprint_alone_matches_the_api(
     assert!(cancel.status().is_success(), "{}", cancel.status());
     state_becomes(&shopper, &refunded_id, "refunded").await;
 
+    // A price change: ProductPriceChanged on shop.products.
+    let repriced = admin
+        .client
+        .patch(common::url(&format!("/products/{}", shelf[0])))
+        .bearer_auth(&admin.token)
+        .json(&serde_json::json!({ "price": { "amount": 1234, "currency": "EUR" } }))
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert!(repriced.status().is_success(), "{}", repriced.status());
+    let product_uuid = uuid(&Value::String(shelf[0].clone()));
+    events.wait_for(product_uuid, "ProductPriceChanged").await;
+
     let (user, delivered_uuid, declined_uuid, refunded_uuid) = (
         shopper.uuid(),
         uuid(&delivered["id"]),
@@ -178,6 +191,7 @@ async fn every_event_type_read_by_fastavro_by_fingerprint_alone_matches_the_api(
     let users = read_with_fastavro(shop_schemas::USERS).await;
     let orders = read_with_fastavro(shop_schemas::ORDERS).await;
     let payments = read_with_fastavro(PAYMENTS).await;
+    let catalogue = read_with_fastavro(shop_schemas::PRODUCTS).await;
 
     // The account, as GET /users/me shows it.
     let me: Value = shopper.get("/users/me").await.json().await.expect("me");
@@ -214,6 +228,17 @@ async fn every_event_type_read_by_fastavro_by_fingerprint_alone_matches_the_api(
         placed["lines"][0]["unit_price"],
         order["lines"][0]["unit_price"]
     );
+    // OrderPlaced v2: the address, method and money as the order stores them.
+    assert_eq!(placed["subtotal"], order["subtotal"]);
+    assert_eq!(placed["tax"], order["tax"]);
+    assert_eq!(placed["shipping"], order["shipping"]["cost"]);
+    assert_eq!(placed["shipping_method"], order["shipping"]["method"]);
+    for field in ["line1", "city", "postal_code", "country"] {
+        assert_eq!(
+            placed["shipping_address"][field], order["shipping"]["address"][field],
+            "{field}"
+        );
+    }
     let succeeded = same_as_ours(&on_payments, &events, delivered_uuid, "PaymentSucceeded");
     assert_eq!(succeeded["payment_id"], payment["id"]);
     assert_eq!(succeeded["amount"], order["total"]);
@@ -265,13 +290,35 @@ async fn every_event_type_read_by_fastavro_by_fingerprint_alone_matches_the_api(
     assert_eq!(refund["amount"], order["total"]);
     assert_eq!(refund["payment_id"], order["payment_id"]);
 
+    // The price change, as the catalogue shows it.
+    let product: Value = shopper
+        .get(&format!("/products/{}", shelf[0]))
+        .await
+        .json()
+        .await
+        .expect("the product");
+    let changed = same_as_ours(
+        &about(&catalogue, &shelf[0]),
+        &events,
+        product_uuid,
+        "ProductPriceChanged",
+    );
+    assert_eq!(changed["old_price"], 1000);
+    assert_eq!(changed["new_price"], product["price"]["amount"]);
+    assert_eq!(changed["currency"], product["price"]["currency"]);
+
     // Every message fastavro read names its writer by the specification's fingerprint; what it
     // could not read is a test's deliberate garbage or a pre-2026-12 fingerprint.
     let legacy: Vec<String> = known_schemas()
         .iter()
         .map(|known| shop_schemas::fingerprint_hex(&known.legacy_fingerprint))
         .collect();
-    for message in users.iter().chain(&orders).chain(&payments) {
+    for message in users
+        .iter()
+        .chain(&orders)
+        .chain(&payments)
+        .chain(&catalogue)
+    {
         if let Some(error) = message["error"].as_str() {
             let pre_change = error
                 .strip_prefix("unknown fingerprint ")

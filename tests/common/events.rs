@@ -9,7 +9,7 @@ use shop_bridge::{Ack, Delivery, Subscriber, Subscriptions};
 use shop_config::Settings;
 use shop_schemas::{
     Envelope, OrderCancelled, OrderDelivered, OrderPaid, OrderPlaced, OrderShipped, PaymentFailed,
-    PaymentRefunded, PaymentSucceeded, UserRegistered,
+    PaymentRefunded, PaymentSucceeded, ProductPriceChanged, UserRegistered,
 };
 use uuid::Uuid;
 
@@ -72,7 +72,8 @@ impl Events {
             .on::<OrderCancelled>(to(()))
             .on::<PaymentSucceeded>(to(()))
             .on::<PaymentFailed>(to(()))
-            .on::<PaymentRefunded>(to(()));
+            .on::<PaymentRefunded>(to(()))
+            .on::<ProductPriceChanged>(to(()));
         let args = shop_bridge::BridgeArgs {
             service: Box::leak(format!("test-watcher-{run}").into_boxed_str()),
             settings: settings.kafka.clone(),

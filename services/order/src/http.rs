@@ -585,13 +585,8 @@ struct Shipment {
 
 /// A required text of 1 to 100 characters, or a 422 naming it.
 fn required(field: &'static str, value: Option<String>) -> Result<String, ApiError> {
-    match value.map(|value| value.trim().to_owned()) {
-        Some(value) if (1..=100).contains(&value.chars().count()) => Ok(value),
-        _ => Err(
-            ApiError::unprocessable(format!("{field}: 1 to 100 characters are required"))
-                .with("field", field),
-        ),
-    }
+    shop_web::text::line(value.as_deref().unwrap_or_default(), 100)
+        .map_err(|why| ApiError::unprocessable(format!("{field}: {why}")).with("field", field))
 }
 
 impl OrdersApi {

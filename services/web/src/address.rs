@@ -50,22 +50,11 @@ impl Address {
     /// code upper-cased, and empty optional fields left out; or the first field that is wrong.
     pub fn checked(self) -> Result<Address, AddressError> {
         let text = |field: &'static str, value: String, max: usize| {
-            let value = value.trim().to_owned();
-            match value.chars().count() {
-                0 => Err(wrong(field, "must not be empty")),
-                n if n > max => Err(wrong(field, format!("at most {max} characters"))),
-                _ => Ok(value),
-            }
+            crate::text::line(&value, max).map_err(|why| wrong(field, why.to_string()))
         };
-        let optional = |field: &'static str, value: Option<String>, max: usize| match value
-            .map(|value| value.trim().to_owned())
-        {
-            None => Ok(None),
-            Some(value) if value.is_empty() => Ok(None),
-            Some(value) if value.chars().count() > max => {
-                Err(wrong(field, format!("at most {max} characters")))
-            }
-            Some(value) => Ok(Some(value)),
+        let optional = |field: &'static str, value: Option<String>, max: usize| {
+            crate::text::optional_line(value.as_deref(), max)
+                .map_err(|why| wrong(field, why.to_string()))
         };
         let country = self.country.trim().to_ascii_uppercase();
         if !shop_config::commerce::known_country(&country) {
@@ -280,6 +269,9 @@ mod tests {
         let mut wrong = address("DE", "10115");
         wrong.region = Some("r".repeat(101));
         assert_eq!(field_of(wrong), "region");
+        let mut wrong = address("DE", "10115");
+        wrong.line2 = Some("Hof\u{0}2".into());
+        assert_eq!(field_of(wrong), "line2");
         for phone in ["004930123456", "+0301234567", "+49 30 123456", "+1234567"] {
             let mut wrong = address("DE", "10115");
             wrong.phone = Some(phone.into());

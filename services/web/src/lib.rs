@@ -20,6 +20,7 @@ pub mod problem;
 pub mod request_id;
 pub mod server;
 pub mod service_token;
+pub mod text;
 
 pub use address::{Address, AddressError};
 pub use app::{ReadinessCheck, ServiceWeb};
