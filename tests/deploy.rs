@@ -218,3 +218,41 @@ async fn a_complete_production_configuration_starts_cleanly() {
     );
     let _ = std::fs::remove_file(&log);
 }
+
+#[tokio::test]
+async fn a_stop_asked_for_while_starting_is_a_clean_stop() {
+    // A "PostgreSQL" that accepts connections and never answers: the start waits on it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = silent.local_addr().expect("its address").port();
+    let mut vars: Vec<_> = production()
+        .into_iter()
+        .filter(|(n, _)| *n != "SHOP_POSTGRES_URL")
+        .collect();
+    vars.push((
+        "SHOP_POSTGRES_URL",
+        format!("postgres://shop:s3cret-for-the-deploy-test@127.0.0.1:{port}/postgres"),
+    ));
+    let mut process = shop(&vars, &["serve", "user"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("shop starts");
+    // Long enough for the runtime to be up; the start is still waiting on the silent socket.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        process.try_wait().ok().flatten().is_none(),
+        "still starting"
+    );
+    let pid = process.id().expect("running").to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let exited = tokio::time::timeout(Duration::from_secs(20), process.wait())
+        .await
+        .expect("it stops")
+        .expect("an exit status");
+    // Killed by the signal's default action would be no code at all.
+    assert_eq!(exited.code(), Some(0), "{exited:?}");
+    drop(silent);
+}
