@@ -172,6 +172,21 @@ pub fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
     config
 }
 
+/// How long a consumer off the checkout's path lets the broker gather messages per fetch.
+pub const GATHER: Duration = Duration::from_millis(50);
+
+/// A consumer whose fetches the broker may hold up to `wait` to gather messages (none: every
+/// fetch is answered as soon as one message is there).
+pub fn gathering(mut config: ClientConfig, wait: Duration) -> ClientConfig {
+    if !wait.is_zero() {
+        config.set("fetch.min.bytes", "65536").set(
+            "fetch.wait.max.ms",
+            wait.as_millis().clamp(1, 500).to_string(),
+        );
+    }
+    config
+}
+
 /// Creates every Shop topic and its dead-letter topic if absent.
 pub async fn ensure_topics(settings: &KafkaSettings) -> Result<(), BridgeError> {
     let names: Vec<String> = TOPICS

@@ -16,7 +16,7 @@ pub use bridge::{
     Ack, Bridge, BridgeArgs, BridgeMsg, Delivery, Subscriber, Subscriptions, publish_via,
 };
 pub use health::StuckReason;
-pub use kafka::{BridgeError, Outgoing};
+pub use kafka::{BridgeError, GATHER, Outgoing};
 pub use outbox::{OutboxRelay, RelayArgs};
 pub use router::{EntityRouter, RouterArgs};
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::{Value, json};
 use shop_bridge::{Ack, Delivery, Subscriber, Subscriptions};
@@ -16,6 +17,7 @@ use shop_config::Settings;
 use shop_schemas::{Envelope, OrderPaid};
 use uuid::Uuid;
 
+use super::work::{Work, WorkSnapshot};
 use crate::api;
 use crate::load::users;
 
@@ -27,6 +29,18 @@ pub struct CheckoutBench {
     /// Concurrent shoppers, each adding one item and checking out, back to back.
     #[arg(long, default_value_t = 16)]
     pub(crate) shoppers: usize,
+    /// How many products the shoppers buy from, each checkout a random one: by default as many
+    /// as the seeded catalogue has (300), so no one product's stock row is everyone's; 1 is the
+    /// one-hot-product case.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) products: u16,
+    /// Shoppers check out this long before anything is measured, so the broker's JIT, the
+    /// pools and the caches are warm (Kafka compiles its hot paths in its first minute).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub(crate) warmup: Duration,
+    /// Leave out the table of work per paid order (PostgreSQL, Kafka, HTTP, CPU per process).
+    #[arg(long)]
+    pub(crate) no_work: bool,
     /// The gateway.
     #[arg(
         long,
@@ -96,6 +110,8 @@ pub struct CheckoutFigures {
     pub to_paid: (f64, f64),
     pub paid: usize,
     pub paid_per_second: f64,
+    /// What the run cost, from the stores' and processes' own counters.
+    pub work: Option<Work>,
 }
 
 impl CheckoutFigures {
@@ -119,6 +135,9 @@ impl CheckoutFigures {
             "  orders paid                 {} = {:.1}/s",
             self.paid, self.paid_per_second
         );
+        if let Some(work) = &self.work {
+            work.print_per(self.paid, "paid order");
+        }
     }
 }
 
@@ -129,15 +148,7 @@ pub async fn measure(settings: &Settings, args: &CheckoutBench) -> anyhow::Resul
     let category = api::category(&client, &gateway, Some(&admin), "Benchmarks")
         .await?
         .context("making the Benchmarks category")?;
-    let product = api::product_with_plenty_of_stock(
-        &client,
-        &gateway,
-        &admin,
-        &category,
-        "Checkout bench widget",
-        1999,
-    )
-    .await?;
+    let products = bench_products(&client, settings, &admin, &category, args.products).await?;
     let user_url = settings
         .auth
         .user_service_url
@@ -167,24 +178,60 @@ pub async fn measure(settings: &Settings, args: &CheckoutBench) -> anyhow::Resul
     )
     .await?;
     println!(
-        "shop bench checkout: {} shoppers for {}, one item each time, paid with pm_card_visa",
+        "shop bench checkout: {} shoppers for {}, one item of {} each time, paid with pm_card_visa",
         args.shoppers,
-        humantime::format_duration(args.duration)
+        humantime::format_duration(args.duration),
+        if products.len() == 1 {
+            "one hot product".to_owned()
+        } else {
+            format!("{} products", products.len())
+        },
     );
     // Let the watcher's consumer group settle before timing anything.
     tokio::time::sleep(Duration::from_secs(6)).await;
 
+    let products = Arc::new(products);
+    if !args.warmup.is_zero() {
+        let warming: Vec<_> = customers
+            .iter()
+            .map(|customer| {
+                let (client, gateway, products) =
+                    (client.clone(), gateway.clone(), products.clone());
+                let (token, warmup) = (customer.token.clone(), args.warmup);
+                tokio::spawn(async move {
+                    let until = Instant::now() + warmup;
+                    while Instant::now() < until {
+                        let product =
+                            &products[(Uuid::new_v4().as_u128() % products.len() as u128) as usize];
+                        let _ = checkout_once(&client, &gateway, &token, product).await;
+                    }
+                })
+            })
+            .collect();
+        for shopper in warming {
+            shopper.await?;
+        }
+        // Let the warm-up's orders be paid before the clock starts.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let work_before = if args.no_work {
+        None
+    } else {
+        Some(WorkSnapshot::take(settings, &client).await)
+    };
     let tally = Arc::new(Mutex::new(Tally::default()));
     let started = Instant::now();
     let shoppers: Vec<_> = customers
         .into_iter()
         .map(|customer| {
-            let (client, gateway, product) = (client.clone(), gateway.clone(), product.clone());
+            let (client, gateway, product) = (client.clone(), gateway.clone(), products.clone());
             let tally = tally.clone();
             let duration = args.duration;
             tokio::spawn(async move {
                 while started.elapsed() < duration {
-                    let outcome = checkout_once(&client, &gateway, &customer.token, &product).await;
+                    let product =
+                        &product[(Uuid::new_v4().as_u128() % product.len() as u128) as usize];
+                    let outcome = checkout_once(&client, &gateway, &customer.token, product).await;
                     let Ok(mut tally) = tally.lock() else { return };
                     match outcome {
                         Ok((order_id, at, took)) => tally.placed.push((order_id, at, took)),
@@ -222,6 +269,14 @@ pub async fn measure(settings: &Settings, args: &CheckoutBench) -> anyhow::Resul
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The work after OrderPaid (mails, the sale of the reservation) belongs to the orders too.
+    let work = match work_before {
+        Some(before) => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Some(WorkSnapshot::take(settings, &client).await.since(&before))
+        }
+        None => None,
+    };
     let paid = paid
         .lock()
         .map_err(|_| anyhow::anyhow!("a poisoned lock"))?;
@@ -250,6 +305,7 @@ pub async fn measure(settings: &Settings, args: &CheckoutBench) -> anyhow::Resul
         to_paid: (at(&to_paid, 0.5), at(&to_paid, 0.99)),
         paid: to_paid.len(),
         paid_per_second: to_paid.len() as f64 / last_paid.as_secs_f64().max(0.001),
+        work,
     })
 }
 
@@ -298,4 +354,60 @@ async fn checkout_once(
         .and_then(|id| id.parse().ok())
         .ok_or(0_u16)?;
     Ok((order_id, at, took))
+}
+
+/// `count` products with stock that never runs out, made once (straight at the product service,
+/// not through the gateway's limits) and kept in a file for later runs.
+async fn bench_products(
+    client: &reqwest::Client,
+    settings: &Settings,
+    admin: &str,
+    category: &str,
+    count: u16,
+) -> anyhow::Result<Vec<String>> {
+    let file = settings.data_dir.join("bench-products.json");
+    let product_url = settings
+        .product
+        .url
+        .as_str()
+        .trim_end_matches('/')
+        .to_owned();
+    let mut known: Vec<String> = std::fs::read(&file)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    // A store that was reset since: start the list again.
+    if let Some(first) = known.first() {
+        let found = client
+            .get(format!("{product_url}/products/{first}"))
+            .send()
+            .await?;
+        if !found.status().is_success() {
+            known.clear();
+        }
+    }
+    let missing = usize::from(count).saturating_sub(known.len());
+    let made: Vec<String> = futures::stream::iter(0..missing)
+        .map(|index| {
+            api::product_with_plenty_of_stock(
+                client,
+                &product_url,
+                admin,
+                category,
+                "Checkout bench widget",
+                999 + 100 * (index as i64 % 50),
+            )
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    if !made.is_empty() {
+        known.extend(made);
+        std::fs::write(&file, serde_json::to_vec(&known)?)
+            .with_context(|| format!("writing {}", file.display()))?;
+    }
+    known.truncate(usize::from(count));
+    Ok(known)
 }

@@ -121,11 +121,13 @@ pub async fn run(settings: &Settings, args: EventsBench) -> anyhow::Result<()> {
                     {
                         continue;
                     }
+                    // This process runs no relay of that database: tell the service's.
                     if transaction.commit().await.is_ok()
                         && let Ok(mut committed) = committed.lock()
                     {
                         committed.insert(event.event_id(), Instant::now());
                     }
+                    let _ = shop_bridge::outbox::announce(&pool).await;
                 }
             })
         })

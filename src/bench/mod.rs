@@ -15,6 +15,7 @@ mod notifications;
 mod product;
 mod suite;
 mod user;
+mod work;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {

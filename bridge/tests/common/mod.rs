@@ -265,7 +265,9 @@ pub async fn enqueue(pool: &PgPool, event: &UserRegistered) {
     shop_bridge::outbox::enqueue(&mut transaction, event.clone(), Some("bridge-test"))
         .await
         .expect("the outbox row");
-    transaction.commit().await.expect("the commit");
+    shop_bridge::outbox::commit(transaction, pool)
+        .await
+        .expect("the commit");
 }
 
 /// Waits until `seen` holds events matching `count_of` at least `count` times.

@@ -109,7 +109,9 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
     let (price_carts, price_store) = (carts.clone(), store.clone());
     let subscriptions = Subscriptions::new()
         .on::<OrderPlaced>(Subscriber::deliveries(ORDERS))
-        .on::<ProductPriceChanged>(Subscriber::deliveries(PRICES));
+        .on::<ProductPriceChanged>(Subscriber::deliveries(PRICES))
+        // Checkout takes the ordered lines out itself; the event only makes sure.
+        .gathering(shop_bridge::GATHER);
 
     let tree = SupervisorSpec::new(ROOT)
         .intensity(Intensity::default())

@@ -56,11 +56,13 @@ impl Actor for EventHandler {
     ) -> Result<(), ActorProcessingErr> {
         let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         match crate::plan::plan(&state.pool, &state.templates, &delivery.event).await {
-            Ok(ids) => {
+            Ok(recorded) => {
                 let _ = delivery.reply.send(Ack::Done);
-                for id in ids {
+                for message in recorded {
+                    let id = message.id;
                     // Not reachable now: the sweeper sends it.
-                    if let Err(error) = state.messages.send(id, MessageMsg::SendClaimed).await {
+                    let claimed = MessageMsg::SendClaimed(Box::new(message));
+                    if let Err(error) = state.messages.send(id, claimed).await {
                         tracing::warn!(%id, %error, "a message's actor could not be reached");
                     }
                 }
@@ -117,8 +119,8 @@ pub struct MessageArgs {
 pub enum MessageMsg {
     /// Send it if it is due and this replica can claim it.
     Work,
-    /// Send it: recorded (and so claimed) by this replica just now.
-    SendClaimed,
+    /// Send it: recorded (and so claimed) by this replica just now, as recorded.
+    SendClaimed(Box<store::Delivery>),
     /// The registry saw no message for a while.
     Passivate(entities::Idle),
 }
@@ -155,7 +157,11 @@ impl Actor for MessageActor {
             }
             return Ok(());
         }
-        let Some(delivery) = store::delivery(&state.pool, state.id).await? else {
+        let (claimed, delivery) = match message {
+            MessageMsg::SendClaimed(recorded) => (true, Some(*recorded)),
+            _ => (false, store::delivery(&state.pool, state.id).await?),
+        };
+        let Some(delivery) = delivery else {
             myself.stop(None);
             return Ok(());
         };
@@ -164,7 +170,7 @@ impl Actor for MessageActor {
             return Ok(());
         }
         // A sweep or a retry timer: only one replica may send, the one whose claim took.
-        if matches!(message, MessageMsg::Work) && !store::claim(&state.pool, delivery.id).await? {
+        if !claimed && !store::claim(&state.pool, delivery.id).await? {
             return Ok(());
         }
         match send(&state.senders, &delivery).await {

@@ -150,7 +150,9 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
         .on::<OrderDelivered>(to_handler.clone())
         .on::<OrderCancelled>(to_handler.clone())
         .on::<PaymentFailed>(to_handler.clone())
-        .on::<PaymentRefunded>(to_handler);
+        .on::<PaymentRefunded>(to_handler)
+        // Mail is not on the checkout's path: fewer, fuller fetches.
+        .gathering(shop_bridge::GATHER);
 
     let kind = deliveries::MessageKind {
         pool: pool.clone(),

@@ -6,7 +6,7 @@ use shop_schemas::Envelope;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::store::{self, NewDelivery, OrderContact, Recipient};
+use crate::store::{self, Delivery, NewDelivery, OrderContact, Recipient};
 use crate::templates::Templates;
 
 /// Every kind of message, named as its templates are.
@@ -93,12 +93,20 @@ enum About {
 }
 
 /// Learns addresses and orders from `event`, records the messages it sends (rendered, or failed
-/// with the template's error), and returns the ids of those to send now.
+/// with the template's error), and returns those to send now.
 pub async fn plan(
     pool: &PgPool,
     templates: &Templates,
     event: &Envelope,
-) -> Result<Vec<Uuid>, sqlx::Error> {
+) -> Result<Vec<Delivery>, sqlx::Error> {
+    // An event that sends nothing and teaches nothing has no effect to record once.
+    let teaches = matches!(
+        event,
+        Envelope::UserRegistered(_) | Envelope::OrderPlaced(_)
+    );
+    if !teaches && message(event).is_none() {
+        return Ok(Vec::new());
+    }
     let mut transaction = pool.begin().await?;
     if !shop_bridge::inbox::first_time(&mut transaction, store::CONSUMER, event.event_id()).await? {
         transaction.commit().await?;

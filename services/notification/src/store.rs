@@ -99,23 +99,25 @@ pub async fn recipient(
     transaction: &mut Transaction<'_, Postgres>,
     user_id: Uuid,
 ) -> Result<Option<(Recipient, Preferences)>, sqlx::Error> {
-    let Some(recipient) = sqlx::query_as::<_, Recipient>(
-        "select user_id, email, name, phone from recipients where user_id = $1",
+    #[derive(FromRow)]
+    struct Found {
+        #[sqlx(flatten)]
+        recipient: Recipient,
+        #[sqlx(flatten)]
+        preferences: Preferences,
+    }
+    // No preferences row: nothing opted out.
+    let found: Option<Found> = sqlx::query_as(
+        "select r.user_id, r.email, r.name, r.phone,
+                coalesce(p.email_opt_out, false) as email_opt_out,
+                coalesce(p.sms_opt_out, false) as sms_opt_out
+         from recipients r left join preferences p on p.user_id = r.user_id
+         where r.user_id = $1",
     )
     .bind(user_id)
     .fetch_optional(&mut **transaction)
-    .await?
-    else {
-        return Ok(None);
-    };
-    let preferences = sqlx::query_as::<_, Preferences>(
-        "select email_opt_out, sms_opt_out from preferences where user_id = $1",
-    )
-    .bind(user_id)
-    .fetch_optional(&mut **transaction)
-    .await?
-    .unwrap_or_default();
-    Ok(Some((recipient, preferences)))
+    .await?;
+    Ok(found.map(|found| (found.recipient, found.preferences)))
 }
 
 pub async fn order_contact(
@@ -150,23 +152,23 @@ fn lease_end() -> DateTime<Utc> {
     Utc::now() + chrono::Duration::from_std(SEND_LEASE).unwrap_or_default()
 }
 
-/// Records a delivery once per (event, channel); its id when it is new and queued. A queued one is
+/// Records a delivery once per (event, channel); the delivery when it is new and queued. A queued one is
 /// claimed for the recorder (leased for [`SEND_LEASE`]), who sends it at once: the sweepers of
 /// other replicas leave it alone unless the recorder dies first.
 pub async fn add_delivery(
     transaction: &mut Transaction<'_, Postgres>,
     delivery: &NewDelivery<'_>,
-) -> Result<Option<Uuid>, sqlx::Error> {
+) -> Result<Option<Delivery>, sqlx::Error> {
     let (status, next_attempt_at) = match delivery.failure {
         Some(_) => ("failed", None),
         None => ("queued", Some(lease_end())),
     };
-    let id: Option<Uuid> = sqlx::query_scalar(
+    let recorded: Option<Delivery> = sqlx::query_as(
         "insert into deliveries (id, event_id, event_type, channel, user_id, recipient, template,
              subject, body_text, body_html, status, last_error, next_attempt_at)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
          on conflict (event_id, channel) do nothing
-         returning id",
+         returning *",
     )
     .bind(Uuid::now_v7())
     .bind(delivery.event_id)
@@ -183,7 +185,7 @@ pub async fn add_delivery(
     .bind(next_attempt_at)
     .fetch_optional(&mut **transaction)
     .await?;
-    Ok(id.filter(|_| delivery.failure.is_none()))
+    Ok(recorded.filter(|_| delivery.failure.is_none()))
 }
 
 pub async fn delivery(pool: &PgPool, id: Uuid) -> Result<Option<Delivery>, sqlx::Error> {

@@ -199,14 +199,17 @@ async fn a_sendgrid_refusal_ends_the_delivery_failed_with_the_reason() {
         email: EmailSender::SendGrid(SendGrid::new(&base, "SG.key", "shop@shop.test").unwrap()),
         sms: SmsSender::Log { masked: false },
     };
+    let recorded = ids.into_iter().next().unwrap();
     let args = MessageArgs {
-        id: ids[0],
+        id: recorded.id,
         pool: pool.clone(),
         senders: Arc::new(senders),
         max_attempts: 3,
     };
     let (actor, handle) = Actor::spawn(None, MessageActor, args).await.unwrap();
-    actor.send_message(MessageMsg::SendClaimed).unwrap();
+    actor
+        .send_message(MessageMsg::SendClaimed(Box::new(recorded)))
+        .unwrap();
     tokio::time::timeout(Duration::from_secs(10), handle)
         .await
         .unwrap()
@@ -310,7 +313,7 @@ async fn a_recorded_message_is_sent_by_one_replica_only() {
     let ids = shop_notification::plan::plan(&pool, &Templates::new(None), &Envelope::from(event))
         .await
         .unwrap();
-    let id = ids[0];
+    let id = ids[0].id;
     // Recorded means claimed by the recorder: another replica's sweep may not take it.
     assert!(!shop_notification::store::claim(&pool, id).await.unwrap());
     assert!(

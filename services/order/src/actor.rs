@@ -40,6 +40,8 @@ pub struct Request {
 pub enum OrderMsg {
     /// Start (or keep) the actor: a pending order arms its payment timer.
     Load,
+    /// Checkout stored this order just now: start with it rather than read it back.
+    Placed(Box<Order>),
     Command(Request, Answer),
     /// A payment event from the bridge, answered on its reply port.
     Event(Delivery),
@@ -54,6 +56,8 @@ pub struct OrderState {
     pool: PgPool,
     /// `None`: there is no such order.
     order: Option<Order>,
+    /// Whether `order` was read (or handed over by checkout) yet.
+    loaded: bool,
 }
 
 /// How long to wait before trying again when a timer's change could not be stored.
@@ -73,23 +77,8 @@ impl Actor for OrderActor {
             order_id: args.order_id,
             pool: args.pool,
             order: None,
+            loaded: false,
         })
-    }
-
-    /// Loads the order before the first message; not in `pre_start`, which the registry waits for.
-    async fn post_start(
-        &self,
-        myself: ActorRef<OrderMsg>,
-        state: &mut OrderState,
-    ) -> Result<(), ActorProcessingErr> {
-        state.order = store::order(&state.pool, state.order_id).await?;
-        if let Some(order) = &state.order
-            && order.row.state() == State::Pending
-        {
-            let left = (order.row.pay_by - Utc::now()).to_std().unwrap_or_default();
-            myself.send_after(left, || OrderMsg::Expire);
-        }
-        Ok(())
     }
 
     async fn handle(
@@ -99,8 +88,24 @@ impl Actor for OrderActor {
         state: &mut OrderState,
     ) -> Result<(), ActorProcessingErr> {
         let _handling = shop_actors::meta::Handling::start(myself.get_cell());
+        // The order is read with the first message, not in `pre_start`, which the registry
+        // waits for; checkout's own message brings it.
+        let message = match message {
+            OrderMsg::Placed(order) => {
+                if !state.loaded {
+                    state.start(&myself, Some(*order)).await?;
+                }
+                OrderMsg::Load
+            }
+            message => {
+                if !state.loaded {
+                    state.start(&myself, None).await?;
+                }
+                message
+            }
+        };
         match message {
-            OrderMsg::Load => {}
+            OrderMsg::Load | OrderMsg::Placed(_) => {}
             OrderMsg::Command(request, reply) => {
                 let change = Change {
                     command: request.command,
@@ -151,6 +156,26 @@ struct Change<'a> {
 }
 
 impl OrderState {
+    /// Takes the order as checkout stored it, or reads it; a pending order arms its timer.
+    async fn start(
+        &mut self,
+        myself: &ActorRef<OrderMsg>,
+        placed: Option<Order>,
+    ) -> Result<(), OrderError> {
+        self.order = match placed {
+            Some(order) => Some(order),
+            None => store::order(&self.pool, self.order_id).await?,
+        };
+        self.loaded = true;
+        if let Some(order) = &self.order
+            && order.row.state() == State::Pending
+        {
+            let left = (order.row.pay_by - Utc::now()).to_std().unwrap_or_default();
+            myself.send_after(left, || OrderMsg::Expire);
+        }
+        Ok(())
+    }
+
     fn current(&self) -> Option<State> {
         self.order.as_ref().map(|order| order.row.state())
     }

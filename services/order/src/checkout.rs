@@ -264,8 +264,10 @@ impl Checkout {
             return Ok(placed);
         }
 
-        let prepared = self.prepare(&request.bearer, &request.shipping).await?;
-        let profile = self.profile(&request.bearer).await?;
+        let (prepared, profile) = tokio::try_join!(
+            self.prepare(&request.bearer, &request.shipping),
+            self.profile(&request.bearer)
+        )?;
         let lines: Vec<Line> = prepared
             .cart
             .items
@@ -328,19 +330,20 @@ impl Checkout {
         }
         let stored = store::insert(&self.pool, &order, request.trace_id.as_deref()).await;
         match stored {
-            Ok(true) => {
-                self.take_from_cart(&order).await;
-                // Its actor arms the payment timer.
-                if let Err(error) = self.orders.send(order.id, OrderMsg::Load).await {
+            Ok(Some(placed)) => {
+                // Its actor arms the payment timer, while the cart gives up the ordered lines.
+                let (_, started) = tokio::join!(
+                    self.take_from_cart(&order),
+                    self.orders
+                        .send(order.id, OrderMsg::Placed(Box::new(placed.clone())))
+                );
+                if let Err(error) = started {
                     tracing::warn!(order_id = %order.id, %error, "the order's actor did not start; the sweeper will expire it if unpaid");
                 }
-                let placed = store::order(&self.pool, order.id)
-                    .await?
-                    .ok_or(OrderError::NotFound)?;
                 tracing::info!(order_id = %order.id, customer_id = %order.customer_id, total = order.total, "order placed");
                 Ok(Placed::New(placed))
             }
-            Ok(false) => {
+            Ok(None) => {
                 // A twin request with the same key stored its order first.
                 self.release(order.id).await;
                 self.earlier(&request, &request_hash)

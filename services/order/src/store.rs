@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use shop_schemas::{Envelope, OrderLine, OrderPlaced, ShippingAddress};
-use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Transaction};
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::error::OrderError;
@@ -270,79 +270,16 @@ pub struct NewOrder {
     pub pay_by: DateTime<Utc>,
 }
 
-/// Stores a pending order, its first history row and `OrderPlaced`, in one transaction.
-/// `Ok(false)`: an order with this customer's idempotency key exists already.
+/// Stores a pending order, its lines, its first history row and `OrderPlaced`, in one statement
+/// (one round trip, one commit); the order as stored. `Ok(None)`: an order with this customer's
+/// idempotency key exists already.
 pub async fn insert(
     pool: &PgPool,
     order: &NewOrder,
     trace_id: Option<&str>,
-) -> Result<bool, OrderError> {
-    let mut transaction = pool.begin().await?;
-    let inserted = sqlx::query(
-        "insert into orders (id, customer_id, customer_email, customer_name, state, currency,
-             total, payment_method, idempotency_key, request_hash, pay_by, subtotal, shipping,
-             tax, prices_include_tax, shipping_method, delivery_min_days, delivery_max_days,
-             ship_name, ship_line1, ship_line2, ship_city, ship_region, ship_postal_code,
-             ship_country, ship_phone)
-         values ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-             $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)
-         on conflict do nothing",
-    )
-    .bind(order.id)
-    .bind(order.customer_id)
-    .bind(&order.customer_email)
-    .bind(&order.customer_name)
-    .bind(&order.currency)
-    .bind(order.total)
-    .bind(&order.payment_method)
-    .bind(&order.idempotency_key)
-    .bind(&order.request_hash)
-    .bind(order.pay_by)
-    .bind(order.subtotal)
-    .bind(order.shipping)
-    .bind(order.tax)
-    .bind(order.prices_include_tax)
-    .bind(&order.shipping_method)
-    .bind(order.delivery_min_days)
-    .bind(order.delivery_max_days)
-    .bind(&order.address.name)
-    .bind(&order.address.line1)
-    .bind(&order.address.line2)
-    .bind(&order.address.city)
-    .bind(&order.address.region)
-    .bind(&order.address.postal_code)
-    .bind(&order.address.country)
-    .bind(&order.address.phone)
-    .execute(&mut *transaction)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        return Ok(false);
-    }
-    let mut lines = QueryBuilder::<Postgres>::new(
-        "insert into order_lines (order_id, line_no, product_id, name, quantity, unit_price, tax) ",
-    );
-    lines.push_values(order.lines.iter().enumerate(), |mut row, (number, line)| {
-        row.push_bind(order.id)
-            .push_bind(i32::try_from(number).unwrap_or(i32::MAX))
-            .push_bind(line.product_id)
-            .push_bind(&line.name)
-            .push_bind(line.quantity)
-            .push_bind(line.unit_price)
-            .push_bind(line.tax);
-    });
-    lines.build().execute(&mut *transaction).await?;
-    record_history(
-        &mut transaction,
-        order.id,
-        None,
-        State::Pending,
-        &order.customer_id.to_string(),
-        Some("checkout"),
-    )
-    .await?;
+) -> Result<Option<Order>, OrderError> {
     let placed = OrderPlaced {
-        event_id: Uuid::new_v4(),
+        event_id: Uuid::now_v7(),
         occurred_at: shop_schemas::now_millis(),
         order_id: order.id,
         customer_id: order.customer_id,
@@ -371,31 +308,85 @@ pub async fn insert(
         delivery_min_days: Some(order.delivery_min_days),
         delivery_max_days: Some(order.delivery_max_days),
     };
-    shop_bridge::outbox::enqueue(&mut transaction, placed, trace_id).await?;
-    transaction.commit().await?;
-    Ok(true)
-}
-
-async fn record_history(
-    transaction: &mut Transaction<'_, Postgres>,
-    order_id: Uuid,
-    from: Option<State>,
-    to: State,
-    actor: &str,
-    reason: Option<&str>,
-) -> Result<(), OrderError> {
-    sqlx::query(
-        "insert into order_history (order_id, from_state, to_state, actor, reason)
-         values ($1, $2, $3, $4, $5)",
-    )
-    .bind(order_id)
-    .bind(from.map(State::as_str))
-    .bind(to.as_str())
-    .bind(actor)
-    .bind(reason)
-    .execute(&mut **transaction)
+    let event = shop_bridge::outbox::OutboxRow::of(&placed.into())?;
+    let numbers: Vec<i32> = (0..order.lines.len())
+        .map(|number| i32::try_from(number).unwrap_or(i32::MAX))
+        .collect();
+    let stored: Option<OrderRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "with placed as (
+             insert into orders (id, customer_id, customer_email, customer_name, state, currency,
+                 total, payment_method, idempotency_key, request_hash, pay_by, subtotal, shipping,
+                 tax, prices_include_tax, shipping_method, delivery_min_days, delivery_max_days,
+                 ship_name, ship_line1, ship_line2, ship_city, ship_region, ship_postal_code,
+                 ship_country, ship_phone)
+             values ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                 $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)
+             on conflict do nothing
+             returning *
+         ), lines as (
+             insert into order_lines (order_id, line_no, product_id, name, quantity, unit_price, tax)
+             select placed.id, line.*
+             from placed, unnest($26::int[], $27::uuid[], $28::text[], $29::int[], $30::bigint[],
+                                 $31::bigint[]) as line
+         ), history as (
+             insert into order_history (order_id, from_state, to_state, actor, reason)
+             select id, null, 'pending', $32, 'checkout' from placed
+         ), event as (
+             insert into outbox (topic, message_key, event_type, event_id, payload, fingerprint,
+                                 trace_id)
+             select $33, $34, $35, $36, $37, $38, $39 from placed
+         )
+         select {COLUMNS} from placed"
+    )))
+    .bind(order.id)
+    .bind(order.customer_id)
+    .bind(&order.customer_email)
+    .bind(&order.customer_name)
+    .bind(&order.currency)
+    .bind(order.total)
+    .bind(&order.payment_method)
+    .bind(&order.idempotency_key)
+    .bind(&order.request_hash)
+    .bind(order.pay_by)
+    .bind(order.subtotal)
+    .bind(order.shipping)
+    .bind(order.tax)
+    .bind(order.prices_include_tax)
+    .bind(&order.shipping_method)
+    .bind(order.delivery_min_days)
+    .bind(order.delivery_max_days)
+    .bind(&order.address.name)
+    .bind(&order.address.line1)
+    .bind(&order.address.line2)
+    .bind(&order.address.city)
+    .bind(&order.address.region)
+    .bind(&order.address.postal_code)
+    .bind(&order.address.country)
+    .bind(&order.address.phone)
+    .bind(numbers)
+    .bind(order.lines.iter().map(|line| line.product_id).collect::<Vec<_>>())
+    .bind(order.lines.iter().map(|line| line.name.clone()).collect::<Vec<_>>())
+    .bind(order.lines.iter().map(|line| line.quantity).collect::<Vec<_>>())
+    .bind(order.lines.iter().map(|line| line.unit_price).collect::<Vec<_>>())
+    .bind(order.lines.iter().map(|line| line.tax).collect::<Vec<_>>())
+    .bind(order.customer_id.to_string())
+    .bind(event.topic)
+    .bind(event.message_key)
+    .bind(event.event_type)
+    .bind(event.event_id)
+    .bind(event.payload)
+    .bind(event.fingerprint)
+    .bind(trace_id)
+    .fetch_optional(pool)
     .await?;
-    Ok(())
+    let Some(row) = stored else {
+        return Ok(None);
+    };
+    shop_bridge::outbox::wake(pool);
+    Ok(Some(Order {
+        row,
+        lines: order.lines.clone(),
+    }))
 }
 
 /// One transition, as the order actor asks for it.
@@ -427,21 +418,42 @@ pub enum Applied {
     SeenBefore,
 }
 
+/// Applies a transition in one statement (one round trip, one commit): the causing event into
+/// the inbox, the state guarded by the version, a history row and the event into the outbox —
+/// all of it, or, for an event seen before or a stale version, nothing.
 pub async fn apply(pool: &PgPool, change: Transition<'_>) -> Result<Applied, OrderError> {
-    let mut transaction = pool.begin().await?;
-    if let Some(event_id) = change.caused_by
-        && !shop_bridge::inbox::first_time(&mut transaction, CONSUMER, event_id).await?
-    {
-        return Ok(Applied::SeenBefore);
-    }
-    let version: Option<i64> = sqlx::query_scalar(
-        "update orders set state = $3, version = version + 1, updated_at = now(),
-             payment_id = coalesce($4, payment_id),
-             tracking_number = coalesce($5, tracking_number),
-             cancel_reason = case when $3 = 'cancelled' then $6 else cancel_reason end,
-             carrier = coalesce($7, carrier)
-         where id = $1 and version = $2
-         returning version",
+    let event = change
+        .event
+        .as_ref()
+        .map(shop_bridge::outbox::OutboxRow::of)
+        .transpose()?;
+    // A second handling of one event, racing this one, waits for this row's lock and then finds
+    // the version moved on: it changes nothing.
+    let (seen_before, version): (bool, Option<i64>) = sqlx::query_as(
+        "with seen as (
+             select exists (select 1 from processed_events
+                            where consumer = $8 and event_id = $9) as before
+         ), changed as (
+             update orders set state = $3, version = version + 1, updated_at = now(),
+                 payment_id = coalesce($4, payment_id),
+                 tracking_number = coalesce($5, tracking_number),
+                 cancel_reason = case when $3 = 'cancelled' then $6 else cancel_reason end,
+                 carrier = coalesce($7, carrier)
+             where id = $1 and version = $2 and not (select before from seen)
+             returning version
+         ), inbox as (
+             insert into processed_events (event_id, consumer)
+             select $9, $8 from changed where $9::uuid is not null
+             on conflict do nothing
+         ), history as (
+             insert into order_history (order_id, from_state, to_state, actor, reason)
+             select $1, $10, $3, $11, $6 from changed
+         ), event as (
+             insert into outbox (topic, message_key, event_type, event_id, payload, fingerprint,
+                                 trace_id)
+             select $12, $13, $14, $15, $16, $17, $18 from changed where $15::uuid is not null
+         )
+         select (select before from seen), (select version from changed)",
     )
     .bind(change.order_id)
     .bind(change.version)
@@ -450,24 +462,28 @@ pub async fn apply(pool: &PgPool, change: Transition<'_>) -> Result<Applied, Ord
     .bind(change.tracking_number)
     .bind(change.reason)
     .bind(change.carrier)
-    .fetch_optional(&mut *transaction)
+    .bind(CONSUMER)
+    .bind(change.caused_by)
+    .bind(change.from.as_str())
+    .bind(change.actor)
+    .bind(event.as_ref().map(|event| event.topic.as_str()))
+    .bind(event.as_ref().map(|event| event.message_key.as_str()))
+    .bind(event.as_ref().map(|event| event.event_type.as_str()))
+    .bind(event.as_ref().map(|event| event.event_id))
+    .bind(event.as_ref().map(|event| event.payload.as_slice()))
+    .bind(event.as_ref().map(|event| event.fingerprint.as_str()))
+    .bind(change.trace_id)
+    .fetch_one(pool)
     .await?;
+    if seen_before {
+        return Ok(Applied::SeenBefore);
+    }
     let Some(version) = version else {
         return Ok(Applied::Stale);
     };
-    record_history(
-        &mut transaction,
-        change.order_id,
-        Some(change.from),
-        change.to,
-        change.actor,
-        change.reason,
-    )
-    .await?;
-    if let Some(event) = change.event {
-        shop_bridge::outbox::enqueue(&mut transaction, event, change.trace_id).await?;
+    if event.is_some() {
+        shop_bridge::outbox::wake(pool);
     }
-    transaction.commit().await?;
     Ok(Applied::Done(version))
 }
 

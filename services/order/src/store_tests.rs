@@ -55,9 +55,17 @@ pub(crate) async fn pending_order(pool: &PgPool) -> Uuid {
         request_hash: vec![1, 2, 3],
         pay_by: Utc::now() + Duration::from_secs(600),
     };
-    assert!(insert(pool, &order, None).await.expect("the insert"));
     assert!(
-        !insert(pool, &order, None).await.expect("the second insert"),
+        insert(pool, &order, None)
+            .await
+            .expect("the insert")
+            .is_some()
+    );
+    assert!(
+        insert(pool, &order, None)
+            .await
+            .expect("the second insert")
+            .is_none(),
         "one per key"
     );
     order.id

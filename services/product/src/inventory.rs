@@ -244,25 +244,25 @@ pub async fn reserve(
     let mut transaction = pool.begin().await?;
     // A concurrent request for the same order waits here on the primary key until the first
     // commits (then finds it) or rolls back (then makes it).
-    let inserted = sqlx::query(
+    let inserted: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
         "insert into reservations (order_id, status, request_hash, expires_at)
          values ($1, 'reserved', $2, now() + $3 * interval '1 millisecond')
-         on conflict (order_id) do nothing",
+         on conflict (order_id) do nothing
+         returning expires_at, created_at",
     )
     .bind(order_id)
     .bind(&hash)
     .bind(hold_ms)
-    .execute(&mut *transaction)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
+    .fetch_optional(&mut *transaction)
+    .await?;
+    let Some((expires_at, created_at)) = inserted else {
         drop(transaction);
         let existing = reservation_row(pool, order_id).await?;
         if existing.request_hash != hash {
             return Err(ProductError::ReservationMismatch);
         }
         return Ok((with_lines(pool, existing).await?, Reserved::Before));
-    }
+    };
 
     let ids: Vec<Uuid> = lines.iter().map(|line| line.product_id).collect();
     let quantities: Vec<i32> = lines.iter().map(|line| line.quantity).collect();
@@ -363,15 +363,13 @@ pub async fn reserve(
     .execute(&mut *transaction)
     .await?;
     transaction.commit().await?;
-
-    let row = reservation_row(pool, order_id).await?;
     Ok((
         Reservation {
             order_id,
-            status: row.status,
+            status: "reserved".to_owned(),
             lines,
-            expires_at: row.expires_at,
-            created_at: row.created_at,
+            expires_at,
+            created_at,
         },
         Reserved::Now,
     ))
@@ -429,16 +427,21 @@ enum Closing {
 
 /// Turns a reservation into a sale. Committing it again changes nothing.
 pub async fn commit(pool: &PgPool, order_id: Uuid) -> Result<Reservation, ProductError> {
-    close(pool, order_id, Closing::Commit).await
+    closed(pool, order_id, Closing::Commit).await
+}
+
+/// [`commit`] for a consumer that needs no answer: the reservation is not read back.
+pub async fn sell(pool: &PgPool, order_id: Uuid) -> Result<(), ProductError> {
+    close(pool, order_id, Closing::Commit).await.map(drop)
 }
 
 /// The order was cancelled: its stock comes back, whatever became of the reservation — reserved
 /// units are released, sold ones return on hand (cancelled after payment, before shipping).
 /// Cancelling again, or an expired reservation, changes nothing.
 pub async fn cancel(pool: &PgPool, order_id: Uuid) -> Result<Reservation, ProductError> {
-    match close(pool, order_id, Closing::Release).await {
+    match closed(pool, order_id, Closing::Release).await {
         Err(ProductError::ReservationClosed(status)) if status == "committed" => {
-            close(pool, order_id, Closing::Return).await
+            closed(pool, order_id, Closing::Return).await
         }
         Err(ProductError::ReservationClosed(status)) if status == "returned" => {
             reservation(pool, order_id).await
@@ -450,14 +453,27 @@ pub async fn cancel(pool: &PgPool, order_id: Uuid) -> Result<Reservation, Produc
 /// Gives a reservation's stock back. Releasing it again, or releasing an expired one, changes
 /// nothing.
 pub async fn release(pool: &PgPool, order_id: Uuid) -> Result<Reservation, ProductError> {
-    close(pool, order_id, Closing::Release).await
+    closed(pool, order_id, Closing::Release).await
 }
 
-async fn close(
+/// [`close`], and the reservation as it is then.
+async fn closed(
     pool: &PgPool,
     order_id: Uuid,
     closing: Closing,
 ) -> Result<Reservation, ProductError> {
+    match close(pool, order_id, closing).await? {
+        Some(existing) => Ok(existing),
+        None => reservation(pool, order_id).await,
+    }
+}
+
+/// Closes a reservation; `Some` with the reservation when it was closed so before (a repeat).
+async fn close(
+    pool: &PgPool,
+    order_id: Uuid,
+    closing: Closing,
+) -> Result<Option<Reservation>, ProductError> {
     let (from, status) = match closing {
         Closing::Commit => ("reserved", "committed"),
         Closing::Release => ("reserved", "released"),
@@ -480,13 +496,13 @@ async fn close(
         let repeat = existing.status == status
             || (closing == Closing::Release && existing.status == "expired");
         if repeat {
-            return Ok(existing);
+            return Ok(Some(existing));
         }
         return Err(ProductError::ReservationClosed(existing.status));
     }
     give_back(&mut transaction, &[order_id], closing).await?;
     transaction.commit().await?;
-    reservation(pool, order_id).await
+    Ok(None)
 }
 
 /// Applies closed reservations' lines to stock, locking the stock rows in product-id order.

@@ -116,7 +116,9 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
     let to_orders = Subscriber::deliveries(ORDERS);
     let subscriptions = Subscriptions::new()
         .on::<OrderPaid>(to_orders.clone())
-        .on::<OrderCancelled>(to_orders);
+        .on::<OrderCancelled>(to_orders)
+        // Sales and returns of stock that is already held: nobody waits on them.
+        .gathering(shop_bridge::GATHER);
     let orders_pool = pool.clone();
     let outbox_pool = pool.clone();
 

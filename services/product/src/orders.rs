@@ -38,7 +38,7 @@ impl Actor for OrderEvents {
             Envelope::OrderPaid(paid) => answer(
                 paid.order_id,
                 "commit",
-                inventory::commit(pool, paid.order_id).await,
+                inventory::sell(pool, paid.order_id).await,
             ),
             Envelope::OrderCancelled(cancelled) => answer(
                 cancelled.order_id,

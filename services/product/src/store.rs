@@ -213,7 +213,7 @@ pub async fn update_product(
     let old_price = old_price.ok_or(ProductError::ProductNotFound)?;
     write_fields(&mut *transaction, id, input).await?;
     announce_price(&mut transaction, id, old_price, input).await?;
-    transaction.commit().await?;
+    shop_bridge::outbox::commit(transaction, pool).await?;
     product(pool, id).await
 }
 
@@ -293,7 +293,7 @@ pub async fn patch_product(
     })?;
     write_fields(&mut *transaction, id, &input).await?;
     announce_price(&mut transaction, id, old_price, &input).await?;
-    transaction.commit().await?;
+    shop_bridge::outbox::commit(transaction, pool).await?;
     product(pool, id).await
 }
 

@@ -94,7 +94,7 @@ impl Accounts {
         };
         let trace_id = shop_web::request_id::current();
         outbox::enqueue(&mut transaction, event, Some(&trace_id)).await?;
-        transaction.commit().await?;
+        outbox::commit(transaction, &self.pool).await?;
         tracing::info!(user_id = %user.id, "registered");
         Ok(user)
     }

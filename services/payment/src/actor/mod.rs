@@ -103,6 +103,8 @@ pub struct PaymentState {
     max_attempts: u32,
     instance: Arc<str>,
     payment: Option<Payment>,
+    /// Whether `payment` was read (or recorded) yet.
+    loaded: bool,
     /// A `Work` timer is set: failures do not pile up timers.
     work_scheduled: bool,
 }
@@ -124,33 +126,9 @@ impl Actor for PaymentActor {
             max_attempts: args.max_attempts.max(1),
             instance: args.instance,
             payment: None,
+            loaded: false,
             work_scheduled: false,
         })
-    }
-
-    /// Loads the payment before the first message; not in `pre_start`, which the registry waits for.
-    async fn post_start(
-        &self,
-        _myself: ActorRef<PaymentMsg>,
-        state: &mut PaymentState,
-    ) -> Result<(), ActorProcessingErr> {
-        state.payment = store::of_order(&state.pool, state.order_id).await?;
-        // A lease this replica holds belongs to an attempt no actor of it is making now (a
-        // crash, a restart under the same name): due now. Another replica's lease is left to
-        // run out: that replica may still be at it.
-        if let Some(payment) = state.payment.as_mut() {
-            let now = Utc::now();
-            let ours = payment.row.leased_by.as_deref() == Some(&*state.instance);
-            if payment.row.status().is_open() && payment.row.next_attempt_at.is_some() && ours {
-                payment.row.next_attempt_at = Some(now);
-            }
-            for refund in &mut payment.refunds {
-                if refund.status == "pending" {
-                    refund.next_attempt_at = Some(now);
-                }
-            }
-        }
-        Ok(())
     }
 
     async fn handle(
@@ -160,6 +138,16 @@ impl Actor for PaymentActor {
         state: &mut PaymentState,
     ) -> Result<(), ActorProcessingErr> {
         let _handling = shop_actors::meta::Handling::start(myself.get_cell());
+        // The payment is read with the first message, not in `pre_start`, which the registry
+        // waits for. `OrderPlaced` needs no read: recording finds any payment there is.
+        let placing = matches!(
+            &message,
+            PaymentMsg::Event(delivery) if matches!(delivery.event, Envelope::OrderPlaced(_))
+        );
+        if !state.loaded && !placing {
+            state.load().await?;
+        }
+        state.loaded = true;
         match message {
             PaymentMsg::Event(delivery) => {
                 let trace_id = delivery.trace_id.clone();
@@ -225,6 +213,27 @@ impl PaymentState {
         })
     }
 
+    /// Reads the payment when the actor starts.
+    async fn load(&mut self) -> Result<(), sqlx::Error> {
+        self.payment = store::of_order(&self.pool, self.order_id).await?;
+        // A lease this replica holds belongs to an attempt no actor of it is making now (a
+        // crash, a restart under the same name): due now. Another replica's lease is left to
+        // run out: that replica may still be at it.
+        if let Some(payment) = self.payment.as_mut() {
+            let now = Utc::now();
+            let ours = payment.row.leased_by.as_deref() == Some(&*self.instance);
+            if payment.row.status().is_open() && payment.row.next_attempt_at.is_some() && ours {
+                payment.row.next_attempt_at = Some(now);
+            }
+            for refund in &mut payment.refunds {
+                if refund.status == "pending" {
+                    refund.next_attempt_at = Some(now);
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn reload(&mut self) -> Result<(), sqlx::Error> {
         self.payment = store::of_order(&self.pool, self.order_id).await?;
         Ok(())
@@ -257,7 +266,8 @@ impl PaymentState {
                 );
             }
         }
-        match self.reload().await {
+        // Recorded before (a redelivery, perhaps after a crash): read it as a start would.
+        match self.load().await {
             Ok(()) => Ack::Done,
             Err(error) => Ack::retry(unavailable(&error), format!("loading the payment: {error}")),
         }

@@ -125,30 +125,32 @@ pub async fn record(
     payment: &NewPayment<'_>,
     event_id: Uuid,
 ) -> Result<Option<PaymentRow>, sqlx::Error> {
-    let mut transaction = pool.begin().await?;
-    let mut recorded = None;
-    if shop_bridge::inbox::first_time(&mut transaction, CONSUMER, event_id).await? {
-        recorded = sqlx::query_as(
-            "insert into payments (id, order_id, customer_id, amount, currency, payment_method,
-                 status, provider, idempotency_key, next_attempt_at)
-             values ($1, $2, $3, $4, $5, $6, 'requires_payment_method', $7, $8, $9)
-             on conflict (order_id) do nothing
-             returning *",
-        )
-        .bind(payment.id)
-        .bind(payment.order_id)
-        .bind(payment.customer_id)
-        .bind(payment.amount)
-        .bind(payment.currency)
-        .bind(payment.payment_method)
-        .bind(payment.provider)
-        .bind(charge_key(payment.order_id))
-        .bind(payment.next_attempt_at)
-        .fetch_optional(&mut *transaction)
-        .await?;
-    }
-    transaction.commit().await?;
-    Ok(recorded)
+    // One statement: the event into the inbox and, the first time only, the payment.
+    sqlx::query_as(
+        "with inbox as (
+             insert into processed_events (event_id, consumer) values ($10, $11)
+             on conflict do nothing
+             returning event_id
+         )
+         insert into payments (id, order_id, customer_id, amount, currency, payment_method,
+             status, provider, idempotency_key, next_attempt_at)
+         select $1, $2, $3, $4, $5, $6, 'requires_payment_method', $7, $8, $9 from inbox
+         on conflict (order_id) do nothing
+         returning *",
+    )
+    .bind(payment.id)
+    .bind(payment.order_id)
+    .bind(payment.customer_id)
+    .bind(payment.amount)
+    .bind(payment.currency)
+    .bind(payment.payment_method)
+    .bind(payment.provider)
+    .bind(charge_key(payment.order_id))
+    .bind(payment.next_attempt_at)
+    .bind(event_id)
+    .bind(CONSUMER)
+    .fetch_optional(pool)
+    .await
 }
 
 async fn refunds_of(pool: &PgPool, payment_id: Uuid) -> Result<Vec<RefundRow>, sqlx::Error> {
@@ -365,16 +367,47 @@ pub async fn settle(
     pool: &PgPool,
     settle: Settle<'_>,
 ) -> Result<Applied, shop_bridge::BridgeError> {
-    let mut transaction = pool.begin().await?;
-    if !first_sight(&mut transaction, settle.webhook, settle.caused_by).await? {
-        return Ok(Applied::SeenBefore);
-    }
     let (code, reason) = settle.failure.unzip();
-    let updated = sqlx::query(
-        "update payments set status = $3, provider_reference = coalesce($4, provider_reference),
-             failure_code = coalesce($5, failure_code), failure_reason = coalesce($6, failure_reason),
-             client_secret = null, next_action = null, next_attempt_at = null, updated_at = now()
-         where id = $1 and status = $2",
+    let (webhook_id, webhook_type) = settle.webhook.unzip();
+    let event = settle
+        .event
+        .as_ref()
+        .map(shop_bridge::outbox::OutboxRow::of)
+        .transpose()?;
+    // One statement (one round trip, one commit): the webhook or event recorded as seen, the
+    // status moved on only from `from`, the attempt and the event — all of it, or nothing when
+    // it was seen before or another writer moved the payment first (a twin racing this one waits
+    // for the row's lock and then finds the status changed).
+    let (seen_before, changed): (bool, bool) = sqlx::query_as(
+        "with seen as (
+             select exists (select 1 from webhook_events where id = $7)
+                 or exists (select 1 from processed_events where consumer = $10 and event_id = $9)
+                 as before
+         ), changed as (
+             update payments set status = $3, provider_reference = coalesce($4, provider_reference),
+                 failure_code = coalesce($5, failure_code),
+                 failure_reason = coalesce($6, failure_reason),
+                 client_secret = null, next_action = null, next_attempt_at = null,
+                 updated_at = now()
+             where id = $1 and status = $2 and not (select before from seen)
+             returning id
+         ), webhook as (
+             insert into webhook_events (id, type) select $7, $8 from changed
+             where $7::text is not null
+             on conflict do nothing
+         ), inbox as (
+             insert into processed_events (event_id, consumer) select $9, $10 from changed
+             where $9::uuid is not null
+             on conflict do nothing
+         ), attempt as (
+             insert into payment_attempts (payment_id, outcome, detail)
+             select id, $3, $6 from changed
+         ), event as (
+             insert into outbox (topic, message_key, event_type, event_id, payload, fingerprint,
+                                 trace_id)
+             select $11, $12, $13, $14, $15, $16, $17 from changed where $14::uuid is not null
+         )
+         select (select before from seen), exists (select 1 from changed)",
     )
     .bind(settle.payment_id)
     .bind(settle.from.as_str())
@@ -382,23 +415,28 @@ pub async fn settle(
     .bind(settle.reference)
     .bind(code)
     .bind(reason)
-    .execute(&mut *transaction)
+    .bind(webhook_id)
+    .bind(webhook_type)
+    .bind(settle.caused_by)
+    .bind(CONSUMER)
+    .bind(event.as_ref().map(|event| event.topic.as_str()))
+    .bind(event.as_ref().map(|event| event.message_key.as_str()))
+    .bind(event.as_ref().map(|event| event.event_type.as_str()))
+    .bind(event.as_ref().map(|event| event.event_id))
+    .bind(event.as_ref().map(|event| event.payload.as_slice()))
+    .bind(event.as_ref().map(|event| event.fingerprint.as_str()))
+    .bind(settle.trace_id)
+    .fetch_one(pool)
     .await?;
-    if updated.rows_affected() == 0 {
+    if seen_before {
+        return Ok(Applied::SeenBefore);
+    }
+    if !changed {
         return Ok(Applied::Stale);
     }
-    attempt_row(
-        &mut transaction,
-        settle.payment_id,
-        None,
-        settle.to.as_str(),
-        reason,
-    )
-    .await?;
-    if let Some(event) = settle.event {
-        shop_bridge::outbox::enqueue(&mut transaction, event, settle.trace_id).await?;
+    if event.is_some() {
+        shop_bridge::outbox::wake(pool);
     }
-    transaction.commit().await?;
     Ok(Applied::Done)
 }
 

@@ -134,6 +134,6 @@ pub async fn settle_refund(
     if let Some(event) = event {
         shop_bridge::outbox::enqueue(&mut transaction, event, trace_id).await?;
     }
-    transaction.commit().await?;
+    shop_bridge::outbox::commit(transaction, pool).await?;
     Ok(())
 }
