@@ -29,6 +29,9 @@ pub enum DatabaseError {
     },
 }
 
+/// A pooled connection idle this long is tested before it is handed out.
+const TEST_IF_IDLE_FOR: Duration = Duration::from_millis(500);
+
 /// Connects to `database` on the server of `settings`, creating it if it does not exist and
 /// applying each migrator's migrations in turn (the service's own, then shared ones such as the
 /// bridge's outbox and inbox, each tracked in its own table).
@@ -43,6 +46,18 @@ pub async fn connect(
     let pool = PgPoolOptions::new()
         .max_connections(settings.pool_size)
         .acquire_timeout(Duration::from_secs(5))
+        // sqlx pings every connection as it goes back to the pool (a broken one is closed), and
+        // by default again as it is handed out: a second round trip per use. Only a connection
+        // that sat idle (through a server restart, say) is tested before it is handed out.
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= TEST_IF_IDLE_FOR {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .map_err(|source| DatabaseError::Connect {
