@@ -127,6 +127,34 @@ async fn of_two_holders_changing_at_once_exactly_one_wins() {
 }
 
 #[tokio::test]
+async fn one_event_handled_twice_at_once_changes_the_order_once() {
+    let pool = pool().await;
+    for _ in 0..20 {
+        let id = pending_order(&pool).await;
+        let event = Uuid::new_v4();
+        // A redelivery racing the first delivery (two replicas after a rebalance).
+        let (first, second) = tokio::join!(
+            apply(&pool, pay(id, 1, Some(event))),
+            apply(&pool, pay(id, 1, Some(event)))
+        );
+        let mut outcomes = [first.unwrap(), second.unwrap()];
+        outcomes.sort_by_key(|applied| format!("{applied:?}"));
+        assert_eq!(outcomes[0], Applied::Done(2));
+        assert!(matches!(outcomes[1], Applied::Stale | Applied::SeenBefore));
+        assert_eq!(history_len(&pool, id).await, 2, "placed, paid once");
+        let recorded: i64 = sqlx::query_scalar(
+            "select count(*) from processed_events where event_id = $1 and consumer = $2",
+        )
+        .bind(event)
+        .bind(CONSUMER)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(recorded, 1);
+    }
+}
+
+#[tokio::test]
 async fn an_event_seen_before_changes_nothing_even_at_the_current_version() {
     let pool = pool().await;
     let id = pending_order(&pool).await;
