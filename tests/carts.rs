@@ -1,5 +1,5 @@
 //! Carts end to end, through nginx: the REST surface, every validation rule, concurrency on one
-//! cart, a crashing cart actor, passivation.
+//! cart, a crashing cart actor, hibernation and passivation.
 
 mod common;
 
@@ -362,13 +362,36 @@ async fn a_crashing_cart_is_restarted_loses_nothing_acknowledged_and_spares_othe
     assert_eq!(ann_actor["restart"], "transient");
 }
 
+/// Sets the quantity of every line of one stored version of the user's cart, behind the cart
+/// service's back: what a read then answers shows whether it came from the store.
+async fn tamper_with_stored_version(user: &str, version: i64, quantity: i32) {
+    let client = mongodb::Client::with_uri_str(common::env("SHOP_MONGODB_URL"))
+        .await
+        .expect("the cart store");
+    let versions = client
+        .database("shop_cart")
+        .collection::<mongodb::bson::Document>("cart_versions");
+    let changed = versions
+        .update_one(
+            mongodb::bson::doc! { "_id": format!("{user}:{version}") },
+            mongodb::bson::doc! { "$set": { "items.$[].quantity": quantity } },
+        )
+        .await
+        .expect("the stored version is changed");
+    assert_eq!(
+        changed.matched_count, 1,
+        "version {version} of {user} is stored"
+    );
+}
+
+/// dev/test runs carts with SHOP_CART_HIBERNATE=1s and SHOP_CART_IDLE=3s.
 #[tokio::test]
-async fn an_idle_cart_stops_and_comes_back_with_its_contents() {
+async fn an_idle_cart_hibernates_wakes_from_its_record_and_is_forgotten_later() {
     let ann = Shopper::customer().await;
-    let items = products(&[10]).await;
+    let items = products(&[50]).await;
     assert_eq!(ann.add(&items[0], 4).await.status(), StatusCode::OK);
     let admin = admin(&ann.client).await.access_token;
-    let tree_url = format!("{}/admin/tree?sample=1000", common::env("SHOP_CART_URL"));
+    let tree_url = format!("{}/admin/tree?sample=100000", common::env("SHOP_CART_URL"));
     let running = |tree: &Value| {
         tree["children"]
             .as_array()
@@ -378,24 +401,50 @@ async fn an_idle_cart_stops_and_comes_back_with_its_contents() {
             .flat_map(|registry| registry["children"].as_array().unwrap().clone())
             .any(|cart| cart["name"] == format!("cart:{}", ann.id))
     };
+    let hibernation = || async {
+        for _ in 0..40 {
+            if !running(&get_json(&ann.client, &tree_url, Some(&admin)).await) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the idle cart is still awake");
+    };
     assert!(running(
         &get_json(&ann.client, &tree_url, Some(&admin)).await
     ));
 
-    // dev/test runs carts with SHOP_CART_IDLE=3s.
-    let mut passivated = false;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if !running(&get_json(&ann.client, &tree_url, Some(&admin)).await) {
-            passivated = true;
-            break;
-        }
-    }
-    assert!(passivated, "the idle cart is still running");
-    assert_eq!(quantity_of(&ann.cart().await, &items[0]), 4);
+    // Hibernated; the store is then changed behind its back: the cart wakes from its record.
+    hibernation().await;
+    tamper_with_stored_version(&ann.id, 1, 40).await;
+    assert_eq!(
+        quantity_of(&ann.cart().await, &items[0]),
+        4,
+        "from the record"
+    );
     assert!(running(
         &get_json(&ann.client, &tree_url, Some(&admin)).await
     ));
+
+    // Hibernate, wake by a write, again and again: nothing acknowledged is lost.
+    for expected in 5..=7 {
+        hibernation().await;
+        let added = ann.add(&items[0], 1).await;
+        assert_eq!(added.status(), StatusCode::OK);
+        let cart: Value = added.json().await.unwrap();
+        assert_eq!(quantity_of(&cart, &items[0]), expected);
+    }
+    hibernation().await;
+    assert_eq!(quantity_of(&ann.cart().await, &items[0]), 7);
+
+    // Idle past SHOP_CART_IDLE: the record is forgotten, the next request reads the store.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    tamper_with_stored_version(&ann.id, 4, 70).await;
+    assert_eq!(
+        quantity_of(&ann.cart().await, &items[0]),
+        70,
+        "read from the store"
+    );
 }
 
 #[tokio::test]

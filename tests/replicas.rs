@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::orders::{Ordering, products, state_becomes, stock};
-use common::{SERVICES, Shopper, charges_of, client, env, get_json, url, wait_for_mails};
+use common::{SERVICES, Shopper, admin, charges_of, client, env, get_json, url, wait_for_mails};
 use futures::future::join_all;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -153,11 +153,54 @@ async fn customers_buying_at_once_are_charged_once_and_mailed_once_each() {
 #[tokio::test]
 #[ignore = "replica suite: dev/test --replicas"]
 async fn a_cart_changed_on_the_other_replica_is_read_and_kept_on_its_own() {
+    changed_on_the_other_replica(false).await;
+}
+
+/// As above, with the cart hibernated on its own replica meanwhile (dev/test: after 1 s idle,
+/// forgotten after 3 s): woken from its record, it still finds the other replica's change.
+#[tokio::test]
+#[ignore = "replica suite: dev/test --replicas"]
+async fn a_cart_changed_on_the_other_replica_while_hibernated_is_read_and_kept_on_waking() {
+    changed_on_the_other_replica(true).await;
+}
+
+/// Whether the replica holds the customer's cart as an awake actor.
+async fn awake_on(replica: u16, customer: &Shopper) -> bool {
+    let admin = admin(&customer.client).await.access_token;
+    let tree: Value = client()
+        .get(format!(
+            "{}/admin/tree?sample=100000",
+            replica_url("cart", replica)
+        ))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    tree.to_string()
+        .contains(&format!("\"cart:{}\"", customer.id))
+}
+
+async fn changed_on_the_other_replica(hibernated: bool) {
     let shelf = products(&[50, 50, 50]).await;
     let customer = Shopper::customer().await;
     let first = customer.add(&shelf[0], 1).await;
     assert_eq!(first.status(), StatusCode::OK);
     let own = instance(&first);
+    let own_number = if own == "cart" { 1 } else { 2 };
+    let woken_before = cart_metric(own_number, "shop_cart_woken_total").await;
+    if hibernated {
+        let since = std::time::Instant::now();
+        while awake_on(own_number, &customer).await {
+            assert!(
+                since.elapsed() < Duration::from_secs(3),
+                "the cart did not hibernate"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     // A change that reaches the other replica (as after nginx moved the customer there).
     let other = if own == "cart" { 2 } else { 1 };
     let elsewhere = client()
@@ -198,6 +241,25 @@ async fn a_cart_changed_on_the_other_replica_is_read_and_kept_on_its_own() {
         (shelf[2].clone(), 3),
     ]);
     assert_eq!(quantities(&kept), expected, "the next change kept it");
+    if hibernated {
+        let woken = cart_metric(own_number, "shop_cart_woken_total").await;
+        assert!(woken > woken_before, "woken from its record, not read");
+    }
+}
+
+/// The sum of a metric's samples on a cart replica.
+async fn cart_metric(replica: u16, name: &str) -> f64 {
+    let metrics = reqwest::get(format!("{}/metrics", replica_url("cart", replica)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .filter(|line| line.split([' ', '{']).next() == Some(name))
+        .filter_map(|line| line.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Requests the cart replicas handled so far (their own metrics).

@@ -2,6 +2,10 @@
 //! supervises it, and stops the idle ones (passivation). Callers reach running entities through
 //! a shared map without going through the registry's mailbox; only starting one does.
 //!
+//! Kinds that hibernate leave a compact record when an idle entity stops (see [`Idle::leave`]);
+//! the next request wakes the entity from it without reading the store, and the record itself is
+//! forgotten after the longer idle time.
+//!
 //! Supervision: an entity that fails (a panic, an `Err` from a handler) is started again at once
 //! from its stored state — at most [`EntityKind::MAX_RESTARTS`] times in
 //! [`EntityKind::RESTART_WINDOW`]; after that it is left stopped until its next message, so one
@@ -26,20 +30,27 @@ pub trait EntityKind: Send + Sync + 'static {
     type Actor: Actor<Msg = Self::Msg, Arguments = Self::Args> + Default;
     type Msg: ractor::Message;
     type Args: Send + 'static;
+    /// What an idle entity leaves behind when it hibernates: enough to resume without reading
+    /// its store. `()` for kinds that only passivate.
+    type Dormant: Send + Sync + 'static;
     /// The actors' kind in tree snapshots, and their name prefix (`cart:<id>`).
     const KIND: &'static str;
     const MAX_RESTARTS: usize = 3;
     const RESTART_WINDOW: Duration = Duration::from_secs(10);
 
-    /// The arguments an entity starts with.
-    fn args(&self, id: Uuid) -> Self::Args;
-    /// The message that asks an idle entity to stop (it may refuse while it has work, and must
-    /// when `idle.still()` is false: a caller reached for it since).
-    fn passivate(idle: Idle) -> Self::Msg;
+    /// The arguments an entity starts with: woken from its record, or from nothing.
+    fn args(&self, id: Uuid, dormant: Option<Self::Dormant>) -> Self::Args;
+    /// The message that asks an idle entity to stop; it may refuse while it has work, and stops
+    /// only if [`Idle::leave`] says so.
+    fn passivate(idle: Idle<Self::Dormant>) -> Self::Msg;
     /// An entity started (`restarts`: after this many failures in the window).
     fn started(&self, _id: Uuid, _restarts: usize) {}
     /// An entity stopped, for good or by failing.
     fn stopped(&self, _id: Uuid, _failed: bool) {}
+    /// A hibernated entity's record was forgotten: nobody asked for it for the whole idle time.
+    fn retire(&self, _id: Uuid, _dormant: Self::Dormant) {}
+    /// After every sweep: how many entities are awake and how many hibernate.
+    fn counted(&self, _awake: usize, _hibernated: usize) {}
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -64,27 +75,41 @@ impl<M: ractor::Message> Clone for Entry<M> {
     }
 }
 
-/// A passivation request's proof of idleness: the entity's last activity when the registry found
-/// it idle. Callers mark activity before they send, so an entity that checks [`Idle::still`]
-/// before stopping does not drop a request already on its way.
-#[derive(Debug, Clone)]
-pub struct Idle {
-    last_active: Arc<AtomicU64>,
-    seen: u64,
+/// A hibernated entity's record, and when it was last asked for.
+struct Dormant<D> {
+    record: D,
+    last_active: u64,
 }
 
-impl Idle {
-    /// No caller reached for the entity since it was found idle.
-    pub fn still(&self) -> bool {
-        self.last_active.load(Ordering::SeqCst) == self.seen
-    }
+type Leave<D> = Box<dyn FnOnce(Option<D>) -> bool + Send>;
 
+/// A passivation request: the entity was found idle. Callers send to an entity while holding
+/// its place in the shared map, so [`Idle::leave`] — which gives that place up only if no caller
+/// reached for the entity since — cannot strand a request on its way.
+pub struct Idle<D = ()> {
+    hibernates: bool,
+    leave: Option<Leave<D>>,
+}
+
+impl<D> Idle<D> {
     /// Idle whatever happens (tests, and callers that stop an entity on purpose).
     pub fn regardless() -> Self {
         Self {
-            last_active: Arc::new(AtomicU64::new(0)),
-            seen: 0,
+            hibernates: false,
+            leave: None,
         }
+    }
+
+    /// Whether the registry keeps a record for this entity when it leaves.
+    pub fn hibernates(&self) -> bool {
+        self.hibernates
+    }
+
+    /// Takes the entity out of callers' reach if none reached for it since it was found idle,
+    /// leaving `record` (when the registry hibernates) for its next request to wake from. The
+    /// entity must stop when this says `true`, and must not when it says `false`.
+    pub fn leave(self, record: Option<D>) -> bool {
+        self.leave.is_none_or(|leave| leave(record))
     }
 }
 
@@ -97,19 +122,21 @@ async fn pause(attempt: u32) {
 }
 
 /// How callers reach entities: running ones through the shared map, others through the registry.
-pub struct Entities<M: ractor::Message> {
+pub struct Entities<M: ractor::Message, D = ()> {
     kind: &'static str,
     running: Arc<DashMap<Uuid, Entry<M>>>,
+    dormant: Arc<DashMap<Uuid, Dormant<D>>>,
     registry: String,
     epoch: Instant,
     timeout: Duration,
 }
 
-impl<M: ractor::Message> Clone for Entities<M> {
+impl<M: ractor::Message, D> Clone for Entities<M, D> {
     fn clone(&self) -> Self {
         Self {
             kind: self.kind,
             running: self.running.clone(),
+            dormant: self.dormant.clone(),
             registry: self.registry.clone(),
             epoch: self.epoch,
             timeout: self.timeout,
@@ -117,12 +144,22 @@ impl<M: ractor::Message> Clone for Entities<M> {
     }
 }
 
-impl<M: ractor::Message> Entities<M> {
+/// How a delivery to a running entity went.
+enum Delivery<M> {
+    Sent,
+    /// Not running: start it.
+    Absent(M),
+    /// Its actor stopped before the message reached it.
+    Stopped(M, ractor::ActorId),
+}
+
+impl<M: ractor::Message, D: Send + Sync + 'static> Entities<M, D> {
     /// Entities of `kind` kept by the registry actor named `registry`; a call waits `timeout`.
     pub fn new(kind: &'static str, registry: impl Into<String>, timeout: Duration) -> Self {
         Self {
             kind,
             running: Arc::new(DashMap::new()),
+            dormant: Arc::new(DashMap::new()),
             registry: registry.into(),
             epoch: Instant::now(),
             timeout,
@@ -133,12 +170,28 @@ impl<M: ractor::Message> Entities<M> {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// The entity's actor, started if needed.
-    async fn actor(&self, id: Uuid) -> Result<ActorRef<M>, EntityError> {
-        if let Some(entry) = self.running.get(&id) {
-            entry.last_active.store(self.now_ms(), Ordering::SeqCst);
-            return Ok(entry.actor.clone());
+    /// Running entities, and hibernated ones.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.running.len(), self.dormant.len())
+    }
+
+    /// Sends to the running entity, marking it active, while holding its place in the map: an
+    /// idle entity that [`Idle::leave`]s either sees this activity or is already out of reach.
+    fn deliver(&self, id: Uuid, message: M) -> Delivery<M> {
+        let Some(entry) = self.running.get(&id) else {
+            return Delivery::Absent(message);
+        };
+        entry.last_active.store(self.now_ms(), Ordering::SeqCst);
+        match entry.actor.send_message(message) {
+            Ok(()) => Delivery::Sent,
+            Err(MessagingErr::SendErr(message)) => Delivery::Stopped(message, entry.actor.get_id()),
+            // Other errors do not hand the message back; they do not happen for local actors.
+            Err(_) => Delivery::Sent,
         }
+    }
+
+    /// Starts the entity (waking it from its record, if it hibernated) through the registry.
+    async fn start(&self, id: Uuid) -> Result<(), EntityError> {
         let registry: ActorRef<RegistryMsg<M>> = ractor::registry::where_is(self.registry.clone())
             .ok_or(EntityError::Busy(self.kind))?
             .into();
@@ -146,77 +199,98 @@ impl<M: ractor::Message> Entities<M> {
             .call(|reply| RegistryMsg::Start(id, reply), Some(self.timeout))
             .await
         {
-            Ok(CallResult::Success(started)) => started,
+            Ok(CallResult::Success(started)) => started.map(|_| ()),
             _ => Err(EntityError::Busy(self.kind)),
         }
     }
 
-    /// The entity stopped (passivated) before the message reached it: forget it, so the next
-    /// try starts it again.
-    async fn forget_stopped(&self, id: Uuid, actor: &ActorRef<M>) {
+    /// The entity stopped before the message reached it: forget it, so the next try starts it
+    /// again.
+    fn forget_stopped(&self, id: Uuid, actor: ractor::ActorId) {
         self.running
-            .remove_if(&id, |_, entry| entry.actor.get_id() == actor.get_id());
+            .remove_if(&id, |_, entry| entry.actor.get_id() == actor);
+    }
+
+    /// Hands `message` to the entity, starting or waking it if needed.
+    async fn send_starting(&self, id: Uuid, message: M) -> Result<(), EntityError> {
+        let mut message = message;
+        for attempt in 0..ATTEMPTS {
+            match self.deliver(id, message) {
+                Delivery::Sent => return Ok(()),
+                Delivery::Absent(unsent) => {
+                    message = unsent;
+                    // Most likely fails while the previous actor of this entity is still stopping.
+                    if self.start(id).await.is_err() {
+                        pause(attempt).await;
+                    }
+                }
+                Delivery::Stopped(unsent, actor) => {
+                    message = unsent;
+                    self.forget_stopped(id, actor);
+                    pause(attempt).await;
+                }
+            }
+        }
+        Err(EntityError::Busy(self.kind))
     }
 
     /// Sends the entity a request, starting it if needed, and waits for the answer.
     pub async fn call<R: Send + 'static>(
         &self,
         id: Uuid,
-        message: impl Fn(RpcReplyPort<R>) -> M,
+        message: impl FnOnce(RpcReplyPort<R>) -> M,
     ) -> Result<R, EntityError> {
-        for attempt in 0..ATTEMPTS {
-            let actor = match self.actor(id).await {
-                Ok(actor) => actor,
-                // Most likely the previous actor of this entity is still stopping.
-                Err(_) => {
-                    pause(attempt).await;
-                    continue;
-                }
-            };
-            match actor.call(&message, Some(self.timeout)).await {
-                Ok(CallResult::Success(answer)) => return Ok(answer),
-                // Timed out, or stopped while holding the request (a crash): whether the request
-                // took effect is unknown, so it is not retried here.
-                Ok(CallResult::Timeout | CallResult::SenderError) => break,
-                Err(MessagingErr::ChannelClosed | MessagingErr::SendErr(_)) => {
-                    self.forget_stopped(id, &actor).await;
-                    pause(attempt).await;
-                }
-                Err(_) => break,
-            }
+        let (reply, answer) = ractor::concurrency::oneshot();
+        self.send_starting(id, message(reply.into())).await?;
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(answer)) => Ok(answer),
+            // Timed out, or stopped while holding the request (a crash): whether the request
+            // took effect is unknown, so it is not retried here.
+            Ok(Err(_)) | Err(_) => Err(EntityError::Busy(self.kind)),
         }
-        Err(EntityError::Busy(self.kind))
     }
 
     /// Sends the entity a message, starting it if needed, without waiting for an answer.
     pub async fn send(&self, id: Uuid, message: M) -> Result<(), EntityError> {
-        let mut message = message;
-        for attempt in 0..ATTEMPTS {
-            let actor = match self.actor(id).await {
-                Ok(actor) => actor,
-                Err(_) => {
-                    pause(attempt).await;
-                    continue;
-                }
-            };
-            match actor.send_message(message) {
-                Ok(()) => return Ok(()),
-                Err(MessagingErr::SendErr(returned)) => {
-                    message = returned;
-                    self.forget_stopped(id, &actor).await;
-                    pause(attempt).await;
-                }
-                Err(_) => break,
-            }
-        }
-        Err(EntityError::Busy(self.kind))
+        self.send_starting(id, message).await
     }
 
-    /// Sends `message` to the entity only if it is running.
+    /// Sends `message` to the entity only if it is running (a hibernated one is not woken).
     pub fn send_if_running(&self, id: Uuid, message: M) -> bool {
-        self.running
-            .get(&id)
-            .is_some_and(|entry| entry.actor.send_message(message).is_ok())
+        matches!(self.deliver(id, message), Delivery::Sent)
+    }
+}
+
+/// When idle entities stop.
+#[derive(Debug, Clone, Copy)]
+pub struct Idleness {
+    /// An entity idle this long hibernates (stops, leaving its record); `None`: it does not.
+    hibernate_after: Option<Duration>,
+    /// An entity (or its record) idle this long is forgotten.
+    forget_after: Duration,
+}
+
+impl Idleness {
+    /// Entities idle for `idle` stop and leave nothing.
+    pub fn passivate_after(idle: Duration) -> Self {
+        Self {
+            hibernate_after: None,
+            forget_after: idle,
+        }
+    }
+
+    /// Entities idle for `hibernate` stop and leave a record, forgotten once idle for `forget`;
+    /// with `hibernate` not shorter than `forget`, they only passivate.
+    pub fn hibernate_after(hibernate: Duration, forget: Duration) -> Self {
+        Self {
+            hibernate_after: (hibernate < forget).then_some(hibernate),
+            forget_after: forget,
+        }
+    }
+
+    /// How long an entity's actor stays without a message.
+    fn awake_for(&self) -> Duration {
+        self.hibernate_after.unwrap_or(self.forget_after)
     }
 }
 
@@ -224,20 +298,20 @@ impl<M: ractor::Message> Entities<M> {
 pub fn registry_child<K: EntityKind + Clone>(
     name: &str,
     kind: K,
-    entities: Entities<K::Msg>,
-    idle_timeout: Duration,
+    entities: Entities<K::Msg, K::Dormant>,
+    idleness: Idleness,
 ) -> crate::Child {
     crate::Child::actor(name, "registry", Restart::Permanent, move || {
         let args = RegistryArgs {
             kind: kind.clone(),
             entities: entities.clone(),
-            idle_timeout,
+            idleness,
         };
         (EntityRegistry::<K>::default(), args)
     })
 }
 
-/// The registry actor: starts, supervises and passivates entities of one kind.
+/// The registry actor: starts, supervises, hibernates and passivates entities of one kind.
 pub struct EntityRegistry<K: EntityKind>(std::marker::PhantomData<K>);
 
 impl<K: EntityKind> Default for EntityRegistry<K> {
@@ -248,9 +322,8 @@ impl<K: EntityKind> Default for EntityRegistry<K> {
 
 pub struct RegistryArgs<K: EntityKind> {
     pub kind: K,
-    pub entities: Entities<K::Msg>,
-    /// An entity with no message for this long is asked to stop.
-    pub idle_timeout: Duration,
+    pub entities: Entities<K::Msg, K::Dormant>,
+    pub idleness: Idleness,
 }
 
 pub enum RegistryMsg<M: ractor::Message> {
@@ -261,8 +334,8 @@ pub enum RegistryMsg<M: ractor::Message> {
 
 pub struct RegistryState<K: EntityKind> {
     kind: K,
-    entities: Entities<K::Msg>,
-    idle_timeout: Duration,
+    entities: Entities<K::Msg, K::Dormant>,
+    idleness: Idleness,
     failures: HashMap<Uuid, Vec<Instant>>,
     /// Entities stopped since memory was last given back to the system.
     stopped_since_trim: usize,
@@ -270,6 +343,10 @@ pub struct RegistryState<K: EntityKind> {
 
 fn actor_name(kind: &str, id: Uuid) -> String {
     format!("{kind}:{id}")
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl<K: EntityKind> RegistryState<K> {
@@ -280,6 +357,8 @@ impl<K: EntityKind> RegistryState<K> {
             .and_then(|id| Uuid::parse_str(id).ok())
     }
 
+    /// Starts the entity: woken from its record when it hibernated (not after a failure: then
+    /// from its store).
     async fn spawn(
         &mut self,
         myself: &ActorRef<RegistryMsg<K::Msg>>,
@@ -287,15 +366,26 @@ impl<K: EntityKind> RegistryState<K> {
         restarts: usize,
     ) -> Result<ActorRef<K::Msg>, EntityError> {
         let name = actor_name(K::KIND, id);
+        if ractor::registry::where_is(name.clone()).is_some() {
+            // Its previous actor is still stopping; the caller retries.
+            return Err(EntityError::Busy(K::KIND));
+        }
+        let dormant = self
+            .entities
+            .dormant
+            .remove(&id)
+            .map(|(_, dormant)| dormant);
+        let record = dormant
+            .filter(|_| restarts == 0)
+            .map(|dormant| dormant.record);
         let (actor, _) = Actor::spawn_linked(
             Some(name.clone()),
             K::Actor::default(),
-            self.kind.args(id),
+            self.kind.args(id, record),
             myself.get_cell(),
         )
         .await
         .map_err(|error| {
-            // Most likely the name of an entity that is still stopping; the caller retries.
             tracing::debug!(kind = K::KIND, %id, %error, "entity did not start");
             EntityError::Busy(K::KIND)
         })?;
@@ -316,11 +406,81 @@ impl<K: EntityKind> RegistryState<K> {
         self.entities
             .running
             .remove_if(&id, |_, entry| entry.actor.get_id() == cell.get_id());
-        if let Some(name) = cell.get_name() {
+        // A successor may have started under the same name already (a hibernated entity woken
+        // at once): its figures stay.
+        if !self.entities.running.contains_key(&id)
+            && let Some(name) = cell.get_name()
+        {
             meta::untrack(&name);
         }
         self.kind.stopped(id, failed);
         Some(id)
+    }
+
+    /// Asks every entity idle long enough to stop (hibernating, if this kind does), and forgets
+    /// the records of those asked for by nobody since.
+    fn sweep(&mut self, registry: &str) {
+        let entities = &self.entities;
+        let now = entities.now_ms();
+        let awake_ms = millis(self.idleness.awake_for());
+        let hibernates = self.idleness.hibernate_after.is_some();
+        for entry in entities.running.iter() {
+            let seen = entry.last_active.load(Ordering::SeqCst);
+            if now.saturating_sub(seen) < awake_ms {
+                continue;
+            }
+            let (id, actor) = (*entry.key(), entry.actor.get_id());
+            let (running, dormant) = (entities.running.clone(), entities.dormant.clone());
+            let leave: Leave<K::Dormant> = Box::new(move |record| {
+                let left = record.is_some();
+                if let Some(record) = record {
+                    // Before the entity leaves the map: a caller that misses it finds this.
+                    dormant.insert(
+                        id,
+                        Dormant {
+                            record,
+                            last_active: seen,
+                        },
+                    );
+                }
+                let gone = running
+                    .remove_if(&id, |_, entry| {
+                        entry.actor.get_id() == actor
+                            && entry.last_active.load(Ordering::SeqCst) == seen
+                    })
+                    .is_some();
+                if left && !gone {
+                    dormant.remove(&id);
+                }
+                gone
+            });
+            let idle = Idle {
+                hibernates,
+                leave: Some(leave),
+            };
+            let _ = entry.actor.send_message(K::passivate(idle));
+        }
+        let forget_ms = millis(self.idleness.forget_after);
+        let expired: Vec<Uuid> = entities
+            .dormant
+            .iter()
+            .filter(|dormant| now.saturating_sub(dormant.last_active) >= forget_ms)
+            .map(|dormant| *dormant.key())
+            .collect();
+        for id in expired {
+            let removed = entities.dormant.remove_if(&id, |_, dormant| {
+                now.saturating_sub(dormant.last_active) >= forget_ms
+            });
+            if let Some((id, dormant)) = removed {
+                self.kind.retire(id, dormant.record);
+                self.stopped_since_trim += 1;
+            }
+        }
+        let (awake, hibernated) = entities.counts();
+        self.kind.counted(awake, hibernated);
+        if hibernates {
+            meta::set_detail(registry, &format!("{awake} awake, {hibernated} hibernated"));
+        }
     }
 }
 
@@ -337,13 +497,16 @@ impl<K: EntityKind> Actor for EntityRegistry<K> {
         if let Some(name) = myself.get_name() {
             meta::mark_group(&name);
         }
-        // Entities of an earlier registry (before a restart) are gone with it.
+        // Entities of an earlier registry (before a restart) are gone with it; so are their
+        // records, so that every entity starts from its store again.
         args.entities.running.clear();
-        myself.send_interval(sweep_interval(args.idle_timeout), || RegistryMsg::Sweep);
+        args.entities.dormant.clear();
+        let interval = sweep_interval(args.idleness.awake_for());
+        myself.send_interval(interval, || RegistryMsg::Sweep);
         Ok(RegistryState {
             kind: args.kind,
             entities: args.entities,
-            idle_timeout: args.idle_timeout,
+            idleness: args.idleness,
             failures: HashMap::new(),
             stopped_since_trim: 0,
         })
@@ -373,18 +536,7 @@ impl<K: EntityKind> Actor for EntityRegistry<K> {
                     state.stopped_since_trim = 0;
                     tokio::task::spawn_blocking(give_memory_back);
                 }
-                let now = state.entities.now_ms();
-                let idle_ms = u64::try_from(state.idle_timeout.as_millis()).unwrap_or(u64::MAX);
-                for entry in state.entities.running.iter() {
-                    let last = entry.last_active.load(Ordering::SeqCst);
-                    if now.saturating_sub(last) >= idle_ms {
-                        let idle = Idle {
-                            last_active: entry.last_active.clone(),
-                            seen: last,
-                        };
-                        let _ = entry.actor.send_message(K::passivate(idle));
-                    }
-                }
+                state.sweep(&myself.get_name().unwrap_or_default());
             }
         }
         Ok(())

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use uuid::Uuid;
@@ -8,43 +8,55 @@ use uuid::Uuid;
 use super::*;
 use crate::testing::wait_until;
 
-/// An entity that counts how often it started, answers pings, and fails when told.
+/// An entity that counts how often it started and how many pings it answered (carried across
+/// hibernation in its record), and fails when told.
 #[derive(Default)]
 struct Counter;
 
 enum CounterMsg {
-    Ping(RpcReplyPort<usize>),
+    /// Answers (starts so far, pings answered by this entity so far, this one included).
+    Ping(RpcReplyPort<(usize, u64)>),
     Fail,
-    Passivate(Idle),
+    Passivate(Idle<u64>),
+}
+
+struct CounterState {
+    starts: Arc<AtomicUsize>,
+    pings: u64,
 }
 
 impl Actor for Counter {
     type Msg = CounterMsg;
-    type State = Arc<AtomicUsize>;
-    type Arguments = Arc<AtomicUsize>;
+    type State = CounterState;
+    type Arguments = (Arc<AtomicUsize>, Option<u64>);
 
     async fn pre_start(
         &self,
         _: ActorRef<CounterMsg>,
-        starts: Arc<AtomicUsize>,
-    ) -> Result<Arc<AtomicUsize>, ActorProcessingErr> {
+        (starts, woken_with): (Arc<AtomicUsize>, Option<u64>),
+    ) -> Result<CounterState, ActorProcessingErr> {
         starts.fetch_add(1, AtomicOrdering::SeqCst);
-        Ok(starts)
+        Ok(CounterState {
+            starts,
+            pings: woken_with.unwrap_or(0),
+        })
     }
 
     async fn handle(
         &self,
         myself: ActorRef<CounterMsg>,
         message: CounterMsg,
-        starts: &mut Arc<AtomicUsize>,
+        state: &mut CounterState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
             CounterMsg::Ping(reply) => {
-                let _ = reply.send(starts.load(AtomicOrdering::SeqCst));
+                state.pings += 1;
+                let _ = reply.send((state.starts.load(AtomicOrdering::SeqCst), state.pings));
             }
             CounterMsg::Fail => return Err("told to fail".into()),
             CounterMsg::Passivate(idle) => {
-                if idle.still() {
+                let record = idle.hibernates().then_some(state.pings);
+                if idle.leave(record) {
                     myself.stop(None)
                 }
             }
@@ -56,41 +68,67 @@ impl Actor for Counter {
 #[derive(Clone)]
 struct CounterKind {
     starts: Arc<AtomicUsize>,
+    retired: Arc<AtomicUsize>,
 }
 
 impl EntityKind for CounterKind {
     type Actor = Counter;
     type Msg = CounterMsg;
-    type Args = Arc<AtomicUsize>;
+    type Args = (Arc<AtomicUsize>, Option<u64>);
+    type Dormant = u64;
     const KIND: &'static str = "counter";
 
-    fn args(&self, _: Uuid) -> Arc<AtomicUsize> {
-        self.starts.clone()
+    fn args(&self, _: Uuid, dormant: Option<u64>) -> Self::Args {
+        (self.starts.clone(), dormant)
     }
 
-    fn passivate(idle: Idle) -> CounterMsg {
+    fn passivate(idle: Idle<u64>) -> CounterMsg {
         CounterMsg::Passivate(idle)
+    }
+
+    fn retire(&self, _: Uuid, _: u64) {
+        self.retired.fetch_add(1, AtomicOrdering::SeqCst);
     }
 }
 
-async fn registry(idle: Duration) -> (Entities<CounterMsg>, Arc<AtomicUsize>) {
+struct Registry {
+    entities: Entities<CounterMsg, u64>,
+    starts: Arc<AtomicUsize>,
+    retired: Arc<AtomicUsize>,
+}
+
+async fn registry_with(idleness: Idleness) -> Registry {
     let name = format!("counters-{}", Uuid::new_v4().simple());
-    let starts = Arc::new(AtomicUsize::new(0));
+    let kind = CounterKind {
+        starts: Arc::new(AtomicUsize::new(0)),
+        retired: Arc::new(AtomicUsize::new(0)),
+    };
     let entities = Entities::new(CounterKind::KIND, name.clone(), Duration::from_secs(2));
     let args = RegistryArgs {
-        kind: CounterKind {
-            starts: starts.clone(),
-        },
+        kind: kind.clone(),
         entities: entities.clone(),
-        idle_timeout: idle,
+        idleness,
     };
     Actor::spawn(Some(name), EntityRegistry::<CounterKind>::default(), args)
         .await
         .expect("the registry starts");
-    (entities, starts)
+    Registry {
+        entities,
+        starts: kind.starts,
+        retired: kind.retired,
+    }
 }
 
-async fn ping(entities: &Entities<CounterMsg>, id: Uuid) -> usize {
+async fn registry(idle: Duration) -> (Entities<CounterMsg, u64>, Arc<AtomicUsize>) {
+    let registry = registry_with(Idleness::passivate_after(idle)).await;
+    (registry.entities, registry.starts)
+}
+
+async fn ping(entities: &Entities<CounterMsg, u64>, id: Uuid) -> usize {
+    pings(entities, id).await.0
+}
+
+async fn pings(entities: &Entities<CounterMsg, u64>, id: Uuid) -> (usize, u64) {
     entities
         .call(id, CounterMsg::Ping)
         .await
@@ -150,4 +188,85 @@ async fn an_idle_entity_is_stopped_and_comes_back_on_its_next_message() {
     assert!(stopped, "passivated after the idle time");
     assert_eq!(ping(&entities, id).await, 2, "started again");
     assert_eq!(starts.load(AtomicOrdering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_hibernated_entity_wakes_from_its_record_until_the_record_is_forgotten() {
+    let idleness = Idleness::hibernate_after(Duration::from_millis(300), Duration::from_secs(3));
+    let registry = registry_with(idleness).await;
+    let entities = &registry.entities;
+    let id = Uuid::new_v4();
+    for expected in 1..=3 {
+        assert_eq!(pings(entities, id).await, (1, expected));
+    }
+    let hibernated = wait_until(Duration::from_secs(3), || entities.counts() == (0, 1)).await;
+    assert!(
+        hibernated,
+        "hibernated after its idle time: {:?}",
+        entities.counts()
+    );
+    assert_eq!(
+        pings(entities, id).await,
+        (2, 4),
+        "woken from its record: started again, the count kept"
+    );
+    assert_eq!(entities.counts(), (1, 0), "awake again, no record left");
+
+    let forgotten = wait_until(Duration::from_secs(8), || {
+        registry.retired.load(AtomicOrdering::SeqCst) == 1
+    })
+    .await;
+    assert!(
+        forgotten,
+        "the record is forgotten after the longer idle time"
+    );
+    assert_eq!(entities.counts(), (0, 0));
+    assert_eq!(pings(entities, id).await, (3, 1), "started from nothing");
+}
+
+/// Callers racing entities that hibernate all the time: no request is lost or refused, and no
+/// entity loses what its record carried (the count of pings answered stays exact).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_racing_hibernation_are_all_answered_and_nothing_is_lost() {
+    let idleness = Idleness::hibernate_after(Duration::from_millis(1), Duration::from_secs(60));
+    let registry = registry_with(idleness).await;
+    let ids: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    let callers: Vec<_> = (0..16)
+        .map(|caller| {
+            let (entities, id) = (registry.entities.clone(), ids[caller % ids.len()]);
+            tokio::spawn(async move {
+                let (mut answered, until) = (Vec::new(), Instant::now() + Duration::from_secs(2));
+                let mut round = 0u64;
+                while Instant::now() < until {
+                    round += 1;
+                    if (round + caller as u64) % 3 == 0 {
+                        // Pauses, so that sweeps (every 250 ms) find the entities idle.
+                        tokio::time::sleep(Duration::from_millis(1 + round % 7)).await;
+                    }
+                    answered.push(entities.call(id, CounterMsg::Ping).await);
+                }
+                answered
+            })
+        })
+        .collect();
+    let mut answers = 0u64;
+    for caller in callers {
+        for answer in caller.await.expect("the caller finishes") {
+            answer.expect("every request is answered");
+            answers += 1;
+        }
+    }
+    let mut counted = 0;
+    for id in &ids {
+        // This ping is counted too.
+        counted += pings(&registry.entities, *id).await.1 - 1;
+    }
+    assert_eq!(
+        counted, answers,
+        "every ping counted once, across every wake"
+    );
+    assert!(
+        registry.starts.load(AtomicOrdering::SeqCst) > ids.len(),
+        "the entities did hibernate and wake meanwhile"
+    );
 }

@@ -159,8 +159,13 @@ pub struct CartSettings {
     pub url: Url,
     /// The MongoDB-compatible server; carts live in its database `shop_cart`.
     pub mongodb_url: Url,
-    /// A cart actor with no message for this long stops; the next request brings it back.
+    /// A cart with no request for this long is forgotten (its hibernated record too); the next
+    /// request reads it from the store.
     pub idle_timeout: Duration,
+    /// A cart actor with no message for this long hibernates: it stops and leaves a compact
+    /// record that the next request wakes without reading the store. Off when not shorter than
+    /// `idle_timeout`.
+    pub hibernate_after: Duration,
     /// How long a product's name, price and availability are reused before asking again.
     pub product_cache_ttl: Duration,
     /// Test hooks (the admin "crash this cart" endpoint). Never on in production.
@@ -180,6 +185,7 @@ impl std::fmt::Debug for CartSettings {
             .field("url", &self.url.as_str())
             .field("mongodb_url", &url.as_str())
             .field("idle_timeout", &self.idle_timeout)
+            .field("hibernate_after", &self.hibernate_after)
             .field("product_cache_ttl", &self.product_cache_ttl)
             .field("test_hooks", &self.test_hooks)
             .field("panic_percent", &self.panic_percent)
@@ -662,7 +668,12 @@ impl Settings {
             idle_timeout: r.get(
                 "SHOP_CART_IDLE",
                 "5m",
-                "a cart actor idle this long stops (passivation); the next request reloads it",
+                "a cart idle this long is forgotten, hibernated or not; the next request reloads it",
+            ),
+            hibernate_after: r.get(
+                "SHOP_CART_HIBERNATE",
+                "30s",
+                "a cart actor idle this long hibernates: a compact record the next request wakes",
             ),
             product_cache_ttl: r.get(
                 "SHOP_CART_PRODUCT_CACHE_TTL",

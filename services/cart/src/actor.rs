@@ -5,13 +5,18 @@
 //! the next write (group commit): one hot cart costs one store write per batch, not per request.
 //! If another process wrote the cart in between (the version guard refuses the write), the actor
 //! reloads the stored cart and re-applies every change it has not answered yet, then writes again.
+//!
+//! An idle cart hibernates: its actor stops and leaves a [`Hibernated`] record with the registry,
+//! from which the next request wakes it without reading the store. While hibernated the cart has
+//! no writer here; a version another replica stored meanwhile is found as by an awake cart (the
+//! version guard on write, the newer-version check on read).
 
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use uuid::Uuid;
 
-use crate::cart::{Cart, Change};
+use crate::cart::{Cart, Change, PackedCart};
 use crate::error::CartError;
 use crate::store::{CartStore, StoreError};
 
@@ -27,6 +32,25 @@ pub struct CartArgs {
     pub idle_timeout: Duration,
     /// Fault injection (test hook, 0 otherwise): this percentage of changes panic the cart.
     pub panic_percent: u8,
+    /// The record it hibernated with, when it is woken from one.
+    pub woken: Option<Hibernated>,
+}
+
+/// What a hibernated cart leaves with the registry: the stored cart, packed, and what its actor
+/// knew about the store.
+pub struct Hibernated {
+    /// `None`: no cart is stored.
+    cart: Option<PackedCart>,
+    oldest: i64,
+    confirmed_at: Instant,
+}
+
+impl Hibernated {
+    /// The stored version, and the oldest one still kept (for tidying).
+    pub fn versions(&self, user_id: Uuid) -> Option<(i64, i64)> {
+        let cart = Cart::unpack(user_id, self.cart.as_ref()?).ok()?;
+        Some((cart.version, self.oldest))
+    }
 }
 
 pub enum CartMsg {
@@ -35,8 +59,8 @@ pub enum CartMsg {
     Change(Change, Reply),
     /// The write under way finished.
     Written(Written),
-    /// The registry saw no request for a while: stop, unless a write is pending.
-    Passivate(shop_actors::entities::Idle),
+    /// The registry saw no request for a while: hibernate (or stop), unless a write is pending.
+    Passivate(shop_actors::entities::Idle<Hibernated>),
     /// A test hook: panic, to show that a failing cart is restarted from its stored state.
     Crash,
 }
@@ -68,9 +92,46 @@ pub struct CartState {
     write_started: Instant,
     idle_timeout: Duration,
     panic_percent: u8,
+    /// Woken from a record: the store need not be read.
+    loaded: bool,
 }
 
 impl CartState {
+    /// Takes the cart from the record it hibernated with. A record that does not unpack (it
+    /// always should) is ignored: the cart is then read from the store.
+    fn wake(&mut self, record: Hibernated) {
+        let cart = match &record.cart {
+            None => Cart::empty(self.user_id),
+            Some(packed) => match Cart::unpack(self.user_id, packed) {
+                Ok(cart) => cart,
+                Err(error) => {
+                    tracing::warn!(user_id = %self.user_id, %error, "a hibernated cart did not unpack; reading the store");
+                    return;
+                }
+            },
+        };
+        self.working = cart.clone();
+        self.durable = cart;
+        self.oldest = record.oldest;
+        self.confirmed_at = record.confirmed_at;
+        self.loaded = true;
+        crate::metrics::CARTS_WOKEN.inc();
+    }
+
+    /// The record this cart hibernates with, when it can pack.
+    fn hibernated(&self) -> Option<Hibernated> {
+        let cart = if self.durable.exists() {
+            Some(self.durable.pack().ok()?)
+        } else {
+            None
+        };
+        Some(Hibernated {
+            cart,
+            oldest: self.oldest,
+            confirmed_at: self.confirmed_at,
+        })
+    }
+
     /// Whether a tidy (which only follows an actor's idle time) cannot have happened since this
     /// actor last knew it had the newest version: then no other replica's version can hide
     /// behind a moved head, and the checks for one are skipped.
@@ -89,12 +150,11 @@ impl Actor for CartActor {
         _myself: ActorRef<CartMsg>,
         args: CartArgs,
     ) -> Result<CartState, ActorProcessingErr> {
-        let empty = Cart::empty(args.user_id);
-        Ok(CartState {
+        let mut state = CartState {
             user_id: args.user_id,
             store: args.store,
-            working: empty.clone(),
-            durable: empty,
+            working: Cart::empty(args.user_id),
+            durable: Cart::empty(args.user_id),
             in_flight: Vec::new(),
             queued: Vec::new(),
             writing: None,
@@ -103,19 +163,29 @@ impl Actor for CartActor {
             write_started: Instant::now(),
             idle_timeout: args.idle_timeout,
             panic_percent: args.panic_percent,
-        })
+            loaded: false,
+        };
+        if let Some(record) = args.woken {
+            state.wake(record);
+        }
+        Ok(state)
     }
 
-    /// Loads the stored cart before the first message. Not in `pre_start`: the registry waits for
-    /// `pre_start`, and must not wait for the store while other users' carts start.
+    /// Loads the stored cart before the first message, unless it woke from its record. Not in
+    /// `pre_start`: the registry waits for `pre_start`, and must not wait for the store while
+    /// other users' carts start.
     async fn post_start(
         &self,
         _myself: ActorRef<CartMsg>,
         state: &mut CartState,
     ) -> Result<(), ActorProcessingErr> {
+        if state.loaded {
+            return Ok(());
+        }
         // Boxed: an actor's task is sized for its largest await, and a store call is large;
         // boxing keeps the memory of a hundred thousand idle carts down.
         state.confirmed_at = Instant::now();
+        crate::metrics::STORE_LOADS.inc();
         if let Some(stored) = Box::pin(state.store.load(state.user_id)).await? {
             state.oldest = stored.version;
             state.working = stored.clone();
@@ -174,18 +244,38 @@ impl Actor for CartActor {
             }
             CartMsg::Written(outcome) => Box::pin(finish_write(&myself, state, outcome)).await,
             CartMsg::Passivate(idle) => {
-                if idle.still() && state.writing.is_none() && state.queued.is_empty() {
-                    if state.durable.version > state.oldest.max(1) {
-                        let (store, user) = (state.store.clone(), state.user_id);
-                        let (newest, oldest) = (state.durable.version, state.oldest);
-                        tokio::spawn(async move { store.tidy(user, newest, oldest).await });
+                if state.writing.is_none() && state.queued.is_empty() {
+                    let record = if idle.hibernates() {
+                        state.hibernated()
+                    } else {
+                        None
+                    };
+                    let hibernating = record.is_some();
+                    if idle.leave(record) {
+                        // A hibernated cart is tidied when its record is forgotten.
+                        if !hibernating {
+                            tidy(
+                                &state.store,
+                                state.user_id,
+                                state.durable.version,
+                                state.oldest,
+                            );
+                        }
+                        myself.stop(Some(if hibernating { "hibernated" } else { "idle" }.into()));
                     }
-                    myself.stop(Some("idle".to_owned()));
                 }
             }
             CartMsg::Crash => panic!("cart {} crashed on request (test hook)", state.user_id),
         }
         Ok(())
+    }
+}
+
+/// Moves the cart's head to its newest version and deletes the older ones, in the background.
+pub fn tidy(store: &CartStore, user_id: Uuid, newest: i64, oldest: i64) {
+    if newest > oldest.max(1) {
+        let store = store.clone();
+        tokio::spawn(async move { store.tidy(user_id, newest, oldest).await });
     }
 }
 

@@ -75,6 +75,21 @@ pub enum Change {
     Reprice(Vec<(Uuid, i64)>),
 }
 
+/// A cart in one allocation, for a hibernated cart's record: a `Cart` spreads over a dozen
+/// (every line's strings, every remembered order id).
+#[derive(Debug, Clone)]
+pub struct PackedCart(Box<[u8]>);
+
+/// What is packed: the cart without its user, whose id the record is kept under.
+#[derive(Serialize, Deserialize)]
+struct Packing {
+    version: i64,
+    currency: Option<String>,
+    items: Vec<Item>,
+    ordered: Vec<String>,
+    updated_at: bson::DateTime,
+}
+
 /// Orders remembered per cart, for taking each out once.
 const REMEMBERED_ORDERS: usize = 20;
 
@@ -88,6 +103,31 @@ impl Cart {
             ordered: Vec::new(),
             updated_at: bson::DateTime::now(),
         }
+    }
+
+    /// The cart in one allocation (see [`PackedCart`]).
+    pub fn pack(&self) -> Result<PackedCart, bson::ser::Error> {
+        let packing = Packing {
+            version: self.version,
+            currency: self.currency.clone(),
+            items: self.items.clone(),
+            ordered: self.ordered.clone(),
+            updated_at: self.updated_at,
+        };
+        Ok(PackedCart(bson::to_vec(&packing)?.into_boxed_slice()))
+    }
+
+    /// The user's cart as packed.
+    pub fn unpack(user_id: Uuid, packed: &PackedCart) -> Result<Self, bson::de::Error> {
+        let packing: Packing = bson::from_slice(&packed.0)?;
+        Ok(Self {
+            user_id: user_id.to_string(),
+            version: packing.version,
+            currency: packing.currency,
+            items: packing.items,
+            ordered: packing.ordered,
+            updated_at: packing.updated_at,
+        })
     }
 
     pub fn exists(&self) -> bool {
@@ -271,6 +311,18 @@ mod tests {
 
     fn cart() -> Cart {
         Cart::empty(Uuid::nil())
+    }
+
+    #[test]
+    fn a_packed_cart_unpacks_to_the_same_cart() {
+        let mut packed_one = cart();
+        packed_one.apply(&add(1, 3)).expect("added");
+        packed_one.apply(&add(2, 1)).expect("added");
+        packed_one.version = 7;
+        packed_one.ordered = vec![Uuid::from_u128(9).to_string()];
+        let user = Uuid::parse_str(&packed_one.user_id).expect("a user id");
+        let packed = packed_one.pack().expect("packs");
+        assert_eq!(Cart::unpack(user, &packed).expect("unpacks"), packed_one);
     }
 
     #[test]

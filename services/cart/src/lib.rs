@@ -3,8 +3,9 @@
 //! ```text
 //! cart                   supervisor, one-for-one, at most 5 restarts in 30 s
 //! ├── cart.http          poem server: /carts/*, /health, /ready, /metrics, /admin/tree   permanent
-//! ├── cart.registry      starts carts on demand, passivates idle ones                    permanent
-//! │   └── cart:<user> × N   one per user with a recent request; restarted from the store
+//! ├── cart.registry      starts carts on demand, hibernates idle ones, forgets them later permanent
+//! │   └── cart:<user> × N   one per user with a recent request; woken from its hibernation
+//! │                         record or read from the store; restarted from the store
 //! │                         when it fails (at most 3 times in 10 s)                     transient
 //! ├── cart.orders        OrderPlaced -> takes the ordered lines out of the cart         permanent
 //! ├── cart.prices        ProductPriceChanged -> carts holding the product take its price permanent
@@ -131,7 +132,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
                 panic_percent: settings.cart.panic_percent,
             },
             carts.entities().clone(),
-            idle_timeout,
+            entities::Idleness::hibernate_after(settings.cart.hibernate_after, idle_timeout),
         ))
         .child(Child::actor(
             ORDERS,

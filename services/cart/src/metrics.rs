@@ -40,3 +40,29 @@ pub static VERSION_CONFLICTS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("the metric is registered once")
 });
+
+/// Carts read from the store as their actor started (a cart woken from hibernation is not).
+pub static STORE_LOADS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "shop_cart_store_loads_total",
+        "carts read from the store as their actor started"
+    )
+    .expect("the metric is registered once")
+});
+
+pub static CARTS_HIBERNATED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "shop_cart_hibernated",
+        "carts hibernated: a record, no actor"
+    )
+    .expect("the metric is registered once")
+});
+
+/// Carts woken from their hibernation record (no store read).
+pub static CARTS_WOKEN: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "shop_cart_woken_total",
+        "carts woken from their hibernation record, without reading the store"
+    )
+    .expect("the metric is registered once")
+});

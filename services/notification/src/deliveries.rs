@@ -90,9 +90,10 @@ impl EntityKind for MessageKind {
     type Actor = MessageActor;
     type Msg = MessageMsg;
     type Args = MessageArgs;
+    type Dormant = ();
     const KIND: &'static str = "message";
 
-    fn args(&self, id: Uuid) -> MessageArgs {
+    fn args(&self, id: Uuid, _: Option<()>) -> MessageArgs {
         MessageArgs {
             id,
             pool: self.pool.clone(),
@@ -152,7 +153,7 @@ impl Actor for MessageActor {
     ) -> Result<(), ActorProcessingErr> {
         let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         if let MessageMsg::Passivate(idle) = message {
-            if idle.still() {
+            if idle.leave(None) {
                 myself.stop(None);
             }
             return Ok(());

@@ -187,7 +187,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
             REGISTRY,
             kind,
             messages.clone(),
-            settings.notification.idle_timeout,
+            entities::Idleness::passivate_after(settings.notification.idle_timeout),
         ))
         .child(Child::actor(
             SWEEPER,

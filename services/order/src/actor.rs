@@ -129,7 +129,7 @@ impl Actor for OrderActor {
             OrderMsg::Expire => state.expire(&myself).await,
             OrderMsg::Passivate(idle) => {
                 // A pending order waits for its timer; the others come back on their next message.
-                if idle.still() && state.current() != Some(State::Pending) {
+                if state.current() != Some(State::Pending) && idle.leave(None) {
                     myself.stop(None);
                 }
                 return Ok(());

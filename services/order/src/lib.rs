@@ -150,7 +150,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
             REGISTRY,
             orders::OrderKind { pool: pool.clone() },
             orders.clone(),
-            idle_timeout,
+            entities::Idleness::passivate_after(idle_timeout),
         ))
         .child(Child::actor(
             PAYMENTS,

@@ -23,9 +23,10 @@ impl EntityKind for OrderKind {
     type Actor = OrderActor;
     type Msg = OrderMsg;
     type Args = OrderArgs;
+    type Dormant = ();
     const KIND: &'static str = "order";
 
-    fn args(&self, order_id: Uuid) -> OrderArgs {
+    fn args(&self, order_id: Uuid, _: Option<()>) -> OrderArgs {
         OrderArgs {
             order_id,
             pool: self.pool.clone(),

@@ -170,7 +170,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
             REGISTRY,
             kind,
             payments.clone(),
-            settings.payment.idle_timeout,
+            entities::Idleness::passivate_after(settings.payment.idle_timeout),
         ))
         .child(Child::actor(
             ORDERS,

@@ -29,10 +29,11 @@ impl EntityKind for PaymentKind {
     type Actor = PaymentActor;
     type Msg = PaymentMsg;
     type Args = PaymentArgs;
+    type Dormant = ();
     const KIND: &'static str = "payment";
 
     /// Keyed by order: one payment per order, and the order events name the order.
-    fn args(&self, order_id: Uuid) -> PaymentArgs {
+    fn args(&self, order_id: Uuid, _: Option<()>) -> PaymentArgs {
         PaymentArgs {
             order_id,
             pool: self.pool.clone(),

@@ -175,7 +175,7 @@ impl Actor for PaymentActor {
                 let _ = reply.send(refund);
             }
             PaymentMsg::Passivate(idle) => {
-                if idle.still() {
+                if idle.leave(None) {
                     myself.stop(None);
                 }
                 return Ok(());
