@@ -66,3 +66,15 @@ pub static CARTS_WOKEN: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("the metric is registered once")
 });
+
+/// Versions carried per `insert_many`: above 1 when many carts' writes share one round trip.
+pub static VERSIONS_PER_INSERT: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        HistogramOpts::new(
+            "shop_cart_versions_per_insert",
+            "cart versions carried by one store insert"
+        )
+        .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
+    )
+    .expect("the metric is registered once")
+});

@@ -9,16 +9,21 @@
 //! that exists. The head moves, and older versions are deleted, when the cart's actor
 //! passivates: off the path of every write, which stays one insert (plus one look at the head
 //! when the writer may be far behind, see [`CartStore::write`]).
-//! Only `insert_one`, `find_one` by `_id`, `replace_one` by `_id` and `delete_one` by `_id` are
-//! used: forms every MongoDB-compatible store agrees on.
+//! Versions are inserted by one gatherer per process (see [`Inserts`]): the writes of many carts
+//! that arrive together go out as one unordered `insert_many`, and each cart hears only about its
+//! own document. Only `insert_many`, `insert_one`, `find_one` by `_id`, `replace_one` by `_id`
+//! and `delete_one` by `_id` are used: forms every MongoDB-compatible store agrees on.
 
+use std::collections::HashMap;
 use std::future::IntoFuture;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bson::doc;
 use mongodb::options::{ClientOptions, WriteConcern};
 use mongodb::{Client, Collection};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::cart::{Cart, Item};
@@ -34,7 +39,7 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 /// when tidies keep moving the head while the search runs.
 const MAX_SEARCHES: usize = 3;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Someone else wrote this version first: reload and re-apply.
     #[error("the cart was written by someone else (version race)")]
@@ -43,6 +48,8 @@ pub enum StoreError {
     Unavailable(#[from] mongodb::error::Error),
     #[error("the cart store did not answer within {OPERATION_TIMEOUT:?}")]
     TimedOut,
+    #[error("the cart store's writer has stopped")]
+    WriterGone,
 }
 
 /// One version of a cart, as stored.
@@ -66,6 +73,20 @@ struct Head {
     #[serde(rename = "_id")]
     user: String,
     version: i64,
+}
+
+impl Version {
+    fn from_cart(cart: &Cart, version: i64) -> Self {
+        Self {
+            key: key(&cart.user_id, version),
+            user: cart.user_id.clone(),
+            version,
+            currency: cart.currency.clone(),
+            items: cart.items.clone(),
+            ordered: cart.ordered.clone(),
+            updated_at: cart.updated_at,
+        }
+    }
 }
 
 fn key(user: &str, version: i64) -> String {
@@ -98,6 +119,104 @@ async fn in_time<T>(
 pub struct CartStore {
     versions: Collection<Version>,
     heads: Collection<Head>,
+    inserts: Inserts,
+}
+
+/// Largest batch of versions in one `insert_many`.
+const BATCH_MAX: usize = 256;
+/// Batches in flight at once: while they are, new versions queue up into the next batch.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// The process's gatherer of version inserts. A version waits only while [`BATCHES_IN_FLIGHT`]
+/// batches are out already (no timer): alone, it goes out at once; under load, the versions of
+/// many carts share one round trip and one commit, as one hot cart's changes share a version.
+#[derive(Clone)]
+struct Inserts {
+    queue: mpsc::UnboundedSender<Insert>,
+}
+
+struct Insert {
+    version: Version,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+impl Inserts {
+    fn start(versions: Collection<Version>) -> Self {
+        let (queue, waiting) = mpsc::unbounded_channel();
+        tokio::spawn(gather(versions, waiting));
+        Self { queue }
+    }
+
+    /// Stores the version; `Conflict` when that version of the cart exists already.
+    async fn insert(&self, version: Version) -> Result<(), StoreError> {
+        let (done, outcome) = oneshot::channel();
+        self.queue
+            .send(Insert { version, done })
+            .map_err(|_| StoreError::WriterGone)?;
+        outcome.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+async fn gather(versions: Collection<Version>, mut waiting: mpsc::UnboundedReceiver<Insert>) {
+    let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = waiting.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX {
+            match waiting.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let versions = versions.clone();
+        tokio::spawn(async move {
+            insert_batch(&versions, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+/// One unordered `insert_many`: a duplicate version fails only its own cart (a conflict); the
+/// others are stored and answered.
+async fn insert_batch(versions: &Collection<Version>, batch: Vec<Insert>) {
+    crate::metrics::VERSIONS_PER_INSERT.observe(batch.len() as f64);
+    let documents = batch.iter().map(|insert| &insert.version);
+    let outcome = in_time(versions.insert_many(documents).ordered(false).into_future()).await;
+    let failed: HashMap<usize, StoreError> = match outcome {
+        Ok(_) => HashMap::new(),
+        Err(StoreError::Unavailable(error)) => match error.kind.as_ref() {
+            // Written, but not acknowledged as durable: none of them counts as stored.
+            mongodb::error::ErrorKind::InsertMany(failure)
+                if failure.write_concern_error.is_none() =>
+            {
+                let each = failure.write_errors.iter().flatten();
+                each.map(|failed| {
+                    let why = if failed.code == DUPLICATE_KEY {
+                        StoreError::Conflict
+                    } else {
+                        StoreError::Unavailable(error.clone())
+                    };
+                    (failed.index, why)
+                })
+                .collect()
+            }
+            _ => (0..batch.len())
+                .map(|index| (index, StoreError::Unavailable(error.clone())))
+                .collect(),
+        },
+        Err(error) => (0..batch.len())
+            .map(|index| (index, error.clone()))
+            .collect(),
+    };
+    for (index, insert) in batch.into_iter().enumerate() {
+        let result = failed.get(&index).map_or(Ok(()), |why| Err(why.clone()));
+        let _ = insert.done.send(result);
+    }
 }
 
 impl CartStore {
@@ -114,8 +233,10 @@ impl CartStore {
         durable.journal = Some(true);
         options.write_concern = Some(durable);
         let database = Client::with_options(options)?.database(DATABASE);
+        let versions = database.collection(VERSIONS);
         Ok(Self {
-            versions: database.collection(VERSIONS),
+            inserts: Inserts::start(versions.clone()),
+            versions,
             heads: database.collection(HEADS),
         })
     }
@@ -253,24 +374,11 @@ impl CartStore {
         check_head: bool,
     ) -> Result<(), StoreError> {
         let version = expected + 1;
-        let stored = Version {
-            key: key(&cart.user_id, version),
-            user: cart.user_id.clone(),
-            version,
-            currency: cart.currency.clone(),
-            items: cart.items.clone(),
-            ordered: cart.ordered.clone(),
-            updated_at: cart.updated_at,
-        };
-        match in_time(self.versions.insert_one(&stored).into_future()).await {
-            Ok(_) => {}
-            Err(StoreError::Unavailable(error)) if is_duplicate_key(&error) => {
-                return Err(StoreError::Conflict);
-            }
-            Err(error) => return Err(error),
-        }
-        if check_head && self.head(&stored.user).await? > version {
-            let orphan = self.versions.delete_one(doc! { "_id": &stored.key });
+        let stored = Version::from_cart(cart, version);
+        let (user, key) = (stored.user.clone(), stored.key.clone());
+        self.inserts.insert(stored).await?;
+        if check_head && self.head(&user).await? > version {
+            let orphan = self.versions.delete_one(doc! { "_id": &key });
             in_time(orphan.into_future()).await?;
             return Err(StoreError::Conflict);
         }
@@ -316,14 +424,7 @@ impl CartStore {
     }
 }
 
-fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
-    use mongodb::error::{ErrorKind, WriteFailure};
-    match error.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(write)) => write.code == 11000,
-        ErrorKind::Command(command) => command.code == 11000,
-        _ => false,
-    }
-}
+const DUPLICATE_KEY: i32 = 11000;
 
 #[cfg(test)]
 #[path = "store_tests.rs"]

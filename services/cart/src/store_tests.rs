@@ -128,3 +128,72 @@ async fn a_version_another_replica_wrote_is_found_by_a_read() {
     let newer = store.newer_than(user, 3, false).await.unwrap();
     assert_eq!(newer.map(|cart| cart.version), Some(4));
 }
+
+/// One `insert_many` carrying three carts' next versions, one of which another process stored
+/// first: that cart alone hears "conflict" (its actor reloads and re-applies); the other two
+/// are stored and answered.
+#[tokio::test]
+async fn a_batch_with_one_conflicting_cart_stores_and_answers_the_others() {
+    let store = store().await;
+    let (first, conflicting, third) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let mut elsewhere = Cart::empty(conflicting);
+    elsewhere.version = 1;
+    store
+        .write(&elsewhere, 0, false)
+        .await
+        .expect("stored first");
+
+    let mut answers = Vec::new();
+    let batch = [first, conflicting, third]
+        .into_iter()
+        .map(|user| {
+            let (done, answer) = oneshot::channel();
+            answers.push(answer);
+            let mut version = Version::from_cart(&Cart::empty(user), 1);
+            version.items = vec![Item {
+                product_id: Uuid::new_v4().to_string(),
+                name: "batched".into(),
+                unit_price: 100,
+                quantity: 2,
+            }];
+            Insert { version, done }
+        })
+        .collect();
+    insert_batch(&store.versions, batch).await;
+    let mut outcomes = Vec::new();
+    for answer in answers {
+        outcomes.push(answer.await.expect("every insert is answered"));
+    }
+    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+    assert!(
+        matches!(outcomes[1], Err(StoreError::Conflict)),
+        "{:?}",
+        outcomes[1]
+    );
+    assert!(outcomes[2].is_ok(), "{:?}", outcomes[2]);
+    for user in [first, third] {
+        let stored = store.load(user).await.unwrap().expect("stored");
+        assert_eq!((stored.version, stored.items.len()), (1, 1));
+    }
+    let kept = store.load(conflicting).await.unwrap().expect("stored");
+    assert!(kept.items.is_empty(), "the other process's version stays");
+}
+
+/// Many carts writing at once through the gatherer: every write is stored, in fewer inserts.
+#[tokio::test]
+async fn many_carts_writing_at_once_are_all_stored() {
+    let store = store().await;
+    let users: Vec<Uuid> = (0..200).map(|_| Uuid::new_v4()).collect();
+    let writes = users.iter().map(|user| {
+        let store = store.clone();
+        let mut cart = Cart::empty(*user);
+        cart.version = 1;
+        async move { store.write(&cart, 0, false).await }
+    });
+    for written in futures::future::join_all(writes).await {
+        written.expect("stored");
+    }
+    for user in users {
+        assert_eq!(loaded_version(&store, user).await, 1);
+    }
+}
