@@ -65,9 +65,14 @@ pub struct CartLoad {
         default_value = "http://127.0.0.1:8080"
     )]
     pub(crate) url: String,
-    /// Also measure the store's own single-document update rate at the same concurrency.
+    /// Also measure the store's own rate for what carts do (insert a new version of a cart,
+    /// one per request) at the same concurrency.
     #[arg(long)]
     pub(crate) raw_store: bool,
+    /// Also measure the HTTP ceiling: `GET /users/me` through the same gateway, by the same
+    /// clients, right after the load.
+    #[arg(long)]
+    pub(crate) http_ceiling: bool,
     /// Write the results as JSON to this file too.
     #[arg(long)]
     pub(crate) json: Option<std::path::PathBuf>,
@@ -98,8 +103,10 @@ pub(crate) struct Report {
     pub latency_ms: Latency,
     errors_by_status: BTreeMap<String, u64>,
     pub lost_updates: Vec<Difference>,
-    pub raw_store_updates_per_second: Option<f64>,
+    pub raw_store_inserts_per_second: Option<f64>,
     pub ratio_to_raw_store: Option<f64>,
+    pub http_ceiling_per_second: Option<f64>,
+    pub ratio_to_http_ceiling: Option<f64>,
 }
 
 #[derive(Serialize, Default)]
@@ -202,17 +209,24 @@ pub(crate) async fn measure_cart(settings: &Settings, args: &CartLoad) -> anyhow
     )
     .await?;
 
-    let raw_rate = if args.raw_store {
-        let raw_for = Duration::from_secs_f64(outcome.elapsed.as_secs_f64().max(3.0));
-        Some(
-            raw::updates_per_second(
-                settings.cart.mongodb_url.as_str(),
-                args.concurrency,
-                if args.hot { 1 } else { users },
-                raw_for,
-            )
-            .await?,
+    let baseline_for = Duration::from_secs_f64(outcome.elapsed.as_secs_f64().max(3.0));
+    let ceiling = if args.http_ceiling {
+        let (url, token) = (format!("{gateway}/users/me"), customers[0].token.clone());
+        let measured = crate::bench::load(
+            "GET /users/me via nginx",
+            &clients,
+            clients.len(),
+            baseline_for,
+            move |client| client.get(&url).bearer_auth(&token),
         )
+        .await;
+        Some(measured.rate())
+    } else {
+        None
+    };
+    let raw_rate = if args.raw_store {
+        let url = settings.cart.mongodb_url.as_str();
+        Some(raw::inserts_per_second(url, args.concurrency, baseline_for).await?)
     } else {
         None
     };
@@ -244,7 +258,9 @@ pub(crate) async fn measure_cart(settings: &Settings, args: &CartLoad) -> anyhow
         errors_by_status: outcome.errors,
         lost_updates: lost,
         ratio_to_raw_store: raw_rate.map(|raw| acknowledged as f64 / seconds / raw),
-        raw_store_updates_per_second: raw_rate,
+        raw_store_inserts_per_second: raw_rate,
+        ratio_to_http_ceiling: ceiling.map(|ceiling| acknowledged as f64 / seconds / ceiling),
+        http_ceiling_per_second: ceiling,
     };
     Ok(report)
 }
@@ -528,11 +544,20 @@ fn print_report(report: &Report) {
         }
     }
     if let (Some(raw), Some(ratio)) = (
-        report.raw_store_updates_per_second,
+        report.raw_store_inserts_per_second,
         report.ratio_to_raw_store,
     ) {
-        println!("  {:<34} {raw:.0}/s", "raw store updates (same clients)");
-        println!("  {:<34} {ratio:.2}x", "cart writes / raw store updates");
+        println!("  {:<34} {raw:.0}/s", "raw store inserts (same clients)");
+        println!("  {:<34} {ratio:.2}x", "cart writes / raw store inserts");
+    }
+    if let (Some(ceiling), Some(ratio)) =
+        (report.http_ceiling_per_second, report.ratio_to_http_ceiling)
+    {
+        println!(
+            "  {:<34} {ceiling:.0}/s",
+            "GET /users/me via nginx (same clients)"
+        );
+        println!("  {:<34} {ratio:.2}x", "cart writes / that HTTP ceiling");
     }
     if report.lost_updates.is_empty() {
         println!(
@@ -547,6 +572,40 @@ fn print_report(report: &Report) {
                 difference.user, difference.product, difference.acknowledged, difference.in_cart
             );
         }
+    }
+}
+
+/// The cart service once `count` carts hibernated: its resident memory then.
+pub(crate) struct Hibernated {
+    pub rss: f64,
+}
+
+/// Waits until the cart service holds at least `count` hibernated carts and no awake ones (its
+/// SHOP_CART_HIBERNATE, plus a sweep), and gives its resident memory then.
+pub(crate) async fn hibernated_carts(
+    settings: &Settings,
+    count: usize,
+) -> anyhow::Result<Hibernated> {
+    let cart_url = settings.cart.url.as_str().trim_end_matches('/').to_owned();
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let hibernated = api::metric(&client, &cart_url, "shop_cart_hibernated").await?;
+        let (awake, rss) = cart_figures(&client, &cart_url).await?;
+        if hibernated >= count as f64 && awake == 0.0 {
+            // The sweep after the one that hibernated the last carts gives the freed memory
+            // back (a sweep runs every quarter of SHOP_CART_HIBERNATE: 7.5 s by default).
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let (_, rss) = cart_figures(&client, &cart_url).await?;
+            return Ok(Hibernated { rss });
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "after 10 minutes {hibernated} carts hibernated and {awake} awake ({:.0} MiB): is SHOP_CART_HIBERNATE shorter than SHOP_CART_IDLE?",
+                rss / 1048576.0
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -1,6 +1,7 @@
-//! `--raw-store`: the MongoDB-compatible store's own single-document update rate, at the same
-//! concurrency, with the same write concern as the cart service — the baseline cart figures are
-//! ratios to. Run against a scratch database, never the carts.
+//! `--raw-store`: the MongoDB-compatible store's own rate for the operation carts use — inserting
+//! a new cart-sized document (every cart change is a new version, see the cart store) — one per
+//! request, at the same concurrency, with the same write concern as the cart service. Run
+//! against a scratch database, never the carts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,11 +10,10 @@ use std::time::{Duration, Instant};
 use mongodb::bson::doc;
 use mongodb::options::{ClientOptions, WriteConcern};
 
-/// Updates per second of `documents` documents (1: all clients on one) by `concurrency` clients.
-pub async fn updates_per_second(
+/// Inserts per second of new cart-sized documents by `concurrency` clients, one at a time each.
+pub async fn inserts_per_second(
     url: &str,
     concurrency: usize,
-    documents: usize,
     duration: Duration,
 ) -> anyhow::Result<f64> {
     let mut options = ClientOptions::parse(url).await?;
@@ -26,14 +26,6 @@ pub async fn updates_per_second(
         .database("shop_load_raw")
         .collection::<mongodb::bson::Document>("documents");
     collection.drop().await.ok();
-    // The documents first: concurrent upserts of one new document race in some stores.
-    let documents = documents.max(1);
-    let seed: Vec<mongodb::bson::Document> = (0..documents as i64)
-        .map(|id| doc! { "_id": id, "n": 0 })
-        .collect();
-    for chunk in seed.chunks(1000) {
-        collection.insert_many(chunk.to_vec()).await?;
-    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -42,17 +34,29 @@ pub async fn updates_per_second(
         .map(|worker| {
             let (collection, stop, done) = (collection.clone(), stop.clone(), done.clone());
             tokio::spawn(async move {
-                let mut n = worker as u64;
+                let user = uuid::Uuid::new_v4().to_string();
+                let mut version = 0i64;
                 while !stop.load(Ordering::Relaxed) {
-                    n = n
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    let id = (n >> 33) % documents as u64;
-                    let update = collection
-                        .update_one(doc! { "_id": id as i64 }, doc! { "$inc": { "n": 1 } });
+                    version += 1;
+                    // The shape of a cart version with one line.
+                    let document = doc! {
+                        "_id": format!("{user}:{version}"),
+                        "user": &user,
+                        "version": version,
+                        "currency": "EUR",
+                        "items": [{
+                            "product_id": uuid::Uuid::new_v4().to_string(),
+                            "name": format!("raw store thing {worker}"),
+                            "unit_price": 250_i64,
+                            "quantity": 1,
+                        }],
+                        "ordered": [],
+                        "updated_at": mongodb::bson::DateTime::now(),
+                    };
+                    let insert = collection.insert_one(document);
                     // A store that stops answering must not stop the measurement.
                     if let Ok(Ok(_)) =
-                        tokio::time::timeout(Duration::from_secs(10), update.into_future()).await
+                        tokio::time::timeout(Duration::from_secs(10), insert.into_future()).await
                     {
                         done.fetch_add(1, Ordering::Relaxed);
                     }
