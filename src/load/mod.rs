@@ -36,8 +36,9 @@ pub struct IdleCarts {
     /// Requests at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// How long to wait for the carts to passivate (SHOP_CART_IDLE of the cart service, plus).
-    #[arg(long, default_value = "6m", value_parser = humantime::parse_duration)]
+    /// How long to wait for the carts to hibernate (SHOP_CART_HIBERNATE of the cart service, plus).
+    /// Their records are forgotten only after SHOP_CART_IDLE.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
     wait: Duration,
 }
 
@@ -640,14 +641,15 @@ async fn idle_carts(settings: &Settings, args: IdleCarts) -> anyhow::Result<()> 
         tokio::time::sleep(Duration::from_secs(2)).await;
         (actors, rss) = cart_figures(&client, &cart_url).await?;
     }
+    let hibernated = api::metric(&client, &cart_url, "shop_cart_hibernated").await?;
     println!(
-        "  after passivation: {actors} running, {:.0} MiB ({:.0} MiB given back)",
+        "  once idle: {actors} awake, {hibernated} hibernated, {:.0} MiB ({:.0} MiB given back)",
         mib(rss),
         mib(rss_full - rss)
     );
     if actors > actors_before {
         bail!(
-            "the carts did not passivate within {}",
+            "the carts did not hibernate within {}",
             humantime::format_duration(args.wait)
         );
     }
