@@ -517,17 +517,7 @@ async fn the_internal_cart_api_takes_an_orders_lines_once_and_is_for_services_on
 
 /// The cart service's own figure (the sum of a metric's samples).
 async fn cart_metric(name: &str) -> f64 {
-    let metrics = reqwest::get(format!("{}/metrics", common::env("SHOP_CART_URL")))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .filter(|line| line.split([' ', '{']).next() == Some(name))
-        .filter_map(|line| line.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
+    common::metric_sum(&common::env("SHOP_CART_URL"), name).await
 }
 
 /// `shop load cart` over 500 carts at a pace that leaves each idle for a second now and then:

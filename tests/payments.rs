@@ -72,19 +72,11 @@ async fn refund(admin: &Shopper, payment_id: &str, body: Value) -> reqwest::Resp
 
 /// Signed webhooks the payment service refused for not matching their payment, so far.
 async fn refused_webhooks() -> f64 {
-    let metrics = client()
-        .get(format!("{}/metrics", common::env("SHOP_PAYMENT_URL")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .filter(|line| line.starts_with("shop_payment_webhooks_refused_total{"))
-        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .sum()
+    common::metric_sum(
+        &common::env("SHOP_PAYMENT_URL"),
+        "shop_payment_webhooks_refused_total",
+    )
+    .await
 }
 
 async fn webhook(body: &str, signature: Option<String>) -> reqwest::Response {

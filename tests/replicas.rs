@@ -249,34 +249,15 @@ async fn changed_on_the_other_replica(hibernated: bool) {
 
 /// The sum of a metric's samples on a cart replica.
 async fn cart_metric(replica: u16, name: &str) -> f64 {
-    let metrics = reqwest::get(format!("{}/metrics", replica_url("cart", replica)))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .filter(|line| line.split([' ', '{']).next() == Some(name))
-        .filter_map(|line| line.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
+    common::metric_sum(&replica_url("cart", replica), name).await
 }
 
 /// Requests the cart replicas handled so far (their own metrics).
 async fn cart_requests(replica: u16) -> f64 {
-    let metrics = reqwest::get(format!("{}/metrics", replica_url("cart", replica)))
-        .await
-        .expect("the replica answers")
-        .text()
-        .await
-        .expect("metrics are text");
-    metrics
-        .lines()
-        .filter(|line| {
-            line.starts_with("shop_http_requests_total") && line.contains("service=\"cart\"")
-        })
-        .filter_map(|line| line.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
+    common::metric_sum_where(&replica_url("cart", replica), |line| {
+        line.starts_with("shop_http_requests_total") && line.contains("service=\"cart\"")
+    })
+    .await
 }
 
 #[tokio::test]

@@ -200,15 +200,22 @@ pub(crate) async fn measure_cart(settings: &Settings, args: &CartLoad) -> anyhow
         }
     );
 
-    let outcome = send_adds(&clients, &gateway, &customers, &products, duration, budget).await;
-    let lost = verify(
-        setup,
-        &cart_url,
-        &customers,
-        &products,
-        &outcome.acknowledged,
-    )
-    .await?;
+    // A timed hot run is rounds of one full cart each: every round is checked for lost updates,
+    // then the cart is emptied (neither counted in the time) and the next one starts, so the
+    // cart's cap does not cut the measurement short.
+    let rounds = args.hot && args.requests.is_none() && duration.is_some();
+    let mut outcome = Outcome::default();
+    let mut lost = Vec::new();
+    loop {
+        let left = duration.map(|duration| duration.saturating_sub(outcome.elapsed));
+        let round = send_adds(&clients, &gateway, &customers, &products, left, budget).await;
+        lost.extend(verify(setup, &cart_url, &customers, &products, &round.acknowledged).await?);
+        outcome.absorb(round);
+        if !rounds || duration.is_none_or(|duration| outcome.elapsed >= duration) {
+            break;
+        }
+        empty_carts(setup, &cart_url, &customers).await?;
+    }
 
     let baseline_for = Duration::from_secs_f64(outcome.elapsed.as_secs_f64().max(3.0));
     let ceiling = if args.http_ceiling {
@@ -315,6 +322,7 @@ async fn empty_carts(
     results.into_iter().collect()
 }
 
+#[derive(Default)]
 struct Outcome {
     sent: u64,
     elapsed: Duration,
@@ -322,6 +330,21 @@ struct Outcome {
     errors: BTreeMap<String, u64>,
     /// Acknowledged adds per (customer index, product index).
     acknowledged: HashMap<(usize, usize), u64>,
+}
+
+impl Outcome {
+    /// Adds a later round's figures to these.
+    fn absorb(&mut self, round: Outcome) {
+        self.sent += round.sent;
+        self.elapsed += round.elapsed;
+        self.latencies.extend(round.latencies);
+        for (status, count) in round.errors {
+            *self.errors.entry(status).or_default() += count;
+        }
+        for (key, count) in round.acknowledged {
+            *self.acknowledged.entry(key).or_default() += count;
+        }
+    }
 }
 
 async fn send_adds(
@@ -427,23 +450,16 @@ async fn send_adds(
             }
         })
     };
-    let mut outcome = Outcome {
-        sent: 0,
-        elapsed: Duration::ZERO,
-        latencies: Vec::new(),
-        errors: BTreeMap::new(),
-        acknowledged: HashMap::new(),
-    };
+    let mut outcome = Outcome::default();
     for task in tasks {
         if let Ok((latencies, errors, acknowledged)) = task.await {
-            outcome.sent += latencies.len() as u64;
-            outcome.latencies.extend(latencies);
-            for (status, count) in errors {
-                *outcome.errors.entry(status).or_default() += count;
-            }
-            for (key, count) in acknowledged {
-                *outcome.acknowledged.entry(key).or_default() += count;
-            }
+            outcome.absorb(Outcome {
+                sent: latencies.len() as u64,
+                elapsed: Duration::ZERO,
+                latencies,
+                errors,
+                acknowledged,
+            });
         }
     }
     outcome.elapsed = started.elapsed();

@@ -208,6 +208,31 @@ pub async fn problem(response: Response, status: u16) -> Value {
 }
 
 /// The product service itself, bypassing nginx (for its internal reservation API).
+/// The sum of the samples of the metric `name` (every label set) on `service_url`'s `/metrics`.
+pub async fn metric_sum(service_url: &str, name: &str) -> f64 {
+    metric_sum_where(service_url, |line| {
+        line.split([' ', '{']).next() == Some(name)
+    })
+    .await
+}
+
+/// The sum of the samples on `service_url`'s `/metrics` whose line `matches`.
+pub async fn metric_sum_where(service_url: &str, matches: impl Fn(&str) -> bool) -> f64 {
+    let metrics = client()
+        .get(format!("{service_url}/metrics"))
+        .send()
+        .await
+        .expect("the service answers")
+        .text()
+        .await
+        .expect("metrics are text");
+    metrics
+        .lines()
+        .filter(|line| matches(line))
+        .filter_map(|line| line.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
 pub fn product_service() -> String {
     env("SHOP_PRODUCT_URL").trim_end_matches('/').to_owned()
 }
