@@ -167,18 +167,12 @@ async fn a_cart_changed_on_the_other_replica_while_hibernated_is_read_and_kept_o
 /// Whether the replica holds the customer's cart as an awake actor.
 async fn awake_on(replica: u16, customer: &Shopper) -> bool {
     let admin = admin(&customer.client).await.access_token;
-    let tree: Value = client()
-        .get(format!(
-            "{}/admin/tree?sample=100000",
-            replica_url("cart", replica)
-        ))
-        .bearer_auth(admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tree = get_json(
+        &client(),
+        format!("{}/admin/tree?sample=100000", replica_url("cart", replica)),
+        Some(&admin),
+    )
+    .await;
     tree.to_string()
         .contains(&format!("\"cart:{}\"", customer.id))
 }
