@@ -383,6 +383,8 @@ async fn an_event_written_with_the_old_fingerprint_is_still_handled() {
         email: email.clone(),
         name: "Old Fingerprint".to_owned(),
         phone: None,
+        verification_token: None,
+        verification_expires_at: None,
     };
     let mut message = shop_bridge::Outgoing::event(&event.clone().into_envelope(), None)
         .expect("the event encodes");

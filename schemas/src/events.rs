@@ -43,6 +43,82 @@ pub struct UserRegistered {
     /// New in v2: E.164, for SMS. (`default`: a v1 reader has no such field.)
     #[serde(default)]
     pub phone: Option<String>,
+    /// New in v3: the single-use token that proves the email address; the welcome mail carries
+    /// it as a link.
+    #[serde(default)]
+    pub verification_token: Option<String>,
+    /// v3: when `verification_token` stops working (milliseconds since the epoch).
+    #[serde(default)]
+    pub verification_expires_at: Option<i64>,
+}
+
+/// A customer's contact details after a change: the whole of them, so a consumer that missed
+/// an update is right again with the next one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserUpdated {
+    #[serde(with = "uuid_text")]
+    pub event_id: Uuid,
+    pub occurred_at: i64,
+    #[serde(with = "uuid_text")]
+    pub user_id: Uuid,
+    pub email: String,
+    pub name: String,
+    /// `None`: the customer has no phone number (any SMS stops).
+    pub phone: Option<String>,
+    pub email_verified: bool,
+}
+
+/// An account was deleted: every service erases or anonymises what it holds about the user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserDeleted {
+    #[serde(with = "uuid_text")]
+    pub event_id: Uuid,
+    pub occurred_at: i64,
+    #[serde(with = "uuid_text")]
+    pub user_id: Uuid,
+    pub by_admin: bool,
+}
+
+/// What an [`AccountMailRequested`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountMailKind {
+    VerifyEmail,
+    EmailChange,
+    EmailChangeNotice,
+    PasswordReset,
+    PasswordChanged,
+}
+
+impl AccountMailKind {
+    /// The name its templates have.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountMailKind::VerifyEmail => "verify_email",
+            AccountMailKind::EmailChange => "email_change",
+            AccountMailKind::EmailChangeNotice => "email_change_notice",
+            AccountMailKind::PasswordReset => "password_reset",
+            AccountMailKind::PasswordChanged => "password_changed",
+        }
+    }
+}
+
+/// A mail about the account itself, sent to `email` whatever the address book says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountMailRequested {
+    #[serde(with = "uuid_text")]
+    pub event_id: Uuid,
+    pub occurred_at: i64,
+    #[serde(with = "uuid_text")]
+    pub user_id: Uuid,
+    pub kind: AccountMailKind,
+    pub email: String,
+    pub name: String,
+    /// The single-use token the mail's link carries; `None` for notices.
+    pub token: Option<String>,
+    pub expires_at: Option<i64>,
+    /// For `email_change_notice`: the address asked for.
+    pub new_email: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,6 +300,9 @@ pub struct PaymentRefunded {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Envelope {
     UserRegistered(UserRegistered),
+    UserUpdated(UserUpdated),
+    UserDeleted(UserDeleted),
+    AccountMailRequested(AccountMailRequested),
     /// Boxed: the largest event by far, it would otherwise set the size of every envelope (and
     /// of every actor message carrying one).
     OrderPlaced(Box<OrderPlaced>),
@@ -313,6 +392,9 @@ macro_rules! events {
 
 events! {
     UserRegistered on USERS keyed by user_id,
+    UserUpdated on USERS keyed by user_id,
+    UserDeleted on USERS keyed by user_id,
+    AccountMailRequested on USERS keyed by user_id,
     OrderPlaced on ORDERS keyed by order_id,
     OrderPaid on ORDERS keyed by order_id,
     OrderShipped on ORDERS keyed by order_id,

@@ -19,6 +19,22 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../avro/user_registered.v2.avsc"),
     ),
     (
+        "user_registered.v3.avsc",
+        include_str!("../avro/user_registered.v3.avsc"),
+    ),
+    (
+        "user_updated.v1.avsc",
+        include_str!("../avro/user_updated.v1.avsc"),
+    ),
+    (
+        "user_deleted.v1.avsc",
+        include_str!("../avro/user_deleted.v1.avsc"),
+    ),
+    (
+        "account_mail_requested.v1.avsc",
+        include_str!("../avro/account_mail_requested.v1.avsc"),
+    ),
+    (
         "order_placed.v1.avsc",
         include_str!("../avro/order_placed.v1.avsc"),
     ),

@@ -111,6 +111,8 @@ pub async fn run(settings: &Settings, args: EventsBench) -> anyhow::Result<()> {
                         email: "bench@shop.test".to_owned(),
                         name: "Bench".to_owned(),
                         phone: None,
+                        verification_token: None,
+                        verification_expires_at: None,
                     });
                     let Ok(mut transaction) = pool.begin().await else {
                         continue;

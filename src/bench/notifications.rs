@@ -53,6 +53,8 @@ pub async fn run(settings: &Settings, args: NotificationsBench) -> anyhow::Resul
             email: format!("bench-{run}-{n}@shop.test"),
             name: format!("Bench {n}"),
             phone: None,
+            verification_token: None,
+            verification_expires_at: None,
         };
         occurred.insert(event.event_id, event.occurred_at);
         let message = shop_bridge::Outgoing::event(&event.into(), None)?;

@@ -47,6 +47,8 @@ pub fn user_registered(name: &str) -> UserRegistered {
         email: format!("{}@bridge.test", Uuid::new_v4().simple()),
         name: name.to_owned(),
         phone: None,
+        verification_token: None,
+        verification_expires_at: None,
     }
 }
 

@@ -173,6 +173,8 @@ fn registered(name: &str) -> UserRegistered {
         email: format!("{}@shop.test", Uuid::new_v4().simple()),
         name: name.to_owned(),
         phone: None,
+        verification_token: None,
+        verification_expires_at: None,
     }
 }
 
