@@ -89,6 +89,9 @@ fn same_as_ours<'a>(
 fn envelope_fields(event: &Envelope) -> Value {
     let fields = match event {
         Envelope::UserRegistered(e) => serde_json::to_value(e),
+        Envelope::UserUpdated(e) => serde_json::to_value(e),
+        Envelope::UserDeleted(e) => serde_json::to_value(e),
+        Envelope::AccountMailRequested(e) => serde_json::to_value(e),
         Envelope::OrderPlaced(e) => serde_json::to_value(e),
         Envelope::OrderPaid(e) => serde_json::to_value(e),
         Envelope::OrderShipped(e) => serde_json::to_value(e),

@@ -139,6 +139,10 @@ pub struct UserSettings {
     pub hasher_workers: usize,
     /// Hash requests waiting for a worker beyond this are refused with 503.
     pub hasher_queue: usize,
+    /// How long the link that proves an email address works.
+    pub email_verification_ttl: Duration,
+    /// How long a password reset link works.
+    pub password_reset_ttl: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -211,6 +215,8 @@ pub struct OrderSettings {
     pub tax: TaxTable,
     /// Whether catalogue prices include tax (VAT-style) or tax is added on top.
     pub prices_include_tax: bool,
+    /// Whether checkout needs a proven email address (403 without one).
+    pub require_verified_email: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -261,6 +267,8 @@ pub struct NotificationSettings {
     pub max_attempts: u32,
     /// A delivery actor with no message for this long stops.
     pub idle_timeout: Duration,
+    /// The shop's web address: the links in account mails (verify, reset) point there.
+    pub public_url: Url,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -600,6 +608,16 @@ impl Settings {
                 "256",
                 "hash requests that may wait for a worker; beyond it logins get 503",
             ),
+            email_verification_ttl: r.get(
+                "SHOP_EMAIL_VERIFICATION_TTL",
+                "24h",
+                "how long the link that proves an email address works",
+            ),
+            password_reset_ttl: r.get(
+                "SHOP_PASSWORD_RESET_TTL",
+                "30m",
+                "how long a password reset link works",
+            ),
         };
 
         let Port(product_port) = r.get("SHOP_PRODUCT_PORT", "8102", "product service HTTP port");
@@ -721,6 +739,11 @@ impl Settings {
                 "SHOP_PRICES_INCLUDE_TAX",
                 "true",
                 "true: catalogue prices include tax (VAT-style); false: tax is added on top",
+            ),
+            require_verified_email: r.get(
+                "SHOP_CHECKOUT_REQUIRE_VERIFIED_EMAIL",
+                if r.production { "true" } else { "false" },
+                "true: checkout needs a proven email address (403 without); default true outside dev",
             ),
         };
         if let Err(why) = order.shipping.check() {
@@ -925,6 +948,11 @@ impl Settings {
                 "SHOP_NOTIFICATION_IDLE",
                 "1m",
                 "a delivery actor idle this long stops",
+            ),
+            public_url: r.get(
+                "SHOP_PUBLIC_URL",
+                "http://localhost:8080",
+                "the shop's web address; links in account mails (verify an email, reset a password) point there",
             ),
         };
 

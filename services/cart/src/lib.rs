@@ -7,9 +7,10 @@
 //! │   └── cart:<user> × N   one per user with a recent request; woken from its hibernation
 //! │                         record or read from the store; restarted from the store
 //! │                         when it fails (at most 3 times in 10 s)                     transient
-//! ├── cart.orders        OrderPlaced -> takes the ordered lines out of the cart         permanent
+//! ├── cart.orders        OrderPlaced -> takes the ordered lines out of the cart;
+//! │                      UserDeleted -> empties the customer's cart                      permanent
 //! ├── cart.prices        ProductPriceChanged -> carts holding the product take its price permanent
-//! └── cart.bridge        Kafka: hears shop.orders and shop.products                     permanent
+//! └── cart.bridge        Kafka: hears shop.orders, shop.products and shop.users          permanent
 //! ```
 //!
 //! Each cart actor is the only writer of its document and answers a change once it is durable;
@@ -36,7 +37,7 @@ use shop_actors::entities;
 use shop_actors::{Child, Intensity, Restart, Service, SupervisorSpec};
 use shop_bridge::{Subscriber, Subscriptions};
 use shop_config::Settings;
-use shop_schemas::{OrderPlaced, ProductPriceChanged};
+use shop_schemas::{OrderPlaced, ProductPriceChanged, UserDeleted};
 use shop_web::server::Shutdown;
 use shop_web::{ServiceWeb, TokenVerifier};
 
@@ -110,6 +111,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
     let (price_carts, price_store) = (carts.clone(), store.clone());
     let subscriptions = Subscriptions::new()
         .on::<OrderPlaced>(Subscriber::deliveries(ORDERS))
+        .on::<UserDeleted>(Subscriber::deliveries(ORDERS))
         .on::<ProductPriceChanged>(Subscriber::deliveries(PRICES))
         // Checkout takes the ordered lines out itself; the event only makes sure.
         .gathering(shop_bridge::GATHER);

@@ -1,6 +1,9 @@
 //! `OrderPlaced`: the ordered lines leave the customer's cart — only as much of each as was
 //! ordered, so what the customer added meanwhile stays. The cart remembers the order, so the
 //! event delivered again takes nothing twice.
+//!
+//! `UserDeleted`: the customer's cart is emptied (through its actor, the cart's only writer);
+//! its earlier versions are tidied as any cart's are. Emptying twice is emptying once.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use shop_bridge::{Ack, Delivery};
@@ -33,22 +36,26 @@ impl Actor for OrderEvents {
         carts: &mut Carts,
     ) -> Result<(), ActorProcessingErr> {
         let _handling = shop_actors::meta::Handling::start(myself.get_cell());
-        let Envelope::OrderPlaced(placed) = &delivery.event else {
-            let _ = delivery.reply.send(Ack::Done);
-            return Ok(());
-        };
-        let change = Change::Ordered {
-            order_id: placed.order_id,
-            lines: placed
-                .lines
-                .iter()
-                .map(|line| (line.product_id, line.quantity))
-                .collect(),
+        let (user_id, change) = match &delivery.event {
+            Envelope::OrderPlaced(placed) => {
+                let change = Change::Ordered {
+                    order_id: placed.order_id,
+                    lines: placed
+                        .lines
+                        .iter()
+                        .map(|line| (line.product_id, line.quantity))
+                        .collect(),
+                };
+                (placed.customer_id, change)
+            }
+            Envelope::UserDeleted(deleted) => (deleted.user_id, Change::Empty),
+            _ => {
+                let _ = delivery.reply.send(Ack::Done);
+                return Ok(());
+            }
         };
         let taken = carts
-            .call(placed.customer_id, |reply| {
-                CartMsg::Change(change.clone(), reply)
-            })
+            .call(user_id, |reply| CartMsg::Change(change.clone(), reply))
             .await;
         let ack = match taken {
             Ok(_) => Ack::Done,

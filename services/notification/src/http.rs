@@ -103,8 +103,34 @@ struct PreferencesBody {
     sms_opt_out: bool,
 }
 
+/// Where the caller's notifications go, as this service learned it from the account.
+#[derive(Debug, Object)]
+struct ContactBody {
+    email: String,
+    name: String,
+    /// SMS go here; absent: no SMS.
+    phone: Option<String>,
+}
+
 #[OpenApi(prefix_path = "/notifications", tag = "NotificationTag::Notifications")]
 impl NotificationsApi {
+    /// Where the caller's notifications go: the address book follows every change of the
+    /// account (`UserUpdated`) a moment after it is made. 404 before the first event arrived.
+    #[oai(path = "/contact", method = "get", operation_id = "my_contact")]
+    async fn contact(&self, auth: BearerAuth) -> Result<Json<ContactBody>, ApiError> {
+        let found = store::contact(&self.pool, auth.0.user_id()?)
+            .await
+            .map_err(NotificationError::from)?;
+        let recipient = found.ok_or_else(|| {
+            ApiError::not_found("no contact details known yet for this account")
+        })?;
+        Ok(Json(ContactBody {
+            email: recipient.email,
+            name: recipient.name,
+            phone: recipient.phone,
+        }))
+    }
+
     /// The caller's notifications, newest first.
     #[oai(path = "/me", method = "get", operation_id = "my_notifications")]
     async fn mine(

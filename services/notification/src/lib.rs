@@ -8,7 +8,8 @@
 //! │   └── message:<id> × N        one per message in flight: sends it, retries on its own
 //! │                               timer (at most 3 restarts in 10 s)                       transient
 //! ├── notification.sweeper      wakes due messages no actor holds                          permanent
-//! └── notification.bridge       Kafka: hears shop.users, shop.orders, shop.payments        permanent
+//! └── notification.bridge       Kafka: hears shop.users (the address book follows accounts;
+//!                               account mails), shop.orders, shop.payments                permanent
 //! ```
 //!
 //! PostgreSQL database `shop_notification`: the address book learned from events, opt-outs,
@@ -33,8 +34,8 @@ use shop_actors::{Child, Intensity, Restart, Service, SupervisorSpec};
 use shop_bridge::{Subscriber, Subscriptions};
 use shop_config::{EmailProvider, Secret, Settings, SmsProvider};
 use shop_schemas::{
-    OrderCancelled, OrderDelivered, OrderPaid, OrderPlaced, OrderShipped, PaymentFailed,
-    PaymentRefunded, UserRegistered,
+    AccountMailRequested, OrderCancelled, OrderDelivered, OrderPaid, OrderPlaced, OrderShipped,
+    PaymentFailed, PaymentRefunded, UserDeleted, UserRegistered, UserUpdated,
 };
 use shop_web::server::Shutdown;
 use shop_web::{ServiceWeb, TokenVerifier, postgres};
@@ -111,9 +112,10 @@ pub fn senders(settings: &Settings) -> Result<Senders, StartError> {
 pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, StartError> {
     let pool = migrate(settings).await?;
     let senders = Arc::new(senders(settings)?);
-    let templates = Arc::new(templates::Templates::new(
-        settings.notification.templates_dir.as_deref(),
-    ));
+    let templates = Arc::new(
+        templates::Templates::new(settings.notification.templates_dir.as_deref())
+            .with_shop_url(settings.notification.public_url.as_str()),
+    );
     let messages = deliveries::Messages::new(
         deliveries::MessageKind::KIND,
         REGISTRY,
@@ -144,6 +146,9 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
     let to_handler = Subscriber::deliveries(EVENTS);
     let subscriptions = Subscriptions::new()
         .on::<UserRegistered>(to_handler.clone())
+        .on::<UserUpdated>(to_handler.clone())
+        .on::<UserDeleted>(to_handler.clone())
+        .on::<AccountMailRequested>(to_handler.clone())
         .on::<OrderPlaced>(to_handler.clone())
         .on::<OrderPaid>(to_handler.clone())
         .on::<OrderShipped>(to_handler.clone())

@@ -6,10 +6,11 @@ use shop_schemas::Envelope;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::store::{self, Delivery, NewDelivery, OrderContact, Recipient};
+use crate::store::{self, Delivery, Learned, NewDelivery, OrderContact, Preferences, Recipient};
 use crate::templates::Templates;
 
-/// Every kind of message, named as its templates are.
+/// Every kind of message about orders and the welcome, named as its templates are (email and
+/// SMS).
 pub const KINDS: [&str; 8] = [
     "welcome",
     "order_placed",
@@ -21,12 +22,43 @@ pub const KINDS: [&str; 8] = [
     "payment_refunded",
 ];
 
+/// The mails about the account itself (`AccountMailRequested`): email only, sent to the address
+/// the event names whatever the opt-outs say — it is how a customer proves an address or gets
+/// back in.
+pub const ACCOUNT_KINDS: [&str; 5] = [
+    "verify_email",
+    "email_change",
+    "email_change_notice",
+    "password_reset",
+    "password_changed",
+];
+
 /// The kind of message an event sends, whom it is about (a user, or an order whose customer
 /// the service learned from `OrderPlaced`), and what the templates may use.
 fn message(event: &Envelope) -> Option<(&'static str, About, Value)> {
     let short = |id: Uuid| id.simple().to_string()[..8].to_owned();
     Some(match event {
-        Envelope::UserRegistered(e) => ("welcome", About::User(e.user_id), json!({})),
+        Envelope::UserRegistered(e) => (
+            "welcome",
+            About::User(e.user_id),
+            json!({
+                "token": e.verification_token,
+                "expires_at": e.verification_expires_at.map(when),
+            }),
+        ),
+        Envelope::AccountMailRequested(e) => (
+            e.kind.as_str(),
+            About::Account {
+                user_id: e.user_id,
+                email: e.email.clone(),
+                name: e.name.clone(),
+            },
+            json!({
+                "token": e.token,
+                "expires_at": e.expires_at.map(when),
+                "new_email": e.new_email,
+            }),
+        ),
         Envelope::OrderPlaced(e) => {
             let lines: Vec<Value> = e
                 .lines
@@ -82,14 +114,35 @@ fn message(event: &Envelope) -> Option<(&'static str, About, Value)> {
             About::Order(e.order_id),
             json!({ "order_id": e.order_id, "short_id": short(e.order_id), "amount": e.amount, "currency": e.currency }),
         ),
-        // The receipt goes out on OrderPaid; a price is nobody's mail.
-        Envelope::PaymentSucceeded(_) | Envelope::ProductPriceChanged(_) => return None,
+        // The receipt goes out on OrderPaid; a price is nobody's mail; a change of contact
+        // details only teaches the address book.
+        Envelope::PaymentSucceeded(_)
+        | Envelope::ProductPriceChanged(_)
+        | Envelope::UserUpdated(_)
+        | Envelope::UserDeleted(_) => return None,
     })
+}
+
+/// A time in a mail: UTC, to the minute.
+fn when(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
+fn at(millis: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default()
 }
 
 enum About {
     User(Uuid),
     Order(Uuid),
+    /// A mail about the account, to the address the event names.
+    Account {
+        user_id: Uuid,
+        email: String,
+        name: String,
+    },
 }
 
 /// Learns addresses and orders from `event`, records the messages it sends (rendered, or failed
@@ -102,7 +155,10 @@ pub async fn plan(
     // An event that sends nothing and teaches nothing has no effect to record once.
     let teaches = matches!(
         event,
-        Envelope::UserRegistered(_) | Envelope::OrderPlaced(_)
+        Envelope::UserRegistered(_)
+            | Envelope::UserUpdated(_)
+            | Envelope::UserDeleted(_)
+            | Envelope::OrderPlaced(_)
     );
     if !teaches && message(event).is_none() {
         return Ok(Vec::new());
@@ -120,8 +176,22 @@ pub async fn plan(
                 name: e.name.clone(),
                 phone: e.phone.clone(),
             };
-            store::save_recipient(&mut transaction, &recipient).await?;
+            let as_of = at(e.occurred_at);
+            store::save_recipient(&mut transaction, &recipient, as_of, Learned::FromAccount)
+                .await?;
         }
+        Envelope::UserUpdated(e) => {
+            let recipient = Recipient {
+                user_id: e.user_id,
+                email: e.email.clone(),
+                name: e.name.clone(),
+                phone: e.phone.clone(),
+            };
+            let as_of = at(e.occurred_at);
+            store::save_recipient(&mut transaction, &recipient, as_of, Learned::FromAccount)
+                .await?;
+        }
+        Envelope::UserDeleted(e) => store::erase(&mut transaction, e.user_id).await?,
         Envelope::OrderPlaced(e) => {
             let recipient = Recipient {
                 user_id: e.customer_id,
@@ -129,7 +199,9 @@ pub async fn plan(
                 name: e.customer_name.clone(),
                 phone: None,
             };
-            store::save_recipient(&mut transaction, &recipient).await?;
+            let as_of = at(e.occurred_at);
+            store::save_recipient(&mut transaction, &recipient, as_of, Learned::FromOrder)
+                .await?;
             let contact = OrderContact {
                 customer_id: e.customer_id,
                 total: e.total,
@@ -143,18 +215,45 @@ pub async fn plan(
         transaction.commit().await?;
         return Ok(Vec::new());
     };
-    let user_id = match about {
-        About::User(user_id) => Some(user_id),
-        About::Order(order_id) => store::order_contact(&mut transaction, order_id)
-            .await?
-            .map(|contact| contact.customer_id),
-    };
-    let found = match user_id {
-        Some(user_id) => store::recipient(&mut transaction, user_id).await?,
-        None => None,
+    let account_mail = matches!(about, About::Account { .. });
+    let (user_id, found) = match about {
+        About::Account {
+            user_id,
+            email,
+            name,
+        } => {
+            let recipient = Recipient {
+                user_id,
+                email,
+                name,
+                phone: None,
+            };
+            (Some(user_id), Some((recipient, Preferences::default())))
+        }
+        About::User(user_id) => (
+            Some(user_id),
+            store::recipient(&mut transaction, user_id).await?,
+        ),
+        About::Order(order_id) => {
+            let user_id = store::order_contact(&mut transaction, order_id)
+                .await?
+                .map(|contact| contact.customer_id);
+            let found = match user_id {
+                Some(user_id) => store::recipient(&mut transaction, user_id).await?,
+                None => None,
+            };
+            (user_id, found)
+        }
     };
     let event_type = event.name();
     let mut to_send = Vec::new();
+    if let (None, Some(user_id)) = (&found, user_id)
+        && store::erased(&mut transaction, user_id).await?
+    {
+        // A deleted customer is sent nothing, and nothing about them is logged.
+        transaction.commit().await?;
+        return Ok(to_send);
+    }
     let Some((recipient, preferences)) = found else {
         let failure = match user_id {
             Some(user_id) => format!("no address known for user {user_id}"),
@@ -205,7 +304,7 @@ pub async fn plan(
     if let Some(phone) = recipient
         .phone
         .as_deref()
-        .filter(|_| !preferences.sms_opt_out)
+        .filter(|_| !preferences.sms_opt_out && !account_mail)
     {
         let rendered = templates.sms(kind, &context);
         let failure = rendered.as_ref().err().map(ToString::to_string);

@@ -59,22 +59,104 @@ impl Delivery {
     }
 }
 
+/// How an event's copy of a customer's contact details is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// From the user service (`UserRegistered`, `UserUpdated`): the whole truth as of the
+    /// event's time, a removed phone number included.
+    FromAccount,
+    /// From an order's snapshot (`OrderPlaced`): only for a customer the book does not know.
+    FromOrder,
+}
+
 pub async fn save_recipient(
     transaction: &mut Transaction<'_, Postgres>,
     recipient: &Recipient,
+    as_of: DateTime<Utc>,
+    learned: Learned,
+) -> Result<(), sqlx::Error> {
+    let statement = match learned {
+        // An erased customer stays erased; an older event applied late changes nothing.
+        Learned::FromAccount => {
+            "insert into recipients (user_id, email, name, phone, as_of) values ($1, $2, $3, $4, $5)
+             on conflict (user_id) do update set email = excluded.email, name = excluded.name,
+                 phone = excluded.phone, as_of = excluded.as_of, updated_at = now()
+             where recipients.erased_at is null and recipients.as_of <= excluded.as_of"
+        }
+        Learned::FromOrder => {
+            "insert into recipients (user_id, email, name, phone, as_of) values ($1, $2, $3, $4, $5)
+             on conflict (user_id) do nothing"
+        }
+    };
+    sqlx::query(statement)
+        .bind(recipient.user_id)
+        .bind(&recipient.email)
+        .bind(&recipient.name)
+        .bind(&recipient.phone)
+        .bind(as_of)
+        .execute(&mut **transaction)
+        .await?;
+    Ok(())
+}
+
+/// Forgets a deleted customer: the address book's row emptied and marked erased, the opt-outs
+/// gone, the delivery log kept with recipient and contents erased; what was still to be sent
+/// is failed.
+pub async fn erase(
+    transaction: &mut Transaction<'_, Postgres>,
+    user_id: Uuid,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "insert into recipients (user_id, email, name, phone) values ($1, $2, $3, $4)
-         on conflict (user_id) do update set email = excluded.email, name = excluded.name,
-             phone = coalesce(excluded.phone, recipients.phone), updated_at = now()",
+        "insert into recipients (user_id, email, name, phone, as_of, erased_at)
+         values ($1, '', '', null, 'infinity', now())
+         on conflict (user_id) do update set email = '', name = '', phone = null,
+             as_of = 'infinity', erased_at = now(), updated_at = now()",
     )
-    .bind(recipient.user_id)
-    .bind(&recipient.email)
-    .bind(&recipient.name)
-    .bind(&recipient.phone)
+    .bind(user_id)
+    .execute(&mut **transaction)
+    .await?;
+    sqlx::query("delete from preferences where user_id = $1")
+        .bind(user_id)
+        .execute(&mut **transaction)
+        .await?;
+    sqlx::query(
+        "update deliveries set
+             recipient = 'erased', subject = null, body_text = null, body_html = null,
+             last_error = case when status in ('queued', 'retrying')
+                 then 'the customer was deleted' else last_error end,
+             status = case when status in ('queued', 'retrying') then 'failed' else status end,
+             next_attempt_at = null,
+             updated_at = now()
+         where user_id = $1",
+    )
+    .bind(user_id)
     .execute(&mut **transaction)
     .await?;
     Ok(())
+}
+
+/// Whether the customer was deleted.
+pub async fn erased(
+    transaction: &mut Transaction<'_, Postgres>,
+    user_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select exists (select 1 from recipients where user_id = $1 and erased_at is not null)",
+    )
+    .bind(user_id)
+    .fetch_one(&mut **transaction)
+    .await
+}
+
+/// Where a customer's notifications go, as the address book has it.
+pub async fn contact(pool: &PgPool, user_id: Uuid) -> Result<Option<Recipient>, sqlx::Error> {
+    sqlx::query_as(
+        "select user_id, email, name, phone from recipients
+         where user_id = $1 and erased_at is null",
+    )
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await
 }
 
 pub async fn save_order(
@@ -112,7 +194,7 @@ pub async fn recipient(
                 coalesce(p.email_opt_out, false) as email_opt_out,
                 coalesce(p.sms_opt_out, false) as sms_opt_out
          from recipients r left join preferences p on p.user_id = r.user_id
-         where r.user_id = $1",
+         where r.user_id = $1 and r.erased_at is null",
     )
     .bind(user_id)
     .fetch_optional(&mut **transaction)

@@ -132,7 +132,70 @@ const BUILT_IN: &[(&str, &str)] = &[
         "payment_refunded.sms.txt",
         include_str!("../templates/payment_refunded.sms.txt"),
     ),
+    (
+        "verify_email.subject.txt",
+        include_str!("../templates/verify_email.subject.txt"),
+    ),
+    (
+        "verify_email.txt",
+        include_str!("../templates/verify_email.txt"),
+    ),
+    (
+        "verify_email.html",
+        include_str!("../templates/verify_email.html"),
+    ),
+    (
+        "email_change.subject.txt",
+        include_str!("../templates/email_change.subject.txt"),
+    ),
+    (
+        "email_change.txt",
+        include_str!("../templates/email_change.txt"),
+    ),
+    (
+        "email_change.html",
+        include_str!("../templates/email_change.html"),
+    ),
+    (
+        "email_change_notice.subject.txt",
+        include_str!("../templates/email_change_notice.subject.txt"),
+    ),
+    (
+        "email_change_notice.txt",
+        include_str!("../templates/email_change_notice.txt"),
+    ),
+    (
+        "email_change_notice.html",
+        include_str!("../templates/email_change_notice.html"),
+    ),
+    (
+        "password_reset.subject.txt",
+        include_str!("../templates/password_reset.subject.txt"),
+    ),
+    (
+        "password_reset.txt",
+        include_str!("../templates/password_reset.txt"),
+    ),
+    (
+        "password_reset.html",
+        include_str!("../templates/password_reset.html"),
+    ),
+    (
+        "password_changed.subject.txt",
+        include_str!("../templates/password_changed.subject.txt"),
+    ),
+    (
+        "password_changed.txt",
+        include_str!("../templates/password_changed.txt"),
+    ),
+    (
+        "password_changed.html",
+        include_str!("../templates/password_changed.html"),
+    ),
 ];
+
+/// Where links in mails point unless told otherwise (`SHOP_PUBLIC_URL`).
+const DEFAULT_SHOP_URL: &str = "http://localhost:8080";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email {
@@ -169,7 +232,15 @@ impl Templates {
             }
         }
         env.add_filter("money", money);
+        env.add_global("shop_url", DEFAULT_SHOP_URL);
         Self { env }
+    }
+
+    /// Links in mails point to `url` (the shop's web address, `{{ shop_url }}` in templates).
+    pub fn with_shop_url(mut self, url: &str) -> Self {
+        self.env
+            .add_global("shop_url", url.trim_end_matches('/').to_owned());
+        self
     }
 
     fn render(&self, name: &str, context: &serde_json::Value) -> Result<String, TemplateError> {
@@ -255,6 +326,36 @@ mod tests {
             assert!(email.html.contains("<html"), "{kind}");
             assert!(!templates.sms(kind, &context).unwrap().is_empty(), "{kind}");
         }
+        let account = serde_json::json!({
+            "name": "Ada", "email": "ada@shop.test", "token": "T0KEN",
+            "expires_at": "2026-12-03 10:00 UTC", "new_email": "ada@example.org",
+        });
+        let templates = templates.with_shop_url("https://shop.example/");
+        for kind in crate::plan::ACCOUNT_KINDS {
+            let email = templates.email(kind, &account).unwrap();
+            assert!(
+                !email.subject.is_empty() && !email.subject.contains('\n'),
+                "{kind}"
+            );
+            assert!(email.html.contains("<html"), "{kind}");
+            assert!(email.text.contains("https://shop.example/account/"), "{kind}");
+        }
+        let reset = templates.email("password_reset", &account).unwrap();
+        assert!(
+            reset
+                .text
+                .contains("https://shop.example/account/reset-password?token=T0KEN"),
+            "{}",
+            reset.text
+        );
+        let welcome = templates.email("welcome", &account).unwrap();
+        assert!(
+            welcome
+                .text
+                .contains("/account/verify-email?token=T0KEN"),
+            "{}",
+            welcome.text
+        );
         let placed = templates.email("order_placed", &context).unwrap();
         assert_eq!(placed.subject, "Your order 1a2b3c4d — €39.98");
         assert!(placed.text.contains("2 × Lamp  €39.98"), "{}", placed.text);

@@ -51,6 +51,8 @@ pub struct Checkout {
     pub reservation_margin: Duration,
     pub orders: Orders,
     pub rules: Arc<Rules>,
+    /// Refuse checkout (403) to a customer whose email is not verified.
+    pub require_verified_email: bool,
 }
 
 /// The shop's commercial rules, from the settings.
@@ -133,6 +135,13 @@ struct CartItem {
 struct Profile {
     email: String,
     name: Option<String>,
+    /// Absent from a user service older than verification: taken as verified.
+    #[serde(default = "verified")]
+    email_verified: bool,
+}
+
+fn verified() -> bool {
+    true
 }
 
 #[derive(Deserialize, Default)]
@@ -268,6 +277,9 @@ impl Checkout {
             self.prepare(&request.bearer, &request.shipping),
             self.profile(&request.bearer)
         )?;
+        if self.require_verified_email && !profile.email_verified {
+            return Err(OrderError::EmailNotVerified);
+        }
         let lines: Vec<Line> = prepared
             .cart
             .items
@@ -516,6 +528,8 @@ impl Checkout {
                 .json()
                 .await
                 .map_err(|error| unreachable("user", &error)),
+            // A token still valid for an account deleted since.
+            StatusCode::NOT_FOUND => Err(OrderError::AccountGone),
             status => Err(upstream("user", status, response).await),
         }
     }

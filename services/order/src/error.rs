@@ -60,6 +60,12 @@ pub enum OrderError {
         status: u16,
         detail: String,
     },
+    #[error(
+        "checkout needs a verified email address: use the link mailed to you, or ask for another with POST /users/me/verification"
+    )]
+    EmailNotVerified,
+    #[error("this account no longer exists")]
+    AccountGone,
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("writing the event: {0}")]
@@ -102,6 +108,7 @@ impl OrderError {
             | OrderError::UnknownMethod { .. }
             | OrderError::NotSoldTo(_) => ProblemKind::Unprocessable,
             OrderError::NotFound | OrderError::AddressNotFound => ProblemKind::NotFound,
+            OrderError::EmailNotVerified | OrderError::AccountGone => ProblemKind::Forbidden,
             OrderError::Illegal { .. } | OrderError::Short(_) | OrderError::PriceChanged(_) => {
                 ProblemKind::Conflict
             }

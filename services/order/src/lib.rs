@@ -7,8 +7,10 @@
 //! │   └── order:<id> × N   one per open order; reloaded from the database when it
 //! │                        fails (at most 3 times in 10 s)                                transient
 //! ├── order.payments     hands PaymentSucceeded/Failed/Refunded to their order's actor    permanent
+//! ├── order.customers    UserDeleted: cancels the customer's open orders (through their
+//! │                      actors) and anonymises all of them                               permanent
 //! ├── order.overdue      wakes pending orders past their payment time                     permanent
-//! ├── order.bridge       Kafka: hears shop.payments, publishes shop.orders                permanent
+//! ├── order.bridge       Kafka: hears shop.payments and shop.users, publishes shop.orders permanent
 //! └── order.outbox       publishes the order events of the outbox through the bridge      permanent
 //! ```
 //!
@@ -18,6 +20,7 @@
 
 mod actor;
 mod checkout;
+mod customers;
 mod error;
 mod http;
 mod orders;
@@ -34,7 +37,7 @@ use shop_actors::sweeper::Sweeper;
 use shop_actors::{Child, Intensity, Restart, Service, SupervisorSpec};
 use shop_bridge::{EntityRouter, RouterArgs, Subscriber, Subscriptions};
 use shop_config::Settings;
-use shop_schemas::{PaymentFailed, PaymentRefunded, PaymentSucceeded};
+use shop_schemas::{PaymentFailed, PaymentRefunded, PaymentSucceeded, UserDeleted};
 use shop_web::server::Shutdown;
 use shop_web::{ServiceTokens, ServiceWeb, TokenVerifier, postgres};
 use sqlx::PgPool;
@@ -47,6 +50,7 @@ const ROOT: &str = "order";
 const HTTP: &str = "order.http";
 const REGISTRY: &str = "order.registry";
 const PAYMENTS: &str = "order.payments";
+const CUSTOMERS: &str = "order.customers";
 const OVERDUE: &str = "order.overdue";
 const BRIDGE: &str = "order.bridge";
 const OUTBOX: &str = "order.outbox";
@@ -101,6 +105,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
             tax: settings.order.tax.clone(),
             prices_include_tax: settings.order.prices_include_tax,
         }),
+        require_verified_email: settings.order.require_verified_email,
     };
 
     let web = ServiceWeb {
@@ -132,9 +137,11 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
     let subscriptions = Subscriptions::new()
         .on::<PaymentSucceeded>(to_orders.clone())
         .on::<PaymentFailed>(to_orders.clone())
-        .on::<PaymentRefunded>(to_orders);
+        .on::<PaymentRefunded>(to_orders)
+        .on::<UserDeleted>(Subscriber::deliveries(CUSTOMERS));
 
     let payment_orders = orders.clone();
+    let (customer_pool, customer_orders) = (pool.clone(), orders.clone());
     let sweeper_pool = pool.clone();
     let tree = SupervisorSpec::new(ROOT)
         .intensity(Intensity::default())
@@ -162,6 +169,18 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
                     wrap: actor::OrderMsg::Event,
                 };
                 (EntityRouter::default(), args)
+            },
+        ))
+        .child(Child::actor(
+            CUSTOMERS,
+            "router",
+            Restart::Permanent,
+            move || {
+                let args = customers::CustomerEventsArgs {
+                    pool: customer_pool.clone(),
+                    orders: customer_orders.clone(),
+                };
+                (customers::CustomerEvents, args)
             },
         ))
         .child(Child::actor(

@@ -12,10 +12,11 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::UserError;
+use crate::lifecycle;
 use crate::password::Hashers;
 use crate::store::{self, NewUser, Rotation, UserChanges, UserRow};
 use crate::throttle;
-use crate::tokens::{RefreshToken, SigningKey, TokenPolicy};
+use crate::tokens::{OpaqueToken, SigningKey, TokenPolicy};
 
 pub const MIN_PASSWORD: usize = 8;
 pub const MAX_PASSWORD: usize = 128;
@@ -29,6 +30,13 @@ pub struct Accounts {
     pub service_clients: Vec<(String, Secret)>,
     /// Checked when the email is unknown, so that answer takes as long as a wrong password.
     pub dummy_hash: String,
+    pub lifecycle: LifecyclePolicy,
+}
+
+/// How long the links of account mails work.
+pub struct LifecyclePolicy {
+    pub verification_ttl: Duration,
+    pub reset_ttl: Duration,
 }
 
 /// A signed-in session: a new access token and refresh token.
@@ -81,7 +89,17 @@ impl Accounts {
                 phone: phone.as_deref(),
                 role: "customer",
                 password_hash: &password_hash,
+                email_verified: false,
             },
+        )
+        .await?;
+        // The welcome mail carries the link that proves the address.
+        let verification = lifecycle::issue(
+            &mut transaction,
+            user.id,
+            lifecycle::Purpose::VerifyEmail,
+            &user.email,
+            self.lifecycle.verification_ttl,
         )
         .await?;
         let event = UserRegistered {
@@ -91,6 +109,8 @@ impl Accounts {
             email: user.email.clone(),
             name: user.name.clone(),
             phone: user.phone.clone(),
+            verification_token: Some(verification.token),
+            verification_expires_at: Some(verification.expires_at.timestamp_millis()),
         };
         let trace_id = shop_web::request_id::current();
         outbox::enqueue(&mut transaction, event, Some(&trace_id)).await?;
@@ -128,7 +148,7 @@ impl Accounts {
     }
 
     async fn start_session(&self, user: &UserRow) -> Result<Session, UserError> {
-        let refresh = RefreshToken::generate();
+        let refresh = OpaqueToken::generate();
         store::insert_refresh_token(
             &self.pool,
             &refresh.hash,
@@ -159,10 +179,10 @@ impl Accounts {
     }
 
     pub async fn refresh(&self, presented: &str) -> Result<Session, UserError> {
-        let next = RefreshToken::generate();
+        let next = OpaqueToken::generate();
         let rotation = store::rotate_refresh_token(
             &self.pool,
-            &RefreshToken::hash_of(presented),
+            &OpaqueToken::hash_of(presented),
             &next.hash,
             self.refresh_expiry(),
         )
@@ -171,6 +191,7 @@ impl Accounts {
             Rotation::Rotated { user_id } => {
                 let user = store::user_by_id(&self.pool, user_id)
                     .await?
+                    .filter(|user| !user.is_deleted())
                     .ok_or(UserError::RefreshRefused)?;
                 self.session(&user, next.token)
             }
@@ -183,10 +204,19 @@ impl Accounts {
     }
 
     pub async fn logout(&self, refresh_token: &str) -> Result<(), UserError> {
-        store::revoke_family_of(&self.pool, &RefreshToken::hash_of(refresh_token)).await
+        store::revoke_family_of(&self.pool, &OpaqueToken::hash_of(refresh_token)).await
     }
 
+    /// A live account.
     pub async fn get(&self, id: Uuid) -> Result<UserRow, UserError> {
+        store::user_by_id(&self.pool, id)
+            .await?
+            .filter(|user| !user.is_deleted())
+            .ok_or(UserError::NotFound)
+    }
+
+    /// An account, deleted ones included (for admins: what is left of it).
+    pub async fn get_any(&self, id: Uuid) -> Result<UserRow, UserError> {
         store::user_by_id(&self.pool, id)
             .await?
             .ok_or(UserError::NotFound)
@@ -214,8 +244,19 @@ impl Accounts {
                 "an admin cannot take away their own admin role; another admin can".into(),
             ));
         }
+        let email = update.email.as_deref().map(valid_email).transpose()?;
+        let email = email.filter(|email| *email != target.email);
+        // A customer's new address must be proven first (POST /users/me/email); an admin who
+        // changes one (a support case) leaves it unproven.
+        if email.is_some() && !caller.is_admin() {
+            return Err(UserError::Invalid(
+                "the email is changed with POST /users/me/email, which proves the new address first"
+                    .into(),
+            ));
+        }
         let mut changes = UserChanges {
-            email: update.email.as_deref().map(valid_email).transpose()?,
+            email_verified: email.as_ref().map(|_| false),
+            email,
             name: update.name.as_deref().map(valid_name).transpose()?,
             phone: update
                 .phone
@@ -239,9 +280,19 @@ impl Accounts {
             changes.password_hash = Some(self.hashers.hash(password).await?);
         }
         let password_changed = changes.password_hash.is_some();
-        let user = store::update_user(&self.pool, id, changes)
+        let mut transaction = self.pool.begin().await?;
+        let user = store::update_user(&mut *transaction, id, changes)
             .await?
             .ok_or(UserError::NotFound)?;
+        let contact_changed = (&user.email, &user.name, &user.phone)
+            != (&target.email, &target.name, &target.phone);
+        if contact_changed {
+            let trace_id = shop_web::request_id::current();
+            outbox::enqueue(&mut transaction, lifecycle::updated(&user), Some(&trace_id)).await?;
+        }
+        outbox::commit(transaction, &self.pool)
+            .await
+            .map_err(UserError::from_write)?;
         if password_changed {
             // Sessions that knew the old password end with it.
             store::revoke_all_of_user(&self.pool, id).await?;
@@ -301,6 +352,7 @@ pub async fn ensure_admin(
                     phone: None,
                     role: "admin",
                     password_hash: &password_hash,
+                    email_verified: true,
                 },
             )
             .await;
@@ -338,7 +390,7 @@ pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
-fn valid_email(email: &str) -> Result<String, UserError> {
+pub(crate) fn valid_email(email: &str) -> Result<String, UserError> {
     let email = normalize_email(email);
     let options = Options::default()
         .with_required_tld()
@@ -352,7 +404,7 @@ fn valid_email(email: &str) -> Result<String, UserError> {
     Ok(email)
 }
 
-fn valid_password(password: &str) -> Result<(), UserError> {
+pub(crate) fn valid_password(password: &str) -> Result<(), UserError> {
     let length = password.chars().count();
     if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&length) {
         return Err(UserError::Invalid(format!(

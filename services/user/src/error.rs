@@ -28,6 +28,16 @@ pub enum UserError {
     HashersBusy,
     #[error("too many failed sign-ins for this account; try again later")]
     Throttled(std::time::Duration),
+    #[error("the link is invalid, used or expired")]
+    BadToken,
+    #[error("the email address is verified already")]
+    AlreadyVerified,
+    #[error("too many mails for this account; try again later")]
+    TooManyMails(std::time::Duration),
+    #[error("another service: {0}")]
+    Upstream(String),
+    #[error("{0} is not available; try again shortly")]
+    UpstreamUnavailable(&'static str),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("signing a token: {0}")]
@@ -52,7 +62,8 @@ impl UserError {
     pub fn kind(&self) -> ProblemKind {
         match self {
             UserError::Invalid(_) | UserError::CurrentPasswordNeeded => ProblemKind::Unprocessable,
-            UserError::EmailTaken => ProblemKind::Conflict,
+            UserError::EmailTaken | UserError::AlreadyVerified => ProblemKind::Conflict,
+            UserError::BadToken => ProblemKind::BadRequest,
             UserError::WrongCredentials
             | UserError::RefreshRefused
             | UserError::RefreshReused
@@ -60,14 +71,16 @@ impl UserError {
             UserError::WrongCurrentPassword | UserError::Forbidden(_) => ProblemKind::Forbidden,
             UserError::NotFound => ProblemKind::NotFound,
             UserError::HashersBusy => ProblemKind::Unavailable,
-            UserError::Throttled(_) => ProblemKind::TooManyRequests,
+            UserError::Throttled(_) | UserError::TooManyMails(_) => ProblemKind::TooManyRequests,
+            UserError::UpstreamUnavailable(_) => ProblemKind::Unavailable,
             UserError::Database(cause) if shop_web::postgres::unavailable(cause) => {
                 ProblemKind::Unavailable
             }
             UserError::Database(_)
             | UserError::Signing(_)
             | UserError::Hashing(_)
-            | UserError::Event(_) => ProblemKind::Internal,
+            | UserError::Event(_)
+            | UserError::Upstream(_) => ProblemKind::Internal,
         }
     }
 }
@@ -80,7 +93,7 @@ impl From<UserError> for ApiError {
                 tracing::warn!(%cause, "database unavailable");
                 ApiError::unavailable("the user database is unavailable; try again shortly")
             }
-            (_, UserError::Throttled(wait)) => {
+            (_, UserError::Throttled(wait) | UserError::TooManyMails(wait)) => {
                 ApiError::new(ProblemKind::TooManyRequests, error.to_string())
                     // Whole seconds, rounded up: a client that waits that long is let in.
                     .retry_after(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))

@@ -4,17 +4,98 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path};
-use shop_web::{ApiError, BearerAuth, Role};
+use shop_web::{ApiError, BearerAuth, Paging, Role};
 use uuid::Uuid;
 
 use crate::accounts::{self, Accounts, Update};
-use crate::store::UserRow;
+use crate::export::Exporter;
+use crate::store::{self, UserFilter, UserRow};
 
 pub struct UserApi {
     pub accounts: Arc<Accounts>,
+    pub exporter: Arc<Exporter>,
+    /// The name of the actor that mails reset links.
+    pub resets: &'static str,
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+struct TokenBody {
+    /// The token from the mail's link.
+    token: String,
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+struct ResetRequest {
+    email: String,
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+struct ResetConfirmation {
+    /// The token from the reset mail's link.
+    token: String,
+    /// The new password: 8 to 128 characters.
+    password: String,
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+struct EmailChange {
+    /// The new address; the account keeps its current one until the link mailed here is used.
+    email: String,
+    current_password: String,
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+struct Deletion {
+    /// The account's password.
+    password: String,
+}
+
+/// A mail with a link is on its way.
+#[derive(Debug, Object)]
+struct MailSent {
+    /// Where it goes.
+    email: String,
+    /// When its link stops working.
+    expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Object)]
+struct UserPage {
+    items: Vec<User>,
+    page: u32,
+    per_page: u32,
+    /// Accounts matching the filters, on all pages.
+    total: i64,
+}
+
+#[derive(ApiResponse)]
+enum Accepted {
+    /// Accepted: a mail goes out if there is an account to send it to.
+    #[oai(status = 202)]
+    Accepted,
+}
+
+#[derive(ApiResponse)]
+enum MailAccepted {
+    /// The mail is on its way.
+    #[oai(status = 202)]
+    Sent(Json<MailSent>),
+}
+
+#[derive(ApiResponse)]
+enum Done {
+    /// Done.
+    #[oai(status = 204)]
+    Done,
 }
 
 /// A new account.
@@ -79,8 +160,12 @@ struct User {
     name: String,
     phone: Option<String>,
     role: UserRole,
+    /// The email address was proven (by the link mailed to it).
+    email_verified: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// Deleted accounts keep only this (admins see them).
+    deleted_at: Option<DateTime<Utc>>,
 }
 
 impl From<UserRow> for User {
@@ -95,8 +180,10 @@ impl From<UserRow> for User {
             name: row.name,
             phone: row.phone,
             role,
+            email_verified: row.email_verified_at.is_some(),
             created_at: row.created_at,
             updated_at: row.updated_at,
+            deleted_at: row.deleted_at,
         }
     }
 }
@@ -195,11 +282,171 @@ impl UserApi {
         Ok(Json(self.accounts.get(id).await?.into()))
     }
 
-    /// An account: the caller's own, or anyone's for an admin.
+    /// An account: the caller's own, or anyone's for an admin (deleted ones too).
     #[oai(path = "/:id", method = "get", operation_id = "get_user")]
     async fn get_user(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<Json<User>, ApiError> {
         auth.0.require_self_or_admin(id.0)?;
-        Ok(Json(self.accounts.get(id.0).await?.into()))
+        let user = if auth.0.is_admin() {
+            self.accounts.get_any(id.0).await?
+        } else {
+            self.accounts.get(id.0).await?
+        };
+        Ok(Json(user.into()))
+    }
+
+    /// Every account (admin), oldest first; filter by a fragment of the email, role, whether
+    /// the email is verified and whether the account is deleted (default: live accounts only).
+    #[oai(path = "/", method = "get", operation_id = "list_users")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        auth: BearerAuth,
+        /// Part of the email, any case.
+        email: Query<Option<String>>,
+        role: Query<Option<UserRole>>,
+        verified: Query<Option<bool>>,
+        /// `true`: deleted accounts only; `false` (the default): live ones only.
+        deleted: Query<Option<bool>>,
+        page: Query<Option<u32>>,
+        per_page: Query<Option<u32>>,
+    ) -> Result<Json<UserPage>, ApiError> {
+        auth.0.require_admin()?;
+        let paging = Paging::new(page.0, per_page.0)?;
+        if email.0.as_ref().is_some_and(|email| email.chars().count() > 254) {
+            return Err(ApiError::unprocessable("email is at most 254 characters"));
+        }
+        let filter = UserFilter {
+            email: email.0.map(|email| email.trim().to_lowercase()),
+            role: role.0.map(|role| match role {
+                UserRole::Customer => "customer",
+                UserRole::Admin => "admin",
+            }),
+            verified: verified.0,
+            deleted: deleted.0.unwrap_or(false),
+        };
+        let (rows, total) = store::list_users(&self.accounts.pool, &filter, paging).await?;
+        Ok(Json(UserPage {
+            items: rows.into_iter().map(User::from).collect(),
+            page: paging.page,
+            per_page: paging.per_page,
+            total,
+        }))
+    }
+
+    /// Prove the caller's email address with the token from the mailed link. For an email
+    /// change, the account takes the new address now. A used, expired, unknown or another
+    /// account's token is 400.
+    #[oai(path = "/verify-email", method = "post", operation_id = "verify_email")]
+    async fn verify_email(
+        &self,
+        auth: BearerAuth,
+        body: Json<TokenBody>,
+    ) -> Result<Json<User>, ApiError> {
+        let user_id = auth.0.user_id()?;
+        let user = self.accounts.verify_email(user_id, &body.0.token).await?;
+        Ok(Json(user.into()))
+    }
+
+    /// Mail the caller another verification link (at most 3 in 15 minutes).
+    #[oai(
+        path = "/me/verification",
+        method = "post",
+        operation_id = "resend_verification"
+    )]
+    async fn resend_verification(&self, auth: BearerAuth) -> Result<MailAccepted, ApiError> {
+        let user_id = auth.0.user_id()?;
+        let expires_at = self.accounts.resend_verification(user_id).await?;
+        let user = self.accounts.get(user_id).await?;
+        Ok(MailAccepted::Sent(Json(MailSent {
+            email: user.email,
+            expires_at,
+        })))
+    }
+
+    /// Change the caller's email: a link to the new address (which takes effect once it is
+    /// used) and a notice to the current one.
+    #[oai(path = "/me/email", method = "post", operation_id = "change_email")]
+    async fn change_email(
+        &self,
+        auth: BearerAuth,
+        body: Json<EmailChange>,
+    ) -> Result<MailAccepted, ApiError> {
+        let user_id = auth.0.user_id()?;
+        let body = body.0;
+        let expires_at = self
+            .accounts
+            .request_email_change(user_id, &body.email, &body.current_password)
+            .await?;
+        Ok(MailAccepted::Sent(Json(MailSent {
+            email: accounts::normalize_email(&body.email),
+            expires_at,
+        })))
+    }
+
+    /// Ask for a password reset link. Always 202, whether an account has the address or not;
+    /// at most 3 mails an hour per address and per account.
+    #[oai(
+        path = "/password-reset",
+        method = "post",
+        operation_id = "request_password_reset"
+    )]
+    async fn request_password_reset(&self, body: Json<ResetRequest>) -> Result<Accepted, ApiError> {
+        let email = body.0.email;
+        accounts::valid_email(&email)?;
+        crate::resets::request(self.resets, email)?;
+        Ok(Accepted::Accepted)
+    }
+
+    /// Set a new password with the token from the reset mail. Every session of the account
+    /// ends. A used, expired or unknown token is 400.
+    #[oai(
+        path = "/password-reset/confirm",
+        method = "post",
+        operation_id = "confirm_password_reset"
+    )]
+    async fn confirm_password_reset(
+        &self,
+        body: Json<ResetConfirmation>,
+    ) -> Result<Done, ApiError> {
+        let body = body.0;
+        self.accounts
+            .confirm_password_reset(&body.token, &body.password)
+            .await?;
+        Ok(Done::Done)
+    }
+
+    /// Everything the shop holds about the caller, as one document: profile, addresses, cart,
+    /// orders, payments (no card data is kept), notifications and their preferences.
+    #[oai(path = "/me/export", method = "get", operation_id = "export_me")]
+    async fn export(&self, auth: BearerAuth) -> Result<Json<serde_json::Value>, ApiError> {
+        let user_id = auth.0.user_id()?;
+        Ok(Json(self.exporter.export(&self.accounts, user_id).await?))
+    }
+
+    /// Delete the caller's account (password required). Orders not yet shipped are cancelled
+    /// (a paid one is refunded); orders and payments stay for the books with the personal
+    /// data replaced; the email may register again.
+    #[oai(path = "/me", method = "delete", operation_id = "delete_me")]
+    async fn delete_me(&self, auth: BearerAuth, body: Json<Deletion>) -> Result<Done, ApiError> {
+        let user_id = auth.0.user_id()?;
+        self.accounts.delete_own(user_id, &body.0.password).await?;
+        Ok(Done::Done)
+    }
+
+    /// Delete a customer's account (admin), as `DELETE /users/me` does. An admin account is
+    /// demoted first.
+    #[oai(path = "/:id", method = "delete", operation_id = "delete_user")]
+    async fn delete_user(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<Done, ApiError> {
+        auth.0.require_admin()?;
+        let user = self.accounts.get(id.0).await?;
+        if accounts::role_of(&user) == Role::Admin {
+            return Err(ApiError::new(
+                shop_web::ProblemKind::Conflict,
+                "an admin account is demoted before it is deleted",
+            ));
+        }
+        self.accounts.delete(id.0, true).await?;
+        Ok(Done::Done)
     }
 
     /// Change an account: the caller's own, or anyone's for an admin.

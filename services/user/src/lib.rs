@@ -6,8 +6,10 @@
 //! ├── user.hasher      pool (ractor factory) of argon2id workers, one per core   permanent
 //! │   └── worker × N
 //! ├── user.http        poem server: /users/*, /health, /ready, /metrics, /admin/tree   permanent
-//! ├── user.bridge      Kafka: publishes (it consumes nothing yet)                       permanent
-//! └── user.outbox      publishes UserRegistered rows of the outbox through the bridge   permanent
+//! ├── user.resets      mails password reset links after the request was answered        permanent
+//! ├── user.bridge      Kafka: publishes (it consumes nothing)                           permanent
+//! └── user.outbox      publishes the outbox's rows (UserRegistered, UserUpdated,
+//!                      UserDeleted, AccountMailRequested) through the bridge             permanent
 //! ```
 //!
 //! PostgreSQL database `shop_user` (migrations in `migrations/`, applied at start). No actor owns
@@ -17,8 +19,11 @@
 mod accounts;
 mod addresses;
 mod error;
+mod export;
 mod http;
+mod lifecycle;
 mod password;
+mod resets;
 mod store;
 mod throttle;
 mod tokens;
@@ -26,7 +31,7 @@ mod tokens;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use shop_actors::{Intensity, Service, SupervisorSpec};
+use shop_actors::{Child, Intensity, Restart, Service, SupervisorSpec};
 use shop_config::{Environment, Settings};
 use shop_web::server::Shutdown;
 use shop_web::{ServiceWeb, TokenVerifier, postgres};
@@ -42,6 +47,7 @@ pub const DATABASE: &str = "shop_user";
 const ROOT: &str = "user";
 const HASHER: &str = "user.hasher";
 const HTTP: &str = "user.http";
+const RESETS: &str = "user.resets";
 const BRIDGE: &str = "user.bridge";
 const OUTBOX: &str = "user.outbox";
 
@@ -57,6 +63,8 @@ pub enum StartError {
     Spawn(#[from] ractor::SpawnErr),
     #[error("the signing key: {0}")]
     Jwk(#[from] jsonwebtoken::errors::Error),
+    #[error("the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
 }
 
 /// Creates and migrates `shop_user`.
@@ -116,7 +124,22 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
         },
         service_clients: settings.user.service_clients.clone(),
         dummy_hash,
+        lifecycle: accounts::LifecyclePolicy {
+            verification_ttl: settings.user.email_verification_ttl,
+            reset_ttl: settings.user.password_reset_ttl,
+        },
     });
+    let base = |url: &shop_config::Url| url.as_str().trim_end_matches('/').to_owned();
+    let exporter = Arc::new(export::Exporter {
+        http: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()?,
+        cart_url: base(&settings.cart.url),
+        order_url: base(&settings.order.url),
+        payment_url: base(&settings.payment.url),
+        notification_url: base(&settings.notification.url),
+    });
+    let reset_accounts = accounts.clone();
 
     let web = ServiceWeb {
         service: SERVICE,
@@ -135,6 +158,8 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
             (
                 http::UserApi {
                     accounts: accounts.clone(),
+                    exporter: exporter.clone(),
+                    resets: RESETS,
                 },
                 addresses::AddressesApi {
                     pool: address_pool.clone(),
@@ -154,6 +179,9 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
         .child(shop_web::server::child(
             HTTP, SERVICE, addr, routes, shutdown, grace,
         ))
+        .child(Child::actor(RESETS, "mailer", Restart::Permanent, move || {
+            (resets::Resets, reset_accounts.clone())
+        }))
         .child(shop_bridge::bridge_child(
             BRIDGE,
             SERVICE,

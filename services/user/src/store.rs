@@ -18,6 +18,14 @@ pub struct UserRow {
     pub password_hash: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub email_verified_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+impl UserRow {
+    pub fn is_deleted(&self) -> bool {
+        self.deleted_at.is_some()
+    }
 }
 
 pub struct NewUser<'a> {
@@ -26,6 +34,8 @@ pub struct NewUser<'a> {
     pub phone: Option<&'a str>,
     pub role: &'a str,
     pub password_hash: &'a str,
+    /// An account whose address needs no proof (the bootstrap admin's).
+    pub email_verified: bool,
 }
 
 /// The columns of an update; `None` leaves a column as it is.
@@ -36,17 +46,20 @@ pub struct UserChanges {
     pub phone: Option<Option<String>>,
     pub role: Option<String>,
     pub password_hash: Option<String>,
+    /// `Some(false)`: the email is no longer proven (an admin changed it).
+    pub email_verified: Option<bool>,
 }
 
-const USER_COLUMNS: &str = "id, email, name, phone, role, password_hash, created_at, updated_at";
+pub const USER_COLUMNS: &str = "id, email, name, phone, role, password_hash, created_at, updated_at, \
+     email_verified_at, deleted_at";
 
 pub async fn insert_user(
     executor: impl sqlx::PgExecutor<'_>,
     user: NewUser<'_>,
 ) -> Result<UserRow, UserError> {
     sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(format!(
-        "insert into users (id, email, name, phone, role, password_hash)
-         values ($1, $2, $3, $4, $5, $6)
+        "insert into users (id, email, name, phone, role, password_hash, email_verified_at)
+         values ($1, $2, $3, $4, $5, $6, case when $7 then now() end)
          returning {USER_COLUMNS}"
     )))
     .bind(Uuid::now_v7())
@@ -55,23 +68,29 @@ pub async fn insert_user(
     .bind(user.phone)
     .bind(user.role)
     .bind(user.password_hash)
+    .bind(user.email_verified)
     .fetch_one(executor)
     .await
     .map_err(UserError::from_write)
 }
 
-pub async fn user_by_id(pool: &PgPool, id: Uuid) -> Result<Option<UserRow>, UserError> {
+/// An account by id, deleted ones included (what they keep is anonymous).
+pub async fn user_by_id(
+    executor: impl sqlx::PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<UserRow>, UserError> {
     Ok(sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(format!(
         "select {USER_COLUMNS} from users where id = $1"
     )))
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await?)
 }
 
+/// The live account with this (normalised) email.
 pub async fn user_by_email(pool: &PgPool, email: &str) -> Result<Option<UserRow>, UserError> {
     Ok(sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(format!(
-        "select {USER_COLUMNS} from users where email = $1"
+        "select {USER_COLUMNS} from users where email = $1 and deleted_at is null"
     )))
     .bind(email)
     .fetch_optional(pool)
@@ -79,7 +98,7 @@ pub async fn user_by_email(pool: &PgPool, email: &str) -> Result<Option<UserRow>
 }
 
 pub async fn update_user(
-    pool: &PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     id: Uuid,
     changes: UserChanges,
 ) -> Result<Option<UserRow>, UserError> {
@@ -91,8 +110,13 @@ pub async fn update_user(
              phone = case when $4 then $5 else phone end,
              role = coalesce($6, role),
              password_hash = coalesce($7, password_hash),
+             email_verified_at = case
+                 when $8 then coalesce(email_verified_at, now())
+                 when not $8 then null
+                 else email_verified_at
+             end,
              updated_at = now()
-         where id = $1
+         where id = $1 and deleted_at is null
          returning {USER_COLUMNS}"
     )))
     .bind(id)
@@ -102,7 +126,8 @@ pub async fn update_user(
     .bind(changes.phone.flatten())
     .bind(changes.role)
     .bind(changes.password_hash)
-    .fetch_optional(pool)
+    .bind(changes.email_verified)
+    .fetch_optional(executor)
     .await
     .map_err(UserError::from_write)
 }
@@ -246,11 +271,73 @@ pub async fn revoke_family_of(pool: &PgPool, token_hash: &[u8]) -> Result<(), Us
 /// Revokes every refresh token of a user (after a password change).
 pub async fn revoke_all_of_user(pool: &PgPool, user_id: Uuid) -> Result<(), UserError> {
     let mut transaction = pool.begin().await?;
-    revoking(&mut transaction, user_id).await?;
-    sqlx::query(revoke_where!("user_id = $1"))
-        .bind(user_id)
-        .execute(&mut *transaction)
-        .await?;
+    revoke_all_in(&mut transaction, user_id).await?;
     transaction.commit().await?;
     Ok(())
+}
+
+/// Revokes every refresh token of a user inside `transaction` (a reset, a deletion), under the
+/// revocation lock. Take it before locking any of the user's token rows.
+pub async fn revoke_all_in(
+    transaction: &mut Transaction<'_, Postgres>,
+    user_id: Uuid,
+) -> Result<(), UserError> {
+    revoking(transaction, user_id).await?;
+    sqlx::query(revoke_where!("user_id = $1"))
+        .bind(user_id)
+        .execute(&mut **transaction)
+        .await?;
+    Ok(())
+}
+
+/// The admin listing's filters.
+pub struct UserFilter {
+    /// A fragment of the (lower-case) email.
+    pub email: Option<String>,
+    pub role: Option<&'static str>,
+    pub verified: Option<bool>,
+    /// Deleted accounts only, or live ones only.
+    pub deleted: bool,
+}
+
+/// One page of accounts matching `filter`, oldest first, and how many match in all.
+pub async fn list_users(
+    pool: &PgPool,
+    filter: &UserFilter,
+    paging: shop_web::Paging,
+) -> Result<(Vec<UserRow>, i64), UserError> {
+    // `%` and `_` in the fragment are meant literally.
+    let pattern = filter.email.as_ref().map(|fragment| {
+        let escaped = fragment
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        format!("%{escaped}%")
+    });
+    const MATCHING: &str = "($1::text is null or email like $1)
+           and ($2::text is null or role = $2)
+           and ($3::boolean is null or (email_verified_at is not null) = $3)
+           and (deleted_at is not null) = $4";
+    let rows = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(format!(
+        "select {USER_COLUMNS} from users where {MATCHING}
+         order by created_at, id limit $5 offset $6"
+    )))
+    .bind(&pattern)
+    .bind(filter.role)
+    .bind(filter.verified)
+    .bind(filter.deleted)
+    .bind(i64::from(paging.per_page))
+    .bind(paging.offset())
+    .fetch_all(pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "select count(*) from users where {MATCHING}"
+    )))
+    .bind(&pattern)
+    .bind(filter.role)
+    .bind(filter.verified)
+    .bind(filter.deleted)
+    .fetch_one(pool)
+    .await?;
+    Ok((rows, total))
 }

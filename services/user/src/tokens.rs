@@ -189,12 +189,14 @@ impl TokenPolicy {
 }
 
 /// A new refresh token: what the client gets, and the hash the database keeps.
-pub struct RefreshToken {
+/// A random token (256 bits, base64url) of which only a SHA-256 is stored: refresh tokens and
+/// the single-use tokens of account mails.
+pub struct OpaqueToken {
     pub token: String,
     pub hash: Vec<u8>,
 }
 
-impl RefreshToken {
+impl OpaqueToken {
     pub fn generate() -> Self {
         let bytes: [u8; 32] = rand::random();
         let token = URL_SAFE_NO_PAD.encode(bytes);
@@ -292,11 +294,11 @@ mod tests {
 
     #[test]
     fn refresh_tokens_are_random_and_stored_only_as_a_hash() {
-        let a = RefreshToken::generate();
-        let b = RefreshToken::generate();
+        let a = OpaqueToken::generate();
+        let b = OpaqueToken::generate();
         assert_ne!(a.token, b.token);
         assert_eq!(a.token.len(), 43);
-        assert_eq!(RefreshToken::hash_of(&a.token), a.hash);
+        assert_eq!(OpaqueToken::hash_of(&a.token), a.hash);
         assert_ne!(a.hash, a.token.as_bytes());
     }
 }
