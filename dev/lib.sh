@@ -93,6 +93,8 @@ export SHOP_SMTP_URL=smtp://127.0.0.1:$SMTP_PORT
 export SHOP_MAILPIT_URL=http://127.0.0.1:$MAILPIT_PORT
 export SHOP_STRIPE_MOCK_URL=http://127.0.0.1:$STRIPE_MOCK_PORT
 export SHOP_GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT
+# Where the links in account mails point.
+export SHOP_PUBLIC_URL=http://127.0.0.1:$GATEWAY_PORT
 export SHOP_DEV_REPLICAS=$REPLICAS
 export SHOP_ADMIN_EMAIL=${SHOP_ADMIN_EMAIL:-admin@shop.local}
 export SHOP_ADMIN_PASSWORD=${SHOP_ADMIN_PASSWORD:-admin-dev-password}

@@ -426,11 +426,16 @@ pub fn dev(function: &str) {
 
 /// The payment service's database, to count what the simulated provider charged.
 pub async fn payment_database() -> sqlx::PgPool {
+    database("shop_payment").await
+}
+
+/// A service's database (`shop_user`, …), to look at what no API shows.
+pub async fn database(name: &str) -> sqlx::PgPool {
     let settings =
         shop_config::Settings::from_env().expect("the settings dev/test exports are valid");
-    shop_web::postgres::connect(&settings.postgres, "shop_payment", &[])
+    shop_web::postgres::connect(&settings.postgres, name, &[])
         .await
-        .expect("the payment database")
+        .unwrap_or_else(|error| panic!("the database {name}: {error}"))
 }
 
 /// Charges the simulated provider made for an order.
@@ -506,6 +511,19 @@ pub async fn mail_text(address: &str, subject: &str) -> String {
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// The token in the link of the mail to `address` whose subject contains `subject`.
+pub async fn mailed_token(address: &str, subject: &str) -> String {
+    let text = mail_text(address, subject).await;
+    let start = text
+        .find("token=")
+        .unwrap_or_else(|| panic!("no link with a token in {text}"))
+        + "token=".len();
+    text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
 }
 
 /// Waits (up to 30 s) until Mailpit holds at least `count` mails for `address`.

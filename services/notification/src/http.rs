@@ -121,9 +121,8 @@ impl NotificationsApi {
         let found = store::contact(&self.pool, auth.0.user_id()?)
             .await
             .map_err(NotificationError::from)?;
-        let recipient = found.ok_or_else(|| {
-            ApiError::not_found("no contact details known yet for this account")
-        })?;
+        let recipient = found
+            .ok_or_else(|| ApiError::not_found("no contact details known yet for this account"))?;
         Ok(Json(ContactBody {
             email: recipient.email,
             name: recipient.name,

@@ -200,8 +200,7 @@ pub async fn plan(
                 phone: None,
             };
             let as_of = at(e.occurred_at);
-            store::save_recipient(&mut transaction, &recipient, as_of, Learned::FromOrder)
-                .await?;
+            store::save_recipient(&mut transaction, &recipient, as_of, Learned::FromOrder).await?;
             let contact = OrderContact {
                 customer_id: e.customer_id,
                 total: e.total,

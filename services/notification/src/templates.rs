@@ -338,7 +338,10 @@ mod tests {
                 "{kind}"
             );
             assert!(email.html.contains("<html"), "{kind}");
-            assert!(email.text.contains("https://shop.example/account/"), "{kind}");
+            assert!(
+                email.text.contains("https://shop.example/account/"),
+                "{kind}"
+            );
         }
         let reset = templates.email("password_reset", &account).unwrap();
         assert!(
@@ -350,9 +353,7 @@ mod tests {
         );
         let welcome = templates.email("welcome", &account).unwrap();
         assert!(
-            welcome
-                .text
-                .contains("/account/verify-email?token=T0KEN"),
+            welcome.text.contains("/account/verify-email?token=T0KEN"),
             "{}",
             welcome.text
         );

@@ -284,8 +284,8 @@ impl Accounts {
         let user = store::update_user(&mut *transaction, id, changes)
             .await?
             .ok_or(UserError::NotFound)?;
-        let contact_changed = (&user.email, &user.name, &user.phone)
-            != (&target.email, &target.name, &target.phone);
+        let contact_changed =
+            (&user.email, &user.name, &user.phone) != (&target.email, &target.name, &target.phone);
         if contact_changed {
             let trace_id = shop_web::request_id::current();
             outbox::enqueue(&mut transaction, lifecycle::updated(&user), Some(&trace_id)).await?;

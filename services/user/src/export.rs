@@ -37,9 +37,10 @@ impl Exporter {
         .bind(user_id)
         .fetch_all(&accounts.pool)
         .await?;
-        let claims = accounts
-            .tokens
-            .claims(user_id.to_string(), Role::Customer, Duration::from_secs(60));
+        let claims =
+            accounts
+                .tokens
+                .claims(user_id.to_string(), Role::Customer, Duration::from_secs(60));
         let token = accounts.key.sign(&claims)?;
         let as_customer = Caller {
             http: &self.http,
@@ -125,7 +126,9 @@ impl Caller<'_> {
                 break;
             };
             let Some(Value::Array(found)) = body.get_mut("items").map(Value::take) else {
-                return Err(UserError::Upstream(format!("{service}: a page without items")));
+                return Err(UserError::Upstream(format!(
+                    "{service}: a page without items"
+                )));
             };
             let last = found.len() < PER_PAGE as usize;
             items.extend(found);

@@ -312,7 +312,11 @@ impl UserApi {
     ) -> Result<Json<UserPage>, ApiError> {
         auth.0.require_admin()?;
         let paging = Paging::new(page.0, per_page.0)?;
-        if email.0.as_ref().is_some_and(|email| email.chars().count() > 254) {
+        if email
+            .0
+            .as_ref()
+            .is_some_and(|email| email.chars().count() > 254)
+        {
             return Err(ApiError::unprocessable("email is at most 254 characters"));
         }
         let filter = UserFilter {

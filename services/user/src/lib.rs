@@ -179,9 +179,12 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
         .child(shop_web::server::child(
             HTTP, SERVICE, addr, routes, shutdown, grace,
         ))
-        .child(Child::actor(RESETS, "mailer", Restart::Permanent, move || {
-            (resets::Resets, reset_accounts.clone())
-        }))
+        .child(Child::actor(
+            RESETS,
+            "mailer",
+            Restart::Permanent,
+            move || (resets::Resets, reset_accounts.clone()),
+        ))
         .child(shop_bridge::bridge_child(
             BRIDGE,
             SERVICE,

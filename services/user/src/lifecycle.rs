@@ -379,7 +379,10 @@ impl Accounts {
         {
             return Err(UserError::WrongCurrentPassword);
         }
-        if store::user_by_email(&self.pool, &new_email).await?.is_some() {
+        if store::user_by_email(&self.pool, &new_email)
+            .await?
+            .is_some()
+        {
             return Err(UserError::EmailTaken);
         }
         let mut transaction = self.pool.begin().await?;
