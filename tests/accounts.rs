@@ -590,6 +590,7 @@ async fn admins_list_accounts_by_email_role_verified_and_deleted() {
         "role=root",
         "verified=maybe",
         "deleted=2",
+        "email=%00",
     ] {
         let response = admin.get(&format!("/users?{query}")).await;
         let status = response.status().as_u16();

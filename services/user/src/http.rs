@@ -315,9 +315,11 @@ impl UserApi {
         if email
             .0
             .as_ref()
-            .is_some_and(|email| email.chars().count() > 254)
+            .is_some_and(|email| email.chars().count() > 254 || email.chars().any(char::is_control))
         {
-            return Err(ApiError::unprocessable("email is at most 254 characters"));
+            return Err(ApiError::unprocessable(
+                "email is at most 254 printable characters",
+            ));
         }
         let filter = UserFilter {
             email: email.0.map(|email| email.trim().to_lowercase()),
