@@ -217,7 +217,7 @@ async fn a_poison_message_on_every_topic_goes_to_its_dead_letter_topic_and_consu
     // Every service that consumes a topic dead-letters the poison once and went on (the books
     // above balanced with traffic after the poison).
     let consumers: [(&str, &[&str]); 4] = [
-        (shop_schemas::USERS, &["notification"]),
+        (shop_schemas::USERS, &["cart", "notification", "order"]),
         (shop_schemas::PRODUCTS, &["cart"]),
         (
             shop_schemas::ORDERS,

@@ -344,3 +344,161 @@ async fn a_recorded_message_is_sent_by_one_replica_only() {
         "exactly one claim takes"
     );
 }
+
+fn order_for(user_id: Uuid, email: &str, name: &str) -> shop_schemas::OrderPlaced {
+    shop_schemas::OrderPlaced {
+        event_id: Uuid::new_v4(),
+        occurred_at: shop_schemas::now_millis(),
+        order_id: Uuid::new_v4(),
+        customer_id: user_id,
+        customer_email: email.to_owned(),
+        customer_name: name.to_owned(),
+        lines: vec![shop_schemas::OrderLine {
+            product_id: Uuid::new_v4(),
+            name: "Mug".into(),
+            quantity: 1,
+            unit_price: 1299,
+        }],
+        total: 1299,
+        currency: "EUR".into(),
+        payment_method: "pm_card_visa".into(),
+        idempotency_key: "k-1".into(),
+        shipping_address: None,
+        shipping_method: None,
+        subtotal: None,
+        shipping: None,
+        tax: None,
+        prices_include_tax: None,
+        delivery_min_days: None,
+        delivery_max_days: None,
+    }
+}
+
+async fn contact(pool: &PgPool, user_id: Uuid) -> Option<shop_notification::store::Recipient> {
+    shop_notification::store::contact(pool, user_id)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_address_book_follows_the_account_and_forgets_a_deleted_customer_for_good() {
+    let pool = database().await;
+    let templates = Templates::new(None);
+    let plan = |event: Envelope| {
+        let (pool, templates) = (&pool, &templates);
+        async move {
+            shop_notification::plan::plan(pool, templates, &event)
+                .await
+                .unwrap()
+        }
+    };
+    let mut registered = registered("Ada");
+    registered.phone = Some("+4915100000001".into());
+    let user_id = registered.user_id;
+    plan(Envelope::from(registered.clone())).await;
+    let updated = shop_schemas::UserUpdated {
+        event_id: Uuid::new_v4(),
+        occurred_at: registered.occurred_at + 10,
+        user_id,
+        email: "ada.new@shop.test".into(),
+        name: "Ada King".into(),
+        phone: None,
+        email_verified: true,
+    };
+    plan(Envelope::from(updated.clone())).await;
+    let now = contact(&pool, user_id).await.unwrap();
+    assert_eq!(
+        (now.email.as_str(), now.name.as_str(), now.phone),
+        ("ada.new@shop.test", "Ada King", None),
+        "a removed phone is removed"
+    );
+
+    // An older change applied late, and an order's snapshot, change nothing.
+    let older = shop_schemas::UserUpdated {
+        event_id: Uuid::new_v4(),
+        occurred_at: registered.occurred_at + 5,
+        phone: Some("+4915100000002".into()),
+        ..updated.clone()
+    };
+    plan(Envelope::from(older)).await;
+    plan(Envelope::from(order_for(user_id, "old@shop.test", "Old Name"))).await;
+    let now = contact(&pool, user_id).await.unwrap();
+    assert_eq!((now.email.as_str(), now.phone), ("ada.new@shop.test", None));
+
+    // Deleted: the log is erased, and a late order neither brings the address back nor sends.
+    let deleted = shop_schemas::UserDeleted {
+        event_id: Uuid::new_v4(),
+        occurred_at: shop_schemas::now_millis(),
+        user_id,
+        by_admin: false,
+    };
+    plan(Envelope::from(deleted)).await;
+    assert!(contact(&pool, user_id).await.is_none());
+    let log: Vec<(String, Option<String>, Option<String>)> =
+        sqlx::query_as("select recipient, subject, body_text from deliveries where user_id = $1")
+            .bind(user_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(!log.is_empty());
+    assert!(
+        log.iter()
+            .all(|row| row == &("erased".to_owned(), None, None)),
+        "{log:?}"
+    );
+    let late = order_for(user_id, "ada.new@shop.test", "Ada King");
+    let sent = plan(Envelope::from(late.clone())).await;
+    assert!(sent.is_empty());
+    assert!(contact(&pool, user_id).await.is_none());
+    let recorded: i64 = sqlx::query_scalar("select count(*) from deliveries where event_id = $1")
+        .bind(late.event_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 0);
+}
+
+#[tokio::test]
+async fn an_account_mail_goes_to_the_address_it_names_by_email_only_whatever_the_opt_outs() {
+    let pool = database().await;
+    let registered = registered("Ada");
+    let user_id = registered.user_id;
+    let templates = Templates::new(None).with_shop_url("https://shop.example");
+    shop_notification::plan::plan(&pool, &templates, &Envelope::from(registered))
+        .await
+        .unwrap();
+    shop_notification::store::set_preferences(
+        &pool,
+        user_id,
+        shop_notification::store::Preferences {
+            email_opt_out: true,
+            sms_opt_out: true,
+        },
+    )
+    .await
+    .unwrap();
+    let reset = shop_schemas::AccountMailRequested {
+        event_id: Uuid::new_v4(),
+        occurred_at: shop_schemas::now_millis(),
+        user_id,
+        kind: shop_schemas::AccountMailKind::PasswordReset,
+        email: "elsewhere@shop.test".into(),
+        name: "Ada".into(),
+        token: Some("T0KEN".into()),
+        expires_at: Some(shop_schemas::now_millis() + 1_800_000),
+        new_email: None,
+    };
+    let sent = shop_notification::plan::plan(&pool, &templates, &Envelope::from(reset.clone()))
+        .await
+        .unwrap();
+    assert_eq!(sent.len(), 1);
+    let delivery = only_delivery(&pool, reset.event_id).await;
+    assert_eq!(delivery.channel, "email");
+    assert_eq!(delivery.recipient, "elsewhere@shop.test");
+    assert!(
+        delivery
+            .body_text
+            .unwrap()
+            .contains("https://shop.example/account/reset-password?token=T0KEN")
+    );
+}
