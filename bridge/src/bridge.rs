@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rdkafka::consumer::Consumer;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::FutureProducer;
 use shop_config::KafkaSettings;
 use shop_schemas::{Envelope, Event};
 use tokio::task::AbortHandle;
@@ -256,6 +256,7 @@ impl Actor for Bridge {
                 service: args.service,
                 consumer,
                 producer: producer.clone(),
+                settings: args.settings.clone(),
                 subscriptions: args.subscriptions,
                 max_attempts: args.settings.max_attempts.max(1),
                 health,
@@ -407,7 +408,7 @@ async fn watch(context: Arc<Context>, bridge: ActorRef<BridgeMsg>, stuck_after: 
         let now = Instant::now();
         let seen = context.health.view();
         let cluster_answers =
-            !watchdog.needs_probe(&seen, now) || cluster_answers(&context.producer).await;
+            !watchdog.needs_probe(&seen, now) || cluster_answers(&context.settings).await;
         let phase = watchdog.assess(&seen, now, cluster_answers);
 
         metrics::CONSUMER_MEMBER
@@ -440,19 +441,14 @@ async fn watch(context: Arc<Context>, bridge: ActorRef<BridgeMsg>, stuck_after: 
     }
 }
 
-/// Whether the cluster answers a metadata request (through the producer's connections, which
-/// are not the consumer's): if it does not, the broker is away and a silent consumer is not to
-/// blame.
-async fn cluster_answers(producer: &SharedProducer) -> bool {
-    let producer = current(producer);
-    tokio::task::spawn_blocking(move || {
-        producer
-            .client()
-            .fetch_metadata(None, PROBE_TIMEOUT)
-            .is_ok()
-    })
-    .await
-    .unwrap_or(false)
+/// Whether the cluster answers a metadata request (through a client made for the question, not
+/// the consumer's connections): if it does not, the broker is away and a silent consumer is not
+/// to blame.
+async fn cluster_answers(settings: &KafkaSettings) -> bool {
+    let settings = settings.clone();
+    tokio::task::spawn_blocking(move || kafka::cluster_answers(&settings, PROBE_TIMEOUT))
+        .await
+        .unwrap_or(false)
 }
 
 /// Publishes through the bridge named `bridge` and waits until Kafka has every message.

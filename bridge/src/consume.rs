@@ -27,6 +27,7 @@ pub(crate) struct Context {
     pub service: &'static str,
     pub consumer: ClosedOffThread,
     pub producer: SharedProducer,
+    pub settings: shop_config::KafkaSettings,
     pub subscriptions: Subscriptions,
     pub max_attempts: u32,
     pub health: Arc<ConsumerHealth>,

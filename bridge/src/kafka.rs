@@ -139,6 +139,16 @@ fn base_config(settings: &KafkaSettings) -> ClientConfig {
     config
 }
 
+/// Whether the cluster answers a metadata request within `timeout`, asked through a client of
+/// its own made for the question. Not through the service's producer: after a broker outage an
+/// idle producer's connections can stay wedged (seen: the notification service's, which only
+/// ever writes dead letters, failed every request for minutes while Kafka answered everyone
+/// else), and a probe through it would blame the broker for a consumer that is stuck. Blocking.
+pub fn cluster_answers(settings: &KafkaSettings, timeout: Duration) -> bool {
+    let probe: Result<AdminClient<DefaultClientContext>, _> = base_config(settings).create();
+    probe.is_ok_and(|probe| probe.inner().fetch_metadata(None, timeout).is_ok())
+}
+
 /// The service's producer: idempotent, every write acknowledged by all in-sync replicas.
 pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, BridgeError> {
     Ok(base_config(settings)

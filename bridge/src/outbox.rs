@@ -182,7 +182,11 @@ pub async fn relay_once(pool: &PgPool, bridge: &str) -> Result<Round, BridgeErro
     // no row is left; a relay that found it busy tries again shortly (see `relay`). The lock ends
     // with the transaction, or with the connection of a relay that died. The mark "sent" is
     // committed without waiting for its flush: losing it only republishes rows that consumers
-    // skip as duplicates. One statement takes the lock, sets that, and reads the batch.
+    // skip as duplicates. One statement takes the lock, sets that, and reads the batch. Its
+    // snapshot is taken before the lock is: a relay that gets the lock just as the previous
+    // holder committed would still see that holder's rows unsent. `FOR UPDATE` makes PostgreSQL
+    // read each row again as committed now (a row marked meanwhile no longer qualifies), so no
+    // row is published twice; it never waits, the lock's holder being the only writer of marks.
     let rows: Vec<(Leadership, Option<Pending>)> = sqlx::query_as::<_, LeaderRow>(
         "with leader as (
              select pg_try_advisory_xact_lock(hashtext($1)) as leader,
@@ -195,6 +199,7 @@ pub async fn relay_once(pool: &PgPool, bridge: &str) -> Result<Round, BridgeErro
              from outbox where leader.leader and sent_at is null
              order by id
              limit $2
+             for update
          ) o on true",
     )
     .bind(CHANNEL)
