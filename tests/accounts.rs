@@ -25,6 +25,16 @@ async fn post(path: &str, token: Option<&str>, body: Value) -> reqwest::Response
     request.send().await.expect("the gateway answers")
 }
 
+/// Proves `shopper`'s address with a mailed token.
+async fn verify(shopper: &Shopper, token: &str) -> reqwest::Response {
+    post(
+        "/users/verify-email",
+        Some(&shopper.token),
+        json!({ "token": token }),
+    )
+    .await
+}
+
 async fn me(shopper: &Shopper) -> Value {
     get_json(&shopper.client, url("/users/me"), Some(&shopper.token)).await
 }
@@ -57,39 +67,16 @@ async fn the_welcome_mail_proves_the_address_once_and_for_its_own_account_only()
     let token = mailed_token(&shopper.email, "Welcome").await;
 
     // Another account cannot use it; the answer is the one for any bad token.
-    let refused = problem(
-        post(
-            "/users/verify-email",
-            Some(&other.token),
-            json!({ "token": token }),
-        )
-        .await,
-        400,
-    )
-    .await;
+    let refused = problem(verify(&other, &token).await, 400).await;
     assert_eq!(refused["detail"], "the link is invalid, used or expired");
     assert_eq!(me(&other).await["email_verified"], false);
 
-    let verified = post(
-        "/users/verify-email",
-        Some(&shopper.token),
-        json!({ "token": token }),
-    )
-    .await;
+    let verified = verify(&shopper, &token).await;
     assert_eq!(verified.status(), StatusCode::OK);
     assert_eq!(me(&shopper).await["email_verified"], true);
 
     // Once only.
-    let again = problem(
-        post(
-            "/users/verify-email",
-            Some(&shopper.token),
-            json!({ "token": token }),
-        )
-        .await,
-        400,
-    )
-    .await;
+    let again = problem(verify(&shopper, &token).await, 400).await;
     assert_eq!(again["detail"], refused["detail"]);
     // A verified address needs no more links.
     problem(
@@ -132,12 +119,7 @@ async fn a_verification_link_expires_and_another_can_be_asked_for_three_times_in
     .execute(&database("shop_user").await)
     .await
     .unwrap();
-    let expired = post(
-        "/users/verify-email",
-        Some(&shopper.token),
-        json!({ "token": token }),
-    )
-    .await;
+    let expired = verify(&shopper, &token).await;
     problem(expired, 400).await;
     assert_eq!(me(&shopper).await["email_verified"], false);
 
@@ -154,12 +136,7 @@ async fn a_verification_link_expires_and_another_can_be_asked_for_three_times_in
     // The welcome and two more: the newest holds the live link.
     wait_for_mails(&shopper.email, 3).await;
     let fresh = mailed_token(&shopper.email, "Confirm your email address").await;
-    let verified = post(
-        "/users/verify-email",
-        Some(&shopper.token),
-        json!({ "token": fresh }),
-    )
-    .await;
+    let verified = verify(&shopper, &fresh).await;
     assert_eq!(verified.status(), StatusCode::OK);
 }
 

@@ -134,6 +134,27 @@ fn at(millis: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default()
 }
 
+/// The address book takes an account's contact details as of `occurred_at` (milliseconds).
+async fn learn_account(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    (user_id, email, name, phone): (Uuid, &String, &String, &Option<String>),
+    occurred_at: i64,
+) -> Result<(), sqlx::Error> {
+    let recipient = Recipient {
+        user_id,
+        email: email.clone(),
+        name: name.clone(),
+        phone: phone.clone(),
+    };
+    store::save_recipient(
+        transaction,
+        &recipient,
+        at(occurred_at),
+        Learned::FromAccount,
+    )
+    .await
+}
+
 enum About {
     User(Uuid),
     Order(Uuid),
@@ -170,26 +191,12 @@ pub async fn plan(
     }
     match event {
         Envelope::UserRegistered(e) => {
-            let recipient = Recipient {
-                user_id: e.user_id,
-                email: e.email.clone(),
-                name: e.name.clone(),
-                phone: e.phone.clone(),
-            };
-            let as_of = at(e.occurred_at);
-            store::save_recipient(&mut transaction, &recipient, as_of, Learned::FromAccount)
-                .await?;
+            let account = (e.user_id, &e.email, &e.name, &e.phone);
+            learn_account(&mut transaction, account, e.occurred_at).await?;
         }
         Envelope::UserUpdated(e) => {
-            let recipient = Recipient {
-                user_id: e.user_id,
-                email: e.email.clone(),
-                name: e.name.clone(),
-                phone: e.phone.clone(),
-            };
-            let as_of = at(e.occurred_at);
-            store::save_recipient(&mut transaction, &recipient, as_of, Learned::FromAccount)
-                .await?;
+            let account = (e.user_id, &e.email, &e.name, &e.phone);
+            learn_account(&mut transaction, account, e.occurred_at).await?;
         }
         Envelope::UserDeleted(e) => store::erase(&mut transaction, e.user_id).await?,
         Envelope::OrderPlaced(e) => {

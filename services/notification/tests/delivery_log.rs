@@ -421,7 +421,12 @@ async fn the_address_book_follows_the_account_and_forgets_a_deleted_customer_for
         ..updated.clone()
     };
     plan(Envelope::from(older)).await;
-    plan(Envelope::from(order_for(user_id, "old@shop.test", "Old Name"))).await;
+    plan(Envelope::from(order_for(
+        user_id,
+        "old@shop.test",
+        "Old Name",
+    )))
+    .await;
     let now = contact(&pool, user_id).await.unwrap();
     assert_eq!((now.email.as_str(), now.phone), ("ada.new@shop.test", None));
 

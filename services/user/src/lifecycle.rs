@@ -148,6 +148,29 @@ fn mail(
     }
 }
 
+/// A mail with a link: what its token proves, the kind of mail, where it goes, how long it works.
+struct Link<'a> {
+    purpose: Purpose,
+    kind: AccountMailKind,
+    to: &'a str,
+    ttl: Duration,
+}
+
+/// Makes the token a mail's link carries and writes the mail's event, in `transaction`.
+async fn mail_link(
+    transaction: &mut Transaction<'_, Postgres>,
+    user: &UserRow,
+    link: Link<'_>,
+) -> Result<Issued, UserError> {
+    let issued = issue(transaction, user.id, link.purpose, link.to, link.ttl).await?;
+    enqueue(
+        transaction,
+        mail(user, link.kind, link.to, Some(&issued), None),
+    )
+    .await?;
+    Ok(issued)
+}
+
 /// The account as it now is, for every service that keeps a copy of its contact details.
 pub fn updated(user: &UserRow) -> UserUpdated {
     UserUpdated {
@@ -217,22 +240,14 @@ impl Accounts {
         }
         let mut transaction = self.pool.begin().await?;
         self.verification_allowed(&mut transaction, &user).await?;
-        let issued = issue(
-            &mut transaction,
-            user.id,
-            Purpose::VerifyEmail,
-            &user.email,
-            self.lifecycle.verification_ttl,
-        )
-        .await?;
-        let event = mail(
-            &user,
-            AccountMailKind::VerifyEmail,
-            &user.email,
-            Some(&issued),
-            None,
-        );
-        enqueue(&mut transaction, event).await?;
+        let ttl = self.lifecycle.verification_ttl;
+        let link = Link {
+            purpose: Purpose::VerifyEmail,
+            kind: AccountMailKind::VerifyEmail,
+            to: &user.email,
+            ttl,
+        };
+        let issued = mail_link(&mut transaction, &user, link).await?;
         outbox::commit(transaction, &self.pool).await?;
         Ok(issued.expires_at)
     }
@@ -281,22 +296,13 @@ impl Accounts {
             tracing::warn!(user_id = %user.id, "password reset mails limited");
             return Ok(());
         }
-        let issued = issue(
-            &mut transaction,
-            user.id,
-            Purpose::PasswordReset,
-            &email,
-            self.lifecycle.reset_ttl,
-        )
-        .await?;
-        let event = mail(
-            &user,
-            AccountMailKind::PasswordReset,
-            &email,
-            Some(&issued),
-            None,
-        );
-        enqueue(&mut transaction, event).await?;
+        let link = Link {
+            purpose: Purpose::PasswordReset,
+            kind: AccountMailKind::PasswordReset,
+            to: &email,
+            ttl: self.lifecycle.reset_ttl,
+        };
+        mail_link(&mut transaction, &user, link).await?;
         outbox::commit(transaction, &self.pool).await?;
         tracing::info!(user_id = %user.id, "password reset mailed");
         Ok(())
@@ -387,21 +393,13 @@ impl Accounts {
         }
         let mut transaction = self.pool.begin().await?;
         self.verification_allowed(&mut transaction, &user).await?;
-        let issued = issue(
-            &mut transaction,
-            user.id,
-            Purpose::VerifyEmail,
-            &new_email,
-            self.lifecycle.verification_ttl,
-        )
-        .await?;
-        let to_new = mail(
-            &user,
-            AccountMailKind::EmailChange,
-            &new_email,
-            Some(&issued),
-            None,
-        );
+        let link = Link {
+            purpose: Purpose::VerifyEmail,
+            kind: AccountMailKind::EmailChange,
+            to: &new_email,
+            ttl: self.lifecycle.verification_ttl,
+        };
+        let issued = mail_link(&mut transaction, &user, link).await?;
         let to_old = mail(
             &user,
             AccountMailKind::EmailChangeNotice,
@@ -409,7 +407,6 @@ impl Accounts {
             None,
             Some(&new_email),
         );
-        enqueue(&mut transaction, to_new).await?;
         enqueue(&mut transaction, to_old).await?;
         outbox::commit(transaction, &self.pool).await?;
         tracing::info!(%user_id, "email change asked for");
