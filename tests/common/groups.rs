@@ -142,14 +142,46 @@ pub async fn wait_until_whole(within: Duration, steady: Duration) -> Result<Inst
         } else {
             whole_since = None;
             if now >= deadline {
+                let mut seen = Vec::new();
+                for (service, group) in &groups {
+                    if !group.as_ref().is_ok_and(|group| group.whole(replicas)) {
+                        seen.push(format!("{service}: {}", watchdog_view(service).await));
+                    }
+                }
                 return Err(format!(
                     "the consumer groups of these services were not whole ({replicas} members \
-                     with partitions each) within {}s: {}",
+                     with partitions each) within {}s: {}; their bridges saw: {}",
                     within.as_secs(),
-                    broken.join("; ")
+                    broken.join("; "),
+                    seen.join("; ")
                 ));
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// What a service's bridge watchdog reports on `/metrics` (membership, progress, restarts), to
+/// tell a stuck consumer the watchdog missed from one it is about to restart.
+async fn watchdog_view(service: &str) -> String {
+    let url = format!(
+        "{}/metrics",
+        super::env(&format!("SHOP_{}_URL", service.to_uppercase())).trim_end_matches('/')
+    );
+    let Ok(response) = reqwest::get(&url).await else {
+        return "no answer on /metrics".to_owned();
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|line| {
+            [
+                "shop_kafka_consumer_member",
+                "shop_kafka_consumer_seconds_since_progress",
+                "shop_kafka_consumer_restarts_total",
+            ]
+            .iter()
+            .any(|name| line.starts_with(name))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -105,6 +105,7 @@ struct PreferencesBody {
 
 /// Where the caller's notifications go, as this service learned it from the account.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 struct ContactBody {
     email: String,
     name: String,
