@@ -16,6 +16,8 @@ PORT_OFFSET=${SHOP_DEV_PORT_OFFSET:-0}
 
 FERRETDB_VERSION=v1.24.2
 MAILPIT_VERSION=v1.33.1
+# v1.75.0, not v1.76.0: the newest the Go module proxy here serves as an approved release.
+JAEGER_VERSION=v1.75.0
 PLAYWRIGHT_VERSION=1.65.1
 SCHEMATHESIS_VERSION=4.32.5
 STRIPE_MOCK_VERSION=v0.203.0
@@ -32,6 +34,10 @@ GATEWAY_PORT=$((8080 + PORT_OFFSET))
 SMTP_PORT=$((1025 + PORT_OFFSET))
 MAILPIT_PORT=$((8025 + PORT_OFFSET))
 STRIPE_MOCK_PORT=$((12111 + PORT_OFFSET))
+JAEGER_OTLP_PORT=$((4318 + PORT_OFFSET))
+JAEGER_QUERY_PORT=$((16686 + PORT_OFFSET))
+JAEGER_GRPC_PORT=$((16685 + PORT_OFFSET))
+JAEGER_HEALTH_PORT=$((13133 + PORT_OFFSET))
 
 # The services, in start order, and their ports. A service not built yet is still routed by
 # nginx (to a port nobody listens on), which answers 503 for it.
@@ -93,6 +99,10 @@ export SHOP_SMTP_URL=smtp://127.0.0.1:$SMTP_PORT
 export SHOP_MAILPIT_URL=http://127.0.0.1:$MAILPIT_PORT
 export SHOP_STRIPE_MOCK_URL=http://127.0.0.1:$STRIPE_MOCK_PORT
 export SHOP_GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT
+# Spans to Jaeger; every trace kept unless told otherwise (a ratio is for production's volume).
+export SHOP_TRACE_ENDPOINT=http://127.0.0.1:$JAEGER_OTLP_PORT/v1/traces
+export SHOP_TRACE_QUERY_URL=http://127.0.0.1:$JAEGER_QUERY_PORT
+export SHOP_TRACE_SAMPLE_RATIO=${SHOP_TRACE_SAMPLE_RATIO:-1}
 # Where the links in account mails point.
 export SHOP_PUBLIC_URL=http://127.0.0.1:$GATEWAY_PORT
 export SHOP_DEV_REPLICAS=$REPLICAS
@@ -112,6 +122,7 @@ install_all() {
   install_ferretdb
   install_kafka
   install_mailpit
+  install_jaeger
   install_stripe_mock
   install_playwright
   install_avro_tools
@@ -416,6 +427,24 @@ install_mailpit() {
   touch "$TOOLS/mailpit-$MAILPIT_VERSION"
 }
 
+# Jaeger: the trace store (OTLP in, a query API out). Built from source in a module of its own,
+# as its release binaries are not on a registry reachable here; such a build serves a
+# placeholder instead of Jaeger's UI, so the observer page draws the traces itself.
+install_jaeger() {
+  [ -x "$TOOLS/bin/jaeger" ] && [ -f "$TOOLS/jaeger-$JAEGER_VERSION" ] && return
+  command -v go >/dev/null || die "Go is needed to build Jaeger"
+  log "building Jaeger $JAEGER_VERSION (go build, about four minutes)"
+  local module=$TOOLS/jaeger-module
+  rm -rf "$module" && mkdir -p "$module" "$TOOLS/bin"
+  (
+    cd "$module" &&
+      go mod init shop-dev-jaeger &&
+      go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION" &&
+      go build -o "$TOOLS/bin/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger
+  ) >"$TOOLS/jaeger-build.log" 2>&1 || die "building Jaeger failed; see $TOOLS/jaeger-build.log"
+  touch "$TOOLS/jaeger-$JAEGER_VERSION"
+}
+
 # stripe-mock: Stripe's own mock of its API, validating every request against Stripe's OpenAPI
 # description (the Stripe client's contract tests; SHOP_STRIPE_API_BASE can point at it too).
 install_stripe_mock() {
@@ -477,6 +506,14 @@ start_mailpit() {
   wait_for Mailpit 30 curl -sf "http://127.0.0.1:$MAILPIT_PORT/api/v1/info"
 }
 
+start_jaeger() {
+  running jaeger && return
+  SHOP_JAEGER_OTLP_PORT=$JAEGER_OTLP_PORT SHOP_JAEGER_QUERY_PORT=$JAEGER_QUERY_PORT \
+    SHOP_JAEGER_GRPC_PORT=$JAEGER_GRPC_PORT SHOP_JAEGER_HEALTH_PORT=$JAEGER_HEALTH_PORT \
+    start jaeger "$TOOLS/bin/jaeger" --config "$ROOT/dev/jaeger.yaml"
+  wait_for Jaeger 30 curl -sf "http://127.0.0.1:$JAEGER_QUERY_PORT/api/services"
+}
+
 start_nginx() {
   render_nginx
   if running nginx; then
@@ -496,10 +533,11 @@ start_infrastructure() {
   local ferret=$!
   start_kafka
   start_mailpit
+  start_jaeger
   start_stripe_mock
   wait $ferret
   start_nginx
-  log "infrastructure up in $((SECONDS - started))s: PostgreSQL :$PG_PORT, FerretDB :$MONGO_PORT, Kafka :$KAFKA_PORT, nginx :$GATEWAY_PORT, Mailpit :$SMTP_PORT (UI :$MAILPIT_PORT), stripe-mock :$STRIPE_MOCK_PORT"
+  log "infrastructure up in $((SECONDS - started))s: PostgreSQL :$PG_PORT, FerretDB :$MONGO_PORT, Kafka :$KAFKA_PORT, nginx :$GATEWAY_PORT, Mailpit :$SMTP_PORT (UI :$MAILPIT_PORT), stripe-mock :$STRIPE_MOCK_PORT, Jaeger :$JAEGER_OTLP_PORT (API :$JAEGER_QUERY_PORT)"
 }
 
 build_shop() {
@@ -579,6 +617,7 @@ stop_all() {
   stop_pid kafka
   stop_pid ferretdb
   stop_pid mailpit
+  stop_pid jaeger
   stop_pid stripe-mock
   stop_postgres
 }

@@ -30,4 +30,21 @@ function customer(r) {
     return r.variables.request_id;
 }
 
-export default { customer };
+// The request's id: the client's X-Request-ID when it looks like an id, else the trace id of the
+// client's traceparent (so the request and its trace share an id), else nginx's own.
+var REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
+var TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
+
+function request_id(r) {
+    var given = r.headersIn['X-Request-ID'];
+    if (given && REQUEST_ID.test(given)) {
+        return given;
+    }
+    var parent = (r.headersIn.traceparent || '').match(TRACEPARENT);
+    if (parent && parent[1] !== '00000000000000000000000000000000') {
+        return parent[1];
+    }
+    return r.variables.request_id;
+}
+
+export default { customer, request_id };

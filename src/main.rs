@@ -88,7 +88,6 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    init_logging(&settings);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -96,7 +95,20 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command, settings)) {
+    // Only the services are traced; the tools (bench, load, tree) are their clients.
+    let traced_as = match &cli.command {
+        Command::Serve { services } => Some(services.join("+")),
+        _ => None,
+    };
+    let telemetry = {
+        let _entered = runtime.enter();
+        init_logging(&settings, traced_as.as_deref())
+    };
+    let outcome = runtime.block_on(run(cli.command, settings));
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("shop: {error:#}");
@@ -157,26 +169,63 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     }
 }
 
-fn init_logging(settings: &Settings) {
+/// Log lines to stderr, filtered by `SHOP_LOG`; and, for a service with a trace store
+/// configured, spans to the store. The two have their own filters: quieting the log does not
+/// thin the traces.
+fn init_logging(settings: &Settings, service: Option<&str>) -> Option<shop_telemetry::Telemetry> {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
     // ractor opens an INFO span for each actor's whole life: ~400 bytes held by every one of a
     // hundred thousand carts, for nothing we read. Unless the filter says otherwise, ractor is
     // heard from at warn and above, and those spans are never made.
-    let directives = if settings.log_filter.contains("ractor") {
-        settings.log_filter.clone()
-    } else {
-        format!("{},ractor=warn", settings.log_filter)
-    };
+    let mut directives = settings.log_filter.clone();
+    if !directives.contains("ractor") {
+        directives.push_str(",ractor=warn");
+    }
+    // Spans made for the trace store alone stay out of log lines (see shop_telemetry).
+    if !directives.contains(shop_telemetry::SPANS_ONLY) {
+        directives.push_str(&format!(",{}=off", shop_telemetry::SPANS_ONLY));
+    }
     let filter = EnvFilter::try_new(&directives).unwrap_or_else(|error| {
         eprintln!("shop: SHOP_LOG is not a valid filter ({error}); using info");
         EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match settings.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let log = match settings.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
     }
+    .with_filter(filter);
+    let telemetry = match (service, &settings.tracing.endpoint) {
+        (Some(service), Some(endpoint)) => {
+            match shop_telemetry::Telemetry::start(
+                endpoint.as_str(),
+                settings.tracing.sample_ratio.0,
+                service,
+            ) {
+                Ok(telemetry) => Some(telemetry),
+                Err(error) => {
+                    eprintln!("shop: tracing is off: {error}");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    // Our own spans: every crate of ours is `shop…`.
+    let traces = telemetry.as_ref().map(|telemetry| {
+        telemetry
+            .layer()
+            .with_filter(Targets::new().with_target("shop", LevelFilter::INFO))
+    });
+    tracing_subscriber::registry().with(log).with(traces).init();
+    telemetry
 }

@@ -124,6 +124,20 @@ static BY_KIND: LazyLock<DashMap<String, (u64, Duration)>> = LazyLock::new(DashM
 
 /// Times one message's handling; dropped at the end of `handle`, it adds the message to the
 /// actor's figures (shown in tree snapshots) and to its kind's (on `/metrics`).
+/// The span of `actor` handling `message`, in the trace the message came with (`trace`, a W3C
+/// `traceparent`), with the actor's name and kind; no span for a message without a trace.
+pub fn handling_span(actor: ActorCell, message: &str, trace: Option<&str>) -> tracing::Span {
+    let Some(trace) = trace else {
+        return tracing::Span::none();
+    };
+    let name = actor.get_name().unwrap_or_default();
+    let kind = META
+        .get(&name)
+        .map(|meta| meta.kind.clone())
+        .unwrap_or_default();
+    shop_telemetry::actor_span(&name, &kind, message, Some(trace))
+}
+
 pub struct Handling {
     actor: ActorCell,
     started: Instant,

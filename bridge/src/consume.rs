@@ -13,6 +13,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use shop_schemas::{Envelope, dead_letter_topic, decode};
+use tracing::Instrument;
 
 use crate::bridge::{Ack, Delivery, SharedProducer, Subscriber, Subscriptions, current};
 use crate::health::{BridgeContext, ConsumerHealth};
@@ -255,15 +256,42 @@ fn store_position(
 /// Decodes and delivers one message, or sends it to the dead-letter topic.
 async fn handle(context: Arc<Context>, message: OwnedMessage, key: (String, Vec<u8>)) -> Finished {
     let headers = kafka::read_headers(message.headers().map(|h| h.as_borrowed()));
-    let trace_id = headers
-        .iter()
-        .find(|(key, _)| key == header::TRACE_ID)
-        .map(|(_, value)| value.clone());
+    let header_value = |name: &str| {
+        headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    let traceparent = header_value(header::TRACEPARENT)
+        .filter(|traceparent| shop_telemetry::trace_id_of(traceparent).is_some());
+    let span = kafka::process_span(
+        message.topic(),
+        context.service,
+        message.partition(),
+        message.offset(),
+        traceparent.as_deref(),
+    );
+    // The subscriber's actor continues from this span; with tracing off, the trace id travels
+    // on as it came, for the logs.
+    let trace = shop_telemetry::traceparent(&span)
+        .or(traceparent)
+        .or_else(|| header_value(header::TRACE_ID));
     let payload = message.payload().unwrap_or_default();
     let outcome = match decode(payload) {
         Err(error) => Outcome::DeadLetter(format!("undecodable: {error}")),
-        Ok(decoded) => deliver(&context, decoded.event, trace_id).await,
+        Ok(decoded) => {
+            shop_telemetry::set_attributes(
+                &span,
+                [("event.type", decoded.event.name().to_owned())],
+            );
+            deliver(&context, decoded.event, trace)
+                .instrument(span.clone())
+                .await
+        }
     };
+    if matches!(outcome, Outcome::DeadLetter(_)) {
+        span.record("otel.status_code", "ERROR");
+    }
     if let Outcome::DeadLetter(reason) = outcome {
         let dead = Outgoing {
             topic: dead_letter_topic(message.topic()),

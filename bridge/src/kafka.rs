@@ -22,6 +22,8 @@ pub mod header {
     pub const FINGERPRINT: &str = "schema-fingerprint";
     pub const CONTENT_TYPE: &str = "content-type";
     pub const TRACE_ID: &str = "trace-id";
+    /// The W3C trace context of the span that published the message.
+    pub const TRACEPARENT: &str = shop_telemetry::TRACEPARENT;
     pub const DLQ_REASON: &str = "dlq-reason";
     pub const DLQ_TOPIC: &str = "dlq-original-topic";
     pub const DLQ_PARTITION: &str = "dlq-original-partition";
@@ -78,12 +80,67 @@ impl Outgoing {
     }
 }
 
+/// The producer span of publishing one message of `event_type` to `topic`, continuing the trace
+/// the event was written in (none when it was written outside of one).
+pub fn publish_span(topic: &str, event_type: &str, trace: Option<&str>) -> tracing::Span {
+    let Some(trace) = trace.filter(|trace| shop_telemetry::trace_id_of(trace).is_some()) else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(
+        target: shop_telemetry::SPANS_ONLY,
+        "publish",
+        otel.name = format!("publish {topic}"),
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.destination.name = topic,
+        event.type = event_type,
+    );
+    shop_telemetry::continue_trace(&span, trace);
+    span
+}
+
+/// The consumer span of processing one message: a child of the span that published it (the
+/// messaging conventions' "process" span), so the trace goes on across Kafka.
+pub fn process_span(
+    topic: &str,
+    group: &str,
+    partition: i32,
+    offset: i64,
+    traceparent: Option<&str>,
+) -> tracing::Span {
+    let Some(traceparent) = traceparent else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(
+        "process",
+        otel.name = format!("process {topic}"),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        trace_id = shop_telemetry::trace_id_of(traceparent),
+    );
+    shop_telemetry::continue_trace(&span, traceparent);
+    // Attributes for the trace store only, so the log's lines stay short.
+    shop_telemetry::set_attributes(
+        &span,
+        [
+            ("messaging.system", "kafka".to_owned()),
+            ("messaging.operation.type", "process".to_owned()),
+            ("messaging.destination.name", topic.to_owned()),
+            ("messaging.consumer.group.name", group.to_owned()),
+            ("messaging.destination.partition.id", partition.to_string()),
+            ("messaging.kafka.offset", offset.to_string()),
+        ],
+    );
+    span
+}
+
 /// The headers of an event message.
 pub fn event_headers(
     event_type: &str,
     event_id: &str,
     fingerprint: &str,
-    trace_id: Option<&str>,
+    trace: Option<&str>,
 ) -> Vec<(String, String)> {
     let mut headers = vec![
         (header::EVENT_TYPE.to_owned(), event_type.to_owned()),
@@ -91,8 +148,16 @@ pub fn event_headers(
         (header::FINGERPRINT.to_owned(), fingerprint.to_owned()),
         (header::CONTENT_TYPE.to_owned(), CONTENT_TYPE.to_owned()),
     ];
-    if let Some(trace_id) = trace_id {
-        headers.push((header::TRACE_ID.to_owned(), trace_id.to_owned()));
+    // A trace context gives both headers; a bare id (stored before tracing, or with tracing
+    // off the request id) only `trace-id`, for finding the request's log lines.
+    if let Some(trace) = trace {
+        match shop_telemetry::trace_id_of(trace) {
+            Some(trace_id) => {
+                headers.push((header::TRACE_ID.to_owned(), trace_id.to_owned()));
+                headers.push((header::TRACEPARENT.to_owned(), trace.to_owned()));
+            }
+            None => headers.push((header::TRACE_ID.to_owned(), trace.to_owned())),
+        }
     }
     headers
 }

@@ -62,10 +62,16 @@ pub async fn enqueue_to(
     .bind(row.event_id)
     .bind(row.payload)
     .bind(row.fingerprint)
-    .bind(trace_id)
+    .bind(trace_of(trace_id))
     .execute(&mut **transaction)
     .await?;
     Ok(())
+}
+
+/// What an outbox row records of the trace it was written in: the current span's context when
+/// tracing is on, else what the writer carried (a request id), so logs still find each other.
+pub fn trace_of(carried: Option<&str>) -> Option<String> {
+    shop_telemetry::current_traceparent().or_else(|| carried.map(str::to_owned))
 }
 
 /// An event as the outbox stores it, for a writer that inserts the row within a statement of its
@@ -219,21 +225,31 @@ pub async fn relay_once(pool: &PgPool, bridge: &str) -> Result<Round, BridgeErro
     }
     let rows: Vec<Pending> = rows.into_iter().filter_map(|(_, row)| row).collect();
     let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+    // One producer span per message, in the trace that wrote the row, ending when the broker
+    // has the message; its context travels in the message's headers.
+    let mut publishing = Vec::with_capacity(rows.len());
     let messages = rows
         .into_iter()
-        .map(|row| Outgoing {
-            headers: event_headers(
-                &row.event_type,
-                &row.event_id.to_string(),
-                &row.fingerprint,
-                row.trace_id.as_deref(),
-            ),
-            topic: row.topic,
-            key: row.message_key,
-            payload: row.payload,
+        .map(|row| {
+            let span =
+                crate::kafka::publish_span(&row.topic, &row.event_type, row.trace_id.as_deref());
+            let trace = shop_telemetry::traceparent(&span).or(row.trace_id);
+            publishing.push(span);
+            Outgoing {
+                headers: event_headers(
+                    &row.event_type,
+                    &row.event_id.to_string(),
+                    &row.fingerprint,
+                    trace.as_deref(),
+                ),
+                topic: row.topic,
+                key: row.message_key,
+                payload: row.payload,
+            }
         })
         .collect();
     publish_via(bridge, messages).await?;
+    drop(publishing);
     sqlx::query("update outbox set sent_at = now() where id = any($1)")
         .bind(&ids)
         .execute(&mut *transaction)

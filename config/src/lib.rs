@@ -39,8 +39,24 @@ pub struct Settings {
     pub payment: PaymentSettings,
     pub notification: NotificationSettings,
     pub kafka: KafkaSettings,
+    pub tracing: TraceSettings,
     entries: Vec<Entry>,
 }
+
+/// Distributed tracing: where spans go, how many traces are kept, where they are read back.
+#[derive(Debug, Clone)]
+pub struct TraceSettings {
+    /// The trace store's OTLP/HTTP traces URL; unset, tracing is off (no exporter at all).
+    pub endpoint: Option<Url>,
+    pub sample_ratio: SampleRatio,
+    /// The trace store's query API (Jaeger's), read by `/admin/traces`.
+    pub query_url: Option<Url>,
+}
+
+/// The fraction of traces begun here that are kept (a trace continued from a caller follows
+/// the caller's decision).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleRatio(pub f64);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
@@ -1000,6 +1016,24 @@ impl Settings {
             ),
         };
 
+        let tracing = TraceSettings {
+            endpoint: r.optional(
+                "SHOP_TRACE_ENDPOINT",
+                false,
+                "OTLP/HTTP traces URL of the trace store (e.g. http://127.0.0.1:4318/v1/traces); unset, tracing is off",
+            ),
+            sample_ratio: r.get(
+                "SHOP_TRACE_SAMPLE_RATIO",
+                "0.1",
+                "fraction of the traces begun here that are kept; a trace continued from a caller keeps the caller's decision",
+            ),
+            query_url: r.optional(
+                "SHOP_TRACE_QUERY_URL",
+                false,
+                "the trace store's query API (Jaeger's, e.g. http://127.0.0.1:16686), read by the observer's trace view",
+            ),
+        };
+
         if !r.problems.is_empty() {
             return Err(ConfigError {
                 problems: r.problems,
@@ -1022,6 +1056,7 @@ impl Settings {
             payment,
             notification,
             kafka,
+            tracing,
             entries: r.entries,
         })
     }

@@ -195,6 +195,14 @@ impl Setting for crate::SmsProvider {
     }
 }
 
+impl Setting for crate::SampleRatio {
+    const EXPECTED: &'static str = "a fraction from 0 to 1, such as 0.1";
+    fn parse(raw: &str) -> Option<Self> {
+        let ratio: f64 = raw.trim().parse().ok()?;
+        (0.0..=1.0).contains(&ratio).then_some(Self(ratio))
+    }
+}
+
 impl Setting for crate::LogFormat {
     const EXPECTED: &'static str = "text or json";
     fn parse(raw: &str) -> Option<Self> {

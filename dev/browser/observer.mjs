@@ -17,6 +17,9 @@ try {
   await page.fill("input[name=email]", email);
   await page.fill("input[name=password]", password);
   await page.click("button[type=submit]");
+  // The trees drawn as lists: the graph has no `.actor` lines to click (the page remembers the
+  // choice in localStorage; a fresh browser starts with the list anyway).
+  await page.click("#mode-list");
   const replicas = await (await page.request.get(`${gateway}/admin/replicas`)).json();
   let trees = 0;
   for (const service of ["user", "product", "cart", "order", "payment", "notification"]) {

@@ -12,6 +12,7 @@
 //! version guard on write, the newer-version check on read).
 
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use uuid::Uuid;
@@ -56,13 +57,27 @@ impl Hibernated {
 pub enum CartMsg {
     /// The cart as stored (version 0: there is none yet).
     Read(Reply),
-    Change(Change, Reply),
+    /// A change, and the trace of the request that asks for it.
+    Change(Change, Reply, Option<String>),
     /// The write under way finished.
     Written(Written),
     /// The registry saw no request for a while: hibernate (or stop), unless a write is pending.
     Passivate(shop_actors::entities::Idle<Hibernated>),
     /// A test hook: panic, to show that a failing cart is restarted from its stored state.
     Crash,
+}
+
+impl CartMsg {
+    /// A change is handled in its request's trace; reads, writes finishing and housekeeping
+    /// have no span.
+    fn span(&self, actor: &ActorRef<CartMsg>) -> tracing::Span {
+        match self {
+            CartMsg::Change(change, _, trace) => {
+                shop_actors::meta::handling_span(actor.get_cell(), change.name(), trace.as_deref())
+            }
+            _ => tracing::Span::none(),
+        }
+    }
 }
 
 pub enum Written {
@@ -200,6 +215,21 @@ impl Actor for CartActor {
         message: CartMsg,
         state: &mut CartState,
     ) -> Result<(), ActorProcessingErr> {
+        let span = message.span(&myself);
+        self.handle_traced(myself, message, state)
+            .instrument(span)
+            .await
+    }
+}
+
+impl CartActor {
+    /// What `handle` does, inside the span of this message.
+    async fn handle_traced(
+        &self,
+        myself: ActorRef<CartMsg>,
+        message: CartMsg,
+        state: &mut CartState,
+    ) -> Result<(), ActorProcessingErr> {
         let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         match message {
             CartMsg::Read(reply) => {
@@ -210,7 +240,7 @@ impl Actor for CartActor {
                 }
                 let _ = reply.send(Ok(state.durable.clone()));
             }
-            CartMsg::Change(change, reply) => {
+            CartMsg::Change(change, reply, _) => {
                 if state.panic_percent > 0 && rand::random_range(0..100) < state.panic_percent {
                     panic!("cart {} panicked by fault injection", state.user_id);
                 }

@@ -75,6 +75,21 @@ pub enum Change {
     Reprice(Vec<(Uuid, i64)>),
 }
 
+impl Change {
+    /// The change's name, for its span.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Change::Create => "Create",
+            Change::Add { .. } => "Add",
+            Change::Set { .. } => "Set",
+            Change::Remove { .. } => "Remove",
+            Change::Empty => "Empty",
+            Change::Ordered { .. } => "Ordered",
+            Change::Reprice(_) => "Reprice",
+        }
+    }
+}
+
 /// A cart in one allocation, for a hibernated cart's record: a `Cart` spreads over a dozen
 /// (every line's strings, every remembered order id).
 #[derive(Debug, Clone)]

@@ -127,7 +127,9 @@ impl CartsApi {
         let user_id = caller.user_id()?;
         Ok(self
             .carts
-            .call(user_id, |reply| CartMsg::Change(change.clone(), reply))
+            .call(user_id, |reply| {
+                CartMsg::Change(change.clone(), reply, shop_telemetry::current_traceparent())
+            })
             .await?)
     }
 

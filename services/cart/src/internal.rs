@@ -97,7 +97,9 @@ impl InternalApi {
                 .collect(),
         };
         self.carts
-            .call(user_id.0, |reply| CartMsg::Change(change.clone(), reply))
+            .call(user_id.0, |reply| {
+                CartMsg::Change(change.clone(), reply, shop_telemetry::current_traceparent())
+            })
             .await?;
         Ok(Taken::Taken)
     }
@@ -123,7 +125,9 @@ impl InternalApi {
                 .collect(),
         );
         self.carts
-            .call(user_id.0, |reply| CartMsg::Change(change.clone(), reply))
+            .call(user_id.0, |reply| {
+                CartMsg::Change(change.clone(), reply, shop_telemetry::current_traceparent())
+            })
             .await?;
         Ok(Repriced::Repriced)
     }

@@ -87,6 +87,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
         }),
         body_limit: settings.http.body_limit,
         instance: settings.instance.clone(),
+        trace_store: settings.tracing.query_url.clone(),
     };
     let test_hooks = settings.cart.test_hooks;
     let api_carts = carts.clone();

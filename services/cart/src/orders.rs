@@ -8,6 +8,7 @@
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use shop_bridge::{Ack, Delivery};
 use shop_schemas::Envelope;
+use tracing::Instrument;
 
 use crate::actor::CartMsg;
 use crate::cart::Change;
@@ -35,6 +36,25 @@ impl Actor for OrderEvents {
         delivery: Delivery,
         carts: &mut Carts,
     ) -> Result<(), ActorProcessingErr> {
+        let span = shop_actors::meta::handling_span(
+            myself.get_cell(),
+            delivery.event.name(),
+            delivery.trace_id.as_deref(),
+        );
+        self.handle_traced(myself, delivery, carts)
+            .instrument(span)
+            .await
+    }
+}
+
+impl OrderEvents {
+    /// What `handle` does, inside the span of this message.
+    async fn handle_traced(
+        &self,
+        myself: ActorRef<Delivery>,
+        delivery: Delivery,
+        carts: &mut Carts,
+    ) -> Result<(), ActorProcessingErr> {
         let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         let (user_id, change) = match &delivery.event {
             Envelope::OrderPlaced(placed) => {
@@ -55,7 +75,9 @@ impl Actor for OrderEvents {
             }
         };
         let taken = carts
-            .call(user_id, |reply| CartMsg::Change(change.clone(), reply))
+            .call(user_id, |reply| {
+                CartMsg::Change(change.clone(), reply, shop_telemetry::current_traceparent())
+            })
             .await;
         let ack = match taken {
             Ok(_) => Ack::Done,

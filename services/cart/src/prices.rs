@@ -6,6 +6,7 @@
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use shop_bridge::{Ack, Delivery};
 use shop_schemas::Envelope;
+use tracing::Instrument;
 
 use crate::actor::CartMsg;
 use crate::cart::Change;
@@ -39,6 +40,25 @@ impl Actor for PriceEvents {
         delivery: Delivery,
         state: &mut PriceEventsArgs,
     ) -> Result<(), ActorProcessingErr> {
+        let span = shop_actors::meta::handling_span(
+            myself.get_cell(),
+            delivery.event.name(),
+            delivery.trace_id.as_deref(),
+        );
+        self.handle_traced(myself, delivery, state)
+            .instrument(span)
+            .await
+    }
+}
+
+impl PriceEvents {
+    /// What `handle` does, inside the span of this message.
+    async fn handle_traced(
+        &self,
+        myself: ActorRef<Delivery>,
+        delivery: Delivery,
+        state: &mut PriceEventsArgs,
+    ) -> Result<(), ActorProcessingErr> {
         let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         let Envelope::ProductPriceChanged(changed) = &delivery.event else {
             let _ = delivery.reply.send(Ack::Done);
@@ -60,7 +80,9 @@ impl Actor for PriceEvents {
         for user in users {
             let repriced = state
                 .carts
-                .call(user, |reply| CartMsg::Change(change.clone(), reply))
+                .call(user, |reply| {
+                    CartMsg::Change(change.clone(), reply, shop_telemetry::current_traceparent())
+                })
                 .await;
             match repriced {
                 Ok(_) => {}

@@ -3,6 +3,7 @@
 //! service cannot be asked, adds answer 503 — an expired entry is never used in its place, so no
 //! cart ever gets a stale price.
 
+use shop_telemetry::Traced;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +62,7 @@ impl Products {
         let response = self
             .http
             .get(format!("{}/products/{id}", self.base))
+            .traced()
             .send()
             .await
             .map_err(|error| {

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -54,6 +55,25 @@ impl Actor for EventHandler {
         delivery: Delivery,
         state: &mut HandlerState,
     ) -> Result<(), ActorProcessingErr> {
+        let span = shop_actors::meta::handling_span(
+            myself.get_cell(),
+            delivery.event.name(),
+            delivery.trace_id.as_deref(),
+        );
+        self.handle_traced(myself, delivery, state)
+            .instrument(span)
+            .await
+    }
+}
+
+impl EventHandler {
+    /// What `handle` does, inside the span of this message.
+    async fn handle_traced(
+        &self,
+        myself: ActorRef<Delivery>,
+        delivery: Delivery,
+        state: &mut HandlerState,
+    ) -> Result<(), ActorProcessingErr> {
         let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         match crate::plan::plan(&state.pool, &state.templates, &delivery.event).await {
             Ok(recorded) => {
@@ -61,7 +81,10 @@ impl Actor for EventHandler {
                 for message in recorded {
                     let id = message.id;
                     // Not reachable now: the sweeper sends it.
-                    let claimed = MessageMsg::SendClaimed(Box::new(message));
+                    let claimed = MessageMsg::SendClaimed(
+                        Box::new(message),
+                        shop_telemetry::current_traceparent(),
+                    );
                     if let Err(error) = state.messages.send(id, claimed).await {
                         tracing::warn!(%id, %error, "a message's actor could not be reached");
                     }
@@ -117,11 +140,27 @@ pub struct MessageArgs {
     pub max_attempts: u32,
 }
 
+impl MessageMsg {
+    /// A message sent just after its event was planned is in that event's trace; a sweep's or
+    /// a retry timer's has none.
+    fn span(&self, actor: &ActorRef<MessageMsg>) -> tracing::Span {
+        match self {
+            MessageMsg::SendClaimed(delivery, trace) => shop_actors::meta::handling_span(
+                actor.get_cell(),
+                &format!("send {}", delivery.template),
+                trace.as_deref(),
+            ),
+            _ => tracing::Span::none(),
+        }
+    }
+}
+
 pub enum MessageMsg {
     /// Send it if it is due and this replica can claim it.
     Work,
-    /// Send it: recorded (and so claimed) by this replica just now, as recorded.
-    SendClaimed(Box<store::Delivery>),
+    /// Send it: recorded (and so claimed) by this replica just now, as recorded; in the trace
+    /// of the event it answers.
+    SendClaimed(Box<store::Delivery>, Option<String>),
     /// The registry saw no message for a while.
     Passivate(entities::Idle),
 }
@@ -151,6 +190,21 @@ impl Actor for MessageActor {
         message: MessageMsg,
         state: &mut MessageArgs,
     ) -> Result<(), ActorProcessingErr> {
+        let span = message.span(&myself);
+        self.handle_traced(myself, message, state)
+            .instrument(span)
+            .await
+    }
+}
+
+impl MessageActor {
+    /// What `handle` does, inside the span of this message.
+    async fn handle_traced(
+        &self,
+        myself: ActorRef<MessageMsg>,
+        message: MessageMsg,
+        state: &mut MessageArgs,
+    ) -> Result<(), ActorProcessingErr> {
         let _handling = shop_actors::meta::Handling::start(myself.get_cell());
         if let MessageMsg::Passivate(idle) = message {
             if idle.leave(None) {
@@ -159,7 +213,7 @@ impl Actor for MessageActor {
             return Ok(());
         }
         let (claimed, delivery) = match message {
-            MessageMsg::SendClaimed(recorded) => (true, Some(*recorded)),
+            MessageMsg::SendClaimed(recorded, _) => (true, Some(*recorded)),
             _ => (false, store::delivery(&state.pool, state.id).await?),
         };
         let Some(delivery) = delivery else {
@@ -174,7 +228,23 @@ impl Actor for MessageActor {
         if !claimed && !store::claim(&state.pool, delivery.id).await? {
             return Ok(());
         }
-        match send(&state.senders, &delivery).await {
+        let sending = tracing::info_span!(
+            target: shop_telemetry::SPANS_ONLY,
+            "send",
+            otel.name = format!("send {}", delivery.channel),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            notification.channel = %delivery.channel,
+            notification.template = %delivery.template,
+        );
+        let sent = send(&state.senders, &delivery)
+            .instrument(sending.clone())
+            .await;
+        if sent.is_err() {
+            sending.record("otel.status_code", "ERROR");
+        }
+        drop(sending);
+        match sent {
             Ok(message_id) => {
                 store::mark_sent(&state.pool, delivery.id, &message_id).await?;
                 tracing::info!(id = %delivery.id, channel = %delivery.channel, template = %delivery.template, "sent");

@@ -210,7 +210,7 @@ async fn a_sendgrid_refusal_ends_the_delivery_failed_with_the_reason() {
     };
     let (actor, handle) = Actor::spawn(None, MessageActor, args).await.unwrap();
     actor
-        .send_message(MessageMsg::SendClaimed(Box::new(recorded)))
+        .send_message(MessageMsg::SendClaimed(Box::new(recorded), None))
         .unwrap();
     tokio::time::timeout(Duration::from_secs(10), handle)
         .await

@@ -4,6 +4,7 @@
 //! grace period and cancels itself when it runs out.
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -51,6 +52,19 @@ pub enum OrderMsg {
     Passivate(shop_actors::entities::Idle),
 }
 
+impl OrderMsg {
+    /// This message's span in `actor`: a person's command or a payment event, in the trace it
+    /// came with; the order's own timers and housekeeping have none.
+    fn span(&self, actor: &ActorRef<OrderMsg>) -> tracing::Span {
+        let (message, trace) = match self {
+            OrderMsg::Command(request, _) => (format!("{:?}", request.command), &request.trace_id),
+            OrderMsg::Event(delivery) => (delivery.event.name().to_owned(), &delivery.trace_id),
+            _ => return tracing::Span::none(),
+        };
+        shop_actors::meta::handling_span(actor.get_cell(), &message, trace.as_deref())
+    }
+}
+
 pub struct OrderState {
     order_id: Uuid,
     pool: PgPool,
@@ -82,6 +96,21 @@ impl Actor for OrderActor {
     }
 
     async fn handle(
+        &self,
+        myself: ActorRef<OrderMsg>,
+        message: OrderMsg,
+        state: &mut OrderState,
+    ) -> Result<(), ActorProcessingErr> {
+        let span = message.span(&myself);
+        self.handle_traced(myself, message, state)
+            .instrument(span)
+            .await
+    }
+}
+
+impl OrderActor {
+    /// What `handle` does, inside the span of this message.
+    async fn handle_traced(
         &self,
         myself: ActorRef<OrderMsg>,
         message: OrderMsg,

@@ -14,6 +14,7 @@
 //! A failure after step 3 releases the reservation, so there is never a reservation without an
 //! order; the reservation also expires by itself, should the release be lost too.
 
+use shop_telemetry::Traced;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -256,6 +257,9 @@ impl Checkout {
         })
     }
 
+    /// A span of its own, named by the order it makes: the observer finds an order's trace by
+    /// its `order.id`.
+    #[tracing::instrument(name = "checkout", skip_all, fields(order.id = tracing::field::Empty, customer.id = %request.customer_id))]
     pub async fn place(&self, request: CheckoutRequest) -> Result<Placed, OrderError> {
         if !visible_ascii(&request.idempotency_key) {
             return Err(OrderError::Invalid(format!(
@@ -330,6 +334,7 @@ impl Checkout {
             pay_by: Utc::now() + chrono::Duration::from_std(self.payment_grace).unwrap_or_default(),
         };
 
+        tracing::Span::current().record("order.id", tracing::field::display(order.id));
         if let Err(error) = self.reserve(&order).await {
             if let OrderError::PriceChanged(changes) = &error {
                 self.take_new_prices(order.customer_id, changes).await;
@@ -433,6 +438,7 @@ impl Checkout {
             .http
             .get(format!("{}/users/me/addresses/{id}", self.user_url))
             .bearer_auth(bearer)
+            .traced()
             .send()
             .await
             .map_err(|error| unreachable("user", &error))?;
@@ -502,6 +508,7 @@ impl Checkout {
             .http
             .get(format!("{}/carts/me", self.cart_url))
             .bearer_auth(bearer)
+            .traced()
             .send()
             .await
             .map_err(|error| unreachable("cart", &error))?;
@@ -520,6 +527,7 @@ impl Checkout {
             .http
             .get(format!("{}/users/me", self.user_url))
             .bearer_auth(bearer)
+            .traced()
             .send()
             .await
             .map_err(|error| unreachable("user", &error))?;
@@ -671,6 +679,7 @@ impl Checkout {
                 request = request.json(body);
             }
             let response = request
+                .traced()
                 .send()
                 .await
                 .map_err(|error| unreachable(service, &error))?;

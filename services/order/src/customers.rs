@@ -8,6 +8,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use shop_bridge::{Ack, Delivery};
 use shop_schemas::{Envelope, UserDeleted};
 use sqlx::PgPool;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::actor::{OrderMsg, Request};
@@ -41,6 +42,25 @@ impl Actor for CustomerEvents {
     }
 
     async fn handle(
+        &self,
+        myself: ActorRef<Delivery>,
+        delivery: Delivery,
+        state: &mut CustomerEventsArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        let span = shop_actors::meta::handling_span(
+            myself.get_cell(),
+            delivery.event.name(),
+            delivery.trace_id.as_deref(),
+        );
+        self.handle_traced(myself, delivery, state)
+            .instrument(span)
+            .await
+    }
+}
+
+impl CustomerEvents {
+    /// What `handle` does, inside the span of this message.
+    async fn handle_traced(
         &self,
         myself: ActorRef<Delivery>,
         delivery: Delivery,

@@ -452,7 +452,7 @@ impl OrdersApi {
                 idempotency_key,
                 payment_method: body.payment_method,
                 shipping,
-                trace_id: Some(shop_web::request_id::current()),
+                trace_id: Some(shop_web::request_id::trace_context()),
             })
             .await?;
         Ok(match placed {
@@ -612,7 +612,7 @@ impl OrdersApi {
     ) -> Result<Json<OrderBody>, ApiError> {
         let by = caller.0.sub.clone();
         let reason = reason.map(str::to_owned);
-        let trace_id = Some(shop_web::request_id::current());
+        let trace_id = Some(shop_web::request_id::trace_context());
         let (carrier, tracking_number) = match shipment {
             Some(shipment) => (Some(shipment.carrier), Some(shipment.tracking_number)),
             None => (None, None),

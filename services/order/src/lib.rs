@@ -116,6 +116,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
         readiness: postgres::readiness(pool.clone()),
         body_limit: settings.http.body_limit,
         instance: settings.instance.clone(),
+        trace_store: settings.tracing.query_url.clone(),
     };
     let (api_pool, api_orders) = (pool.clone(), orders.clone());
     let routes: shop_web::RouteFactory = Arc::new(move || {

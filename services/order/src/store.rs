@@ -376,7 +376,7 @@ pub async fn insert(
     .bind(event.event_id)
     .bind(event.payload)
     .bind(event.fingerprint)
-    .bind(trace_id)
+    .bind(shop_bridge::outbox::trace_of(trace_id))
     .fetch_optional(pool)
     .await?;
     let Some(row) = stored else {
@@ -472,7 +472,7 @@ pub async fn apply(pool: &PgPool, change: Transition<'_>) -> Result<Applied, Ord
     .bind(event.as_ref().map(|event| event.event_id))
     .bind(event.as_ref().map(|event| event.payload.as_slice()))
     .bind(event.as_ref().map(|event| event.fingerprint.as_str()))
-    .bind(change.trace_id)
+    .bind(shop_bridge::outbox::trace_of(change.trace_id))
     .fetch_one(pool)
     .await?;
     if seen_before {

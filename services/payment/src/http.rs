@@ -250,7 +250,7 @@ impl PaymentsApi {
         }
         let payment = self.visible(&auth.0, id.0).await?;
         let by = auth.0.0.sub.clone();
-        let trace_id = Some(shop_web::request_id::current());
+        let trace_id = Some(shop_web::request_id::trace_context());
         let refund = self
             .payments
             .call(payment.row.order_id, |reply| {

@@ -127,6 +127,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
         readiness: postgres::readiness(pool.clone()),
         body_limit: settings.http.body_limit,
         instance: settings.instance.clone(),
+        trace_store: settings.tracing.query_url.clone(),
     };
     let (api_pool, api_payments) = (pool.clone(), payments.clone());
     let webhook_secret = settings.payment.stripe_webhook_secret.expose().to_owned();

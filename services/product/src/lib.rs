@@ -86,6 +86,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
         readiness: postgres::readiness(pool.clone()),
         body_limit: settings.http.body_limit,
         instance: settings.instance.clone(),
+        trace_store: settings.tracing.query_url.clone(),
     };
     let api_pool = pool.clone();
     let default_hold = settings.product.reservation_ttl;

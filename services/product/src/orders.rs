@@ -7,6 +7,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use shop_bridge::{Ack, Delivery};
 use shop_schemas::Envelope;
 use sqlx::PgPool;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::error::ProductError;
@@ -28,6 +29,25 @@ impl Actor for OrderEvents {
     }
 
     async fn handle(
+        &self,
+        myself: ActorRef<Delivery>,
+        delivery: Delivery,
+        pool: &mut PgPool,
+    ) -> Result<(), ActorProcessingErr> {
+        let span = shop_actors::meta::handling_span(
+            myself.get_cell(),
+            delivery.event.name(),
+            delivery.trace_id.as_deref(),
+        );
+        self.handle_traced(myself, delivery, pool)
+            .instrument(span)
+            .await
+    }
+}
+
+impl OrderEvents {
+    /// What `handle` does, inside the span of this message.
+    async fn handle_traced(
         &self,
         myself: ActorRef<Delivery>,
         delivery: Delivery,

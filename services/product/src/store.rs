@@ -236,7 +236,7 @@ async fn announce_price(
         new_price: input.price_minor,
         currency: input.currency.clone(),
     };
-    let trace_id = shop_web::request_id::current();
+    let trace_id = shop_web::request_id::trace_context();
     shop_bridge::outbox::enqueue(transaction, changed, Some(&trace_id)).await?;
     Ok(())
 }

@@ -112,7 +112,7 @@ impl Accounts {
             verification_token: Some(verification.token),
             verification_expires_at: Some(verification.expires_at.timestamp_millis()),
         };
-        let trace_id = shop_web::request_id::current();
+        let trace_id = shop_web::request_id::trace_context();
         outbox::enqueue(&mut transaction, event, Some(&trace_id)).await?;
         outbox::commit(transaction, &self.pool).await?;
         tracing::info!(user_id = %user.id, "registered");
@@ -287,7 +287,7 @@ impl Accounts {
         let contact_changed =
             (&user.email, &user.name, &user.phone) != (&target.email, &target.name, &target.phone);
         if contact_changed {
-            let trace_id = shop_web::request_id::current();
+            let trace_id = shop_web::request_id::trace_context();
             outbox::enqueue(&mut transaction, lifecycle::updated(&user), Some(&trace_id)).await?;
         }
         outbox::commit(transaction, &self.pool)

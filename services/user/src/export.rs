@@ -3,6 +3,7 @@
 //! its part over its public API, as the customer, with a token it signs for the purpose (one
 //! minute long): no service reads another's database.
 
+use shop_telemetry::Traced;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -94,6 +95,7 @@ impl Caller<'_> {
             .http
             .get(url)
             .bearer_auth(self.token)
+            .traced()
             .send()
             .await
             .map_err(|error| {

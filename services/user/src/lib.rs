@@ -149,6 +149,7 @@ pub async fn start(settings: &Settings, shutdown: Shutdown) -> Result<Service, S
         readiness: postgres::readiness(pool.clone()),
         body_limit: settings.http.body_limit,
         instance: settings.instance.clone(),
+        trace_store: settings.tracing.query_url.clone(),
     };
     let addr = SocketAddr::new(settings.http.bind_host, settings.user.port);
     let grace = settings.http.shutdown_grace;

@@ -188,7 +188,7 @@ async fn enqueue(
     transaction: &mut Transaction<'_, Postgres>,
     event: impl Into<shop_schemas::Envelope>,
 ) -> Result<(), UserError> {
-    let trace_id = shop_web::request_id::current();
+    let trace_id = shop_web::request_id::trace_context();
     outbox::enqueue(transaction, event, Some(&trace_id)).await?;
     Ok(())
 }

@@ -17,7 +17,7 @@ use shop_actors::tree::{SnapshotLimits, snapshot};
 use crate::auth::TokenVerifier;
 use crate::metrics::{self, HttpMetrics};
 use crate::problem::{self, ApiError};
-use crate::request_id;
+use crate::{request_id, traces};
 
 /// The header naming the replica that answered.
 pub const INSTANCE_HEADER: &str = "X-Shop-Instance";
@@ -38,6 +38,8 @@ pub struct ServiceWeb {
     pub body_limit: usize,
     /// This replica's name, sent back on every answer as `X-Shop-Instance`.
     pub instance: String,
+    /// The trace store's query API, read by `/admin/traces`.
+    pub trace_store: Option<url::Url>,
 }
 
 impl ServiceWeb {
@@ -62,10 +64,14 @@ impl ServiceWeb {
             .at("/metrics", poem::get(metrics_text))
             .at("/admin/tree", poem::get(admin_tree))
             .at("/admin/actors/:name/stop", poem::post(stop_actor))
+            .at("/admin/traces", poem::get(traces::find))
+            .at("/admin/traces/recent", poem::get(traces::recent))
+            .at("/admin/traces/:trace_id", poem::get(traces::by_id))
             .at(format!("{prefix}/openapi.json"), spec)
             .nest(format!("{prefix}/docs"), docs)
             .nest("/", openapi)
             .data(ops)
+            .data(traces::TraceStore::new(self.trace_store.clone()))
             .data(self.verifier.clone())
             .around(body_limit(self.body_limit))
             .with(CatchPanic::new())

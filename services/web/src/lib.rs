@@ -21,6 +21,7 @@ pub mod request_id;
 pub mod server;
 pub mod service_token;
 pub mod text;
+pub mod traces;
 
 pub use address::{Address, AddressError};
 pub use app::{ReadinessCheck, ServiceWeb};

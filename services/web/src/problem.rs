@@ -100,6 +100,8 @@ pub struct Problem {
     pub detail: String,
     /// The id of the request, as in the X-Request-ID header and the service's logs.
     pub request_id: String,
+    /// The id of the request's trace (the observer's trace view shows it).
+    pub trace_id: Option<String>,
 }
 
 /// The error every handler returns: a kind, a detail safe to show, and optional extra members
@@ -176,6 +178,9 @@ impl ApiError {
         body.insert("status".into(), status.as_u16().into());
         body.insert("detail".into(), self.detail.clone().into());
         body.insert("request_id".into(), request_id::current().into());
+        if let Some(trace_id) = request_id::current_trace_id() {
+            body.insert("trace_id".into(), trace_id.into());
+        }
         for (key, value) in &self.extra {
             body.entry(key.clone()).or_insert_with(|| value.clone());
         }

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -96,6 +97,20 @@ pub enum PaymentMsg {
     Passivate(shop_actors::entities::Idle),
 }
 
+impl PaymentMsg {
+    /// This message's span in `actor`: an order event or a refund, in the trace it came with;
+    /// the actor's own work and housekeeping have none.
+    fn span(&self, actor: &ActorRef<PaymentMsg>, work_trace: &Option<String>) -> tracing::Span {
+        let (message, trace) = match self {
+            PaymentMsg::Event(delivery) => (delivery.event.name(), &delivery.trace_id),
+            PaymentMsg::Refund(ask, _) => ("Refund", &ask.trace_id),
+            PaymentMsg::Work => ("Work", work_trace),
+            _ => return tracing::Span::none(),
+        };
+        shop_actors::meta::handling_span(actor.get_cell(), message, trace.as_deref())
+    }
+}
+
 pub struct PaymentState {
     order_id: Uuid,
     pool: PgPool,
@@ -107,6 +122,9 @@ pub struct PaymentState {
     loaded: bool,
     /// A `Work` timer is set: failures do not pile up timers.
     work_scheduled: bool,
+    /// The trace of the order event that gave this actor its work: a charge sent later, by a
+    /// timer, belongs to it too.
+    trace: Option<String>,
 }
 
 impl Actor for PaymentActor {
@@ -128,10 +146,26 @@ impl Actor for PaymentActor {
             payment: None,
             loaded: false,
             work_scheduled: false,
+            trace: None,
         })
     }
 
     async fn handle(
+        &self,
+        myself: ActorRef<PaymentMsg>,
+        message: PaymentMsg,
+        state: &mut PaymentState,
+    ) -> Result<(), ActorProcessingErr> {
+        let span = message.span(&myself, &state.trace);
+        self.handle_traced(myself, message, state)
+            .instrument(span)
+            .await
+    }
+}
+
+impl PaymentActor {
+    /// What `handle` does, inside the span of this message.
+    async fn handle_traced(
         &self,
         myself: ActorRef<PaymentMsg>,
         message: PaymentMsg,
@@ -151,6 +185,7 @@ impl Actor for PaymentActor {
         match message {
             PaymentMsg::Event(delivery) => {
                 let trace_id = delivery.trace_id.clone();
+                state.trace.clone_from(&trace_id);
                 let ack = match &delivery.event {
                     Envelope::OrderPlaced(placed) => state.on_placed(placed).await,
                     Envelope::OrderCancelled(cancelled) => state.on_cancelled(cancelled).await,
@@ -163,7 +198,8 @@ impl Actor for PaymentActor {
             }
             PaymentMsg::Work => {
                 state.work_scheduled = false;
-                state.work(&myself, None).await;
+                let trace = shop_telemetry::current_traceparent().or_else(|| state.trace.clone());
+                state.work(&myself, trace.as_deref()).await;
             }
             PaymentMsg::Webhook(news, reply) => {
                 let effect = state.on_webhook(&news).await;

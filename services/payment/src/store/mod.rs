@@ -425,7 +425,7 @@ pub async fn settle(
     .bind(event.as_ref().map(|event| event.event_id))
     .bind(event.as_ref().map(|event| event.payload.as_slice()))
     .bind(event.as_ref().map(|event| event.fingerprint.as_str()))
-    .bind(settle.trace_id)
+    .bind(shop_bridge::outbox::trace_of(settle.trace_id))
     .fetch_one(pool)
     .await?;
     if seen_before {
