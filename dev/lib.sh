@@ -102,7 +102,7 @@ export SHOP_GATEWAY_URL=http://127.0.0.1:$GATEWAY_PORT
 # Spans to Jaeger; every trace kept unless told otherwise (a ratio is for production's volume).
 export SHOP_TRACE_ENDPOINT=http://127.0.0.1:$JAEGER_OTLP_PORT/v1/traces
 export SHOP_TRACE_QUERY_URL=http://127.0.0.1:$JAEGER_QUERY_PORT
-export SHOP_TRACE_SAMPLE_RATIO=${SHOP_TRACE_SAMPLE_RATIO:-1}
+export SHOP_TRACE_SAMPLE_RATIO=\${SHOP_TRACE_SAMPLE_RATIO:-1}
 # Where the links in account mails point.
 export SHOP_PUBLIC_URL=http://127.0.0.1:$GATEWAY_PORT
 export SHOP_DEV_REPLICAS=$REPLICAS

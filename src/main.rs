@@ -226,6 +226,15 @@ fn init_logging(settings: &Settings, service: Option<&str>) -> Option<shop_telem
             .layer()
             .with_filter(Targets::new().with_target("shop", LevelFilter::INFO))
     });
-    tracing_subscriber::registry().with(log).with(traces).init();
+    // PostgreSQL statements, from the events sqlx reports after each.
+    let statements = telemetry.as_ref().map(|_| {
+        shop_telemetry::PostgresStatements
+            .with_filter(Targets::new().with_target("sqlx::query", LevelFilter::DEBUG))
+    });
+    tracing_subscriber::registry()
+        .with(log)
+        .with(traces)
+        .with(statements)
+        .init();
     telemetry
 }

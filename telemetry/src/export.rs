@@ -66,6 +66,9 @@ impl Telemetry {
                     .build(),
             )
             .build();
+        // Database spans are made whole after the call (see `statements`), with this tracer.
+        opentelemetry::global::set_tracer_provider(provider.clone());
+        crate::ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(Self { provider })
     }
 

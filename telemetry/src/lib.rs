@@ -16,6 +16,7 @@
 //! every span context is invalid and nothing is injected.
 
 mod export;
+mod statements;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -26,6 +27,15 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 pub use export::{Telemetry, TelemetryError};
+pub use statements::{PostgresStatements, statement_span};
+
+static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process exports spans: what costs something only for a trace (the database
+/// driver's command events) is set up only then.
+pub fn enabled() -> bool {
+    ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// The target of spans made for the trace store alone (an actor's handling, a publish, a send):
 /// the log leaves them out of its lines, which the request's or the consumer's span already

@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bson::doc;
+use mongodb::event::EventHandler;
+use mongodb::event::command::CommandEvent;
 use mongodb::options::{ClientOptions, WriteConcern};
 use mongodb::{Client, Collection};
 use serde::{Deserialize, Serialize};
@@ -219,6 +221,15 @@ async fn insert_batch(versions: &Collection<Version>, batch: Vec<Insert>) {
     }
 }
 
+fn command_span(event: CommandEvent) {
+    let (name, took, failed) = match &event {
+        CommandEvent::Succeeded(done) => (&done.command_name, done.duration, false),
+        CommandEvent::Failed(failed) => (&failed.command_name, failed.duration, true),
+        _ => return,
+    };
+    shop_telemetry::statement_span("mongodb", name, None, took, failed);
+}
+
 impl CartStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let mut options = ClientOptions::parse(url).await?;
@@ -232,6 +243,11 @@ impl CartStore {
         let mut durable = WriteConcern::majority();
         durable.journal = Some(true);
         options.write_concern = Some(durable);
+        // Each command a span of the trace it runs in. Only when tracing: the driver builds its
+        // command events (a copy of each reply among them) only for a handler.
+        if shop_telemetry::enabled() {
+            options.command_event_handler = Some(EventHandler::callback(command_span));
+        }
         let database = Client::with_options(options)?.database(DATABASE);
         let versions = database.collection(VERSIONS);
         Ok(Self {

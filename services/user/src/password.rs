@@ -6,6 +6,7 @@
 //! bounded too: beyond it, requests are refused with 503 at once rather than waiting forever.
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -129,11 +130,14 @@ pub enum HashJob {
     Hash {
         password: String,
         reply: RpcReplyPort<Result<String, String>>,
+        /// The trace of the request that asked.
+        trace: Option<String>,
     },
     Verify {
         password: String,
         hash: String,
         reply: RpcReplyPort<bool>,
+        trace: Option<String>,
     },
 }
 
@@ -157,14 +161,34 @@ impl Worker for HashWorker {
 
     async fn handle(
         &self,
-        _wid: WorkerId,
+        wid: WorkerId,
         _factory: &ActorRef<FactoryMessage<(), HashJob>>,
         Job { msg, key, .. }: Job<(), HashJob>,
         state: &mut Option<Hasher>,
     ) -> Result<(), ActorProcessingErr> {
+        let (job, trace) = match &msg {
+            HashJob::Hash { trace, .. } => ("Hash", trace),
+            HashJob::Verify { trace, .. } => ("Verify", trace),
+        };
+        let span = shop_telemetry::actor_span(
+            &format!("hashing worker {wid}"),
+            "pool",
+            job,
+            trace.as_deref(),
+        );
+        self.work(msg, state).instrument(span).await;
+        Ok(key)
+    }
+}
+
+impl HashWorker {
+    /// One job, on a blocking thread with the worker's hasher.
+    async fn work(&self, msg: HashJob, state: &mut Option<Hasher>) {
         let mut hasher = state.take().unwrap_or_default();
         match msg {
-            HashJob::Hash { password, reply } => {
+            HashJob::Hash {
+                password, reply, ..
+            } => {
                 let done = tokio::task::spawn_blocking(move || {
                     let hashed = hasher.hash(&password).map_err(|error| error.to_string());
                     (hasher, hashed)
@@ -184,6 +208,7 @@ impl Worker for HashWorker {
                 password,
                 hash,
                 reply,
+                ..
             } => {
                 let done = tokio::task::spawn_blocking(move || {
                     let matches = hasher.verify(&password, &hash);
@@ -196,7 +221,6 @@ impl Worker for HashWorker {
                 }
             }
         }
-        Ok(key)
     }
 }
 
@@ -254,7 +278,11 @@ impl Hashers {
             .pool()?
             .call_job(
                 (),
-                |reply| HashJob::Hash { password, reply },
+                |reply| HashJob::Hash {
+                    password,
+                    reply,
+                    trace: shop_telemetry::current_traceparent(),
+                },
                 Some(self.timeout),
             )
             .await;
@@ -274,6 +302,7 @@ impl Hashers {
                     password,
                     hash,
                     reply,
+                    trace: shop_telemetry::current_traceparent(),
                 },
                 Some(self.timeout),
             )
