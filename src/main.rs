@@ -220,16 +220,29 @@ fn init_logging(settings: &Settings, service: Option<&str>) -> Option<shop_telem
         }
         _ => None,
     };
-    // Our own spans: every crate of ours is `shop…`.
+    // Our own spans (every crate of ours is `shop…`), and of our log lines the warnings and
+    // errors, as events of the span they happen in: the rest of the log stays the log's.
     let traces = telemetry.as_ref().map(|telemetry| {
+        use tracing_subscriber::filter::FilterExt;
         telemetry
             .layer()
-            .with_filter(Targets::new().with_target("shop", LevelFilter::INFO))
+            .with_filter(Targets::new().with_target("shop", LevelFilter::INFO).and(
+                tracing_subscriber::filter::filter_fn(|metadata| {
+                    metadata.is_span() || *metadata.level() <= tracing::Level::WARN
+                }),
+            ))
     });
-    // PostgreSQL statements, from the events sqlx reports after each.
+    // PostgreSQL statements, from the events sqlx reports after each; asked for only in a
+    // trace being kept, so that sqlx does not write up every statement of the others.
     let statements = telemetry.as_ref().map(|_| {
-        shop_telemetry::PostgresStatements
-            .with_filter(Targets::new().with_target("sqlx::query", LevelFilter::DEBUG))
+        use tracing_subscriber::filter::FilterExt;
+        shop_telemetry::PostgresStatements.with_filter(
+            Targets::new()
+                .with_target("sqlx::query", LevelFilter::DEBUG)
+                .and(tracing_subscriber::filter::dynamic_filter_fn(|_, _| {
+                    shop_telemetry::in_recorded_context()
+                })),
+        )
     });
     tracing_subscriber::registry()
         .with(log)

@@ -327,3 +327,45 @@ async fn a_redelivered_message_goes_on_in_the_trace_it_came_from() {
         1
     );
 }
+
+#[tokio::test]
+async fn the_trace_view_is_for_admins_and_says_what_is_wrong() {
+    let customer = Shopper::customer().await;
+    let admin = Shopper::admin().await;
+    let traces = |path: &str| url(&format!("/admin/traces{path}"));
+    common::problem(get(&customer.client, traces("/recent"), None).await, 401).await;
+    let refused = get(&customer.client, traces("/recent"), Some(&customer.token)).await;
+    common::problem(refused, 403).await;
+    for (path, status) in [
+        ("", 422),
+        ("?order_id=not-a-uuid", 422),
+        ("/not-a-trace-id", 422),
+        ("?request_id=%3Cscript%3E", 422),
+        // Well formed, and nowhere.
+        ("/0123456789abcdef0123456789abcdef", 404),
+        (&format!("?order_id={}", uuid::Uuid::new_v4()), 404),
+    ] {
+        let answer = get(&admin.client, traces(path), Some(&admin.token)).await;
+        let body = common::problem(answer, status).await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .is_some_and(|detail| !detail.is_empty()),
+            "{path}: {body}"
+        );
+    }
+    // The recent slow requests: a list, newest first.
+    let recent = common::get_json(
+        &admin.client,
+        traces("/recent?min_duration_ms=0&limit=5"),
+        Some(&admin.token),
+    )
+    .await;
+    let listed = recent["traces"].as_array().expect("a list");
+    assert!(!listed.is_empty() && listed.len() <= 5, "{recent}");
+    let starts: Vec<i64> = listed
+        .iter()
+        .map(|trace| trace["start_us"].as_i64().unwrap())
+        .collect();
+    assert!(starts.windows(2).all(|pair| pair[0] >= pair[1]), "{recent}");
+}

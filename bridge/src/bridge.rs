@@ -59,6 +59,8 @@ impl Ack {
 /// An event delivered to a subscriber, who answers on `reply`.
 pub struct Delivery {
     pub event: Envelope,
+    /// The trace it came in: the consumer span's W3C `traceparent` (with tracing off, the
+    /// message's bare `trace-id`), for the subscriber's handling span and what it writes.
     pub trace_id: Option<String>,
     pub reply: RpcReplyPort<Ack>,
 }

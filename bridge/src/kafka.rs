@@ -83,7 +83,7 @@ impl Outgoing {
 /// The producer span of publishing one message of `event_type` to `topic`, continuing the trace
 /// the event was written in (none when it was written outside of one).
 pub fn publish_span(topic: &str, event_type: &str, trace: Option<&str>) -> tracing::Span {
-    let Some(trace) = trace.filter(|trace| shop_telemetry::trace_id_of(trace).is_some()) else {
+    let Some(trace) = trace.filter(|trace| shop_telemetry::sampled(trace).is_some()) else {
         return tracing::Span::none();
     };
     let span = tracing::info_span!(
@@ -109,6 +109,7 @@ pub fn process_span(
     offset: i64,
     traceparent: Option<&str>,
 ) -> tracing::Span {
+    // Made for a trace not kept too: its log lines carry the trace id.
     let Some(traceparent) = traceparent else {
         return tracing::Span::none();
     };

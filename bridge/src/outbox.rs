@@ -34,7 +34,8 @@ pub const CHANNEL: &str = "shop_outbox";
 const BATCH: i64 = 200;
 
 /// Writes `event` to the outbox in `transaction`: it is published once the transaction commits
-/// (commit it with [`commit`] so this process's relay hears of it at once).
+/// (commit it with [`commit`] so this process's relay hears of it at once). The row keeps the
+/// current span's `traceparent`, or else `trace_id` (see [`trace_of`]).
 pub async fn enqueue(
     transaction: &mut Transaction<'_, Postgres>,
     event: impl Into<Envelope>,

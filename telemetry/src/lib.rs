@@ -63,7 +63,12 @@ pub fn current_traceparent() -> Option<String> {
 
 /// The trace id (32 hex digits) of the span this code runs in.
 pub fn current_trace_id() -> Option<String> {
-    let context = tracing::Span::current().context();
+    span_trace_id(&tracing::Span::current())
+}
+
+/// The trace id of `span`, when it is part of a trace.
+pub fn span_trace_id(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
     let span_context = context.span().span_context().clone();
     span_context
         .is_valid()
@@ -79,12 +84,13 @@ pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
     }
 }
 
-/// Attributes of `span` for the trace store alone (not fields the log prints).
+/// Attributes of `span` for the trace store alone (not fields the log prints); none for a
+/// span of a trace not kept.
 pub fn set_attributes<const N: usize>(
     span: &tracing::Span,
     attributes: [(&'static str, String); N],
 ) {
-    if span.is_none() {
+    if span.is_none() || !span.context().span().span_context().is_sampled() {
         return;
     }
     for (key, value) in attributes {
@@ -96,6 +102,28 @@ pub fn set_attributes<const N: usize>(
 pub fn trace_id_of(traceparent: &str) -> Option<&str> {
     parse(traceparent)?;
     traceparent.get(3..35)
+}
+
+/// The context of `traceparent` when its trace is being recorded. Spans that only add detail
+/// (an actor's handling, a publish, a send) are made only then: in a trace not kept they would
+/// be built and thrown away, and the trace's context travels on in the messages regardless.
+pub fn sampled(traceparent: &str) -> Option<opentelemetry::Context> {
+    parse(traceparent).filter(|context| context.span().span_context().is_sampled())
+}
+
+/// Whether the OpenTelemetry context active here (the entered span's) is being recorded.
+pub fn in_recorded_context() -> bool {
+    let context = opentelemetry::Context::current();
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context.is_valid() && span_context.is_sampled()
+}
+
+/// Whether the span this code runs in belongs to a trace being recorded.
+pub fn in_sampled_trace() -> bool {
+    let context = tracing::Span::current().context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid() && span_context.is_sampled()
 }
 
 fn parse(traceparent: &str) -> Option<opentelemetry::Context> {
@@ -134,21 +162,31 @@ pub(crate) fn take_next_trace_id() -> Option<TraceId> {
 /// A message without one (a timer's tick, an actor's note to itself) gets no span: it would
 /// only start a trace of its own, one per tick.
 pub fn actor_span(actor: &str, kind: &str, message: &str, parent: Option<&str>) -> tracing::Span {
-    let Some(parent) = parent.and_then(parse) else {
+    let Some(parent) = parent.and_then(sampled) else {
         return tracing::Span::none();
     };
     // An entity (`order:<id>`) is named by its type: one operation per type in the trace
     // store, not one per order; its id is the `actor.name` attribute.
     let named = actor.split_once(':').map_or(actor, |(entity, _)| entity);
+    // Log lines written while handling carry the span's name and trace id; the rest is for
+    // the trace store alone.
     let span = tracing::info_span!(
-        target: SPANS_ONLY,
         "actor",
         otel.name = format!("{named} handled {message}"),
-        actor.name = actor,
-        actor.kind = kind,
-        actor.message = message,
+        trace_id = tracing::field::Empty,
     );
     let _ = span.set_parent(parent);
+    if let Some(trace_id) = span_trace_id(&span) {
+        span.record("trace_id", trace_id);
+    }
+    set_attributes(
+        &span,
+        [
+            ("actor.name", actor.to_owned()),
+            ("actor.kind", kind.to_owned()),
+            ("actor.message", message.to_owned()),
+        ],
+    );
     span
 }
 

@@ -228,15 +228,20 @@ impl MessageActor {
         if !claimed && !store::claim(&state.pool, delivery.id).await? {
             return Ok(());
         }
-        let sending = tracing::info_span!(
-            target: shop_telemetry::SPANS_ONLY,
-            "send",
-            otel.name = format!("send {}", delivery.channel),
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            notification.channel = %delivery.channel,
-            notification.template = %delivery.template,
-        );
+        // A span of the trace the message was sent in; none outside one (a sweep's retry).
+        let sending = if shop_telemetry::in_sampled_trace() {
+            tracing::info_span!(
+                target: shop_telemetry::SPANS_ONLY,
+                "send",
+                otel.name = format!("send {}", delivery.channel),
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                notification.channel = %delivery.channel,
+                notification.template = %delivery.template,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let sent = send(&state.senders, &delivery)
             .instrument(sending.clone())
             .await;

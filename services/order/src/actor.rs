@@ -35,6 +35,7 @@ pub struct Request {
     pub reason: Option<String>,
     pub tracking_number: Option<String>,
     pub carrier: Option<String>,
+    /// The request's trace context (`shop_web::request_id::trace_context`).
     pub trace_id: Option<String>,
 }
 

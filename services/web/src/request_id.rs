@@ -79,7 +79,7 @@ pub async fn with_request_id<E: Endpoint>(next: E, request: Request) -> poem::Re
         }
         None => shop_telemetry::root_span(&id, make_span),
     };
-    if let Some(trace_id) = span.in_scope(shop_telemetry::current_trace_id) {
+    if let Some(trace_id) = shop_telemetry::span_trace_id(&span) {
         span.record("trace_id", trace_id);
     }
     let request_span = span.clone();
@@ -97,8 +97,6 @@ pub async fn with_request_id<E: Endpoint>(next: E, request: Request) -> poem::Re
             request_span.record("http.response.status_code", status);
             if response.status().is_server_error() {
                 request_span.record("otel.status_code", "ERROR");
-            }
-            if response.status().is_server_error() {
                 tracing::warn!(status, ms, "handled");
             } else {
                 tracing::debug!(status, ms, "handled");
