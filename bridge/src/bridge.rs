@@ -65,6 +65,13 @@ pub struct Delivery {
     pub reply: RpcReplyPort<Ack>,
 }
 
+impl Delivery {
+    /// The span of `actor` handling this delivery, in the trace its event came in.
+    pub fn span(&self, actor: ActorCell) -> tracing::Span {
+        shop_actors::meta::handling_span(actor, self.event.name(), self.trace_id.as_deref())
+    }
+}
+
 type Deliver = dyn Fn(&ActorCell, Delivery) -> bool + Send + Sync;
 
 /// An actor, found by name at each delivery (so it may restart), and how to wrap an event in its

@@ -559,46 +559,32 @@ pub async fn observer_page(shopper: &Shopper, screenshot: &str) -> Value {
             }
         })
     };
-    let output_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-output");
-    std::fs::create_dir_all(&output_dir).expect("the output folder");
-    let screenshot = output_dir.join(screenshot);
-    let _ = std::fs::remove_file(&screenshot);
-    let output = tokio::process::Command::new("node")
-        .arg("dev/browser/observer.mjs")
-        .arg(env("SHOP_GATEWAY_URL"))
-        .arg(env("SHOP_ADMIN_EMAIL"))
-        .arg(env("SHOP_ADMIN_PASSWORD"))
-        .arg(&cart_actor)
-        .arg(&screenshot)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .await
-        .expect("node runs");
+    let seen = browser("observer.mjs", &cart_actor, screenshot).await;
     keep_alive.abort();
-    let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{printed}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(screenshot.exists(), "the screenshot is saved");
-    serde_json::from_str(printed.trim()).expect("the script prints JSON")
+    seen
 }
 
 /// Drives the observer's trace view in headless Chromium (dev/browser/traces.mjs): signs in as
 /// the admin and shows the trace of `order_id`. What the script saw (`rows`, `services`,
 /// `names`); the screenshot is kept in target/test-output.
 pub async fn traces_page(order_id: &str, screenshot: &str) -> Value {
+    browser("traces.mjs", order_id, screenshot).await
+}
+
+/// Runs dev/browser/SCRIPT in headless Chromium as the admin with `subject` (what it looks
+/// for); asserts it succeeded and saved `screenshot` in target/test-output, and returns the
+/// JSON it printed.
+async fn browser(script: &str, subject: &str, screenshot: &str) -> Value {
     let output_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-output");
     std::fs::create_dir_all(&output_dir).expect("the output folder");
     let screenshot = output_dir.join(screenshot);
     let _ = std::fs::remove_file(&screenshot);
     let output = tokio::process::Command::new("node")
-        .arg("dev/browser/traces.mjs")
+        .arg(format!("dev/browser/{script}"))
         .arg(env("SHOP_GATEWAY_URL"))
         .arg(env("SHOP_ADMIN_EMAIL"))
         .arg(env("SHOP_ADMIN_PASSWORD"))
-        .arg(order_id)
+        .arg(subject)
         .arg(&screenshot)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()

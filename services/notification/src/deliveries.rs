@@ -55,11 +55,7 @@ impl Actor for EventHandler {
         delivery: Delivery,
         state: &mut HandlerState,
     ) -> Result<(), ActorProcessingErr> {
-        let span = shop_actors::meta::handling_span(
-            myself.get_cell(),
-            delivery.event.name(),
-            delivery.trace_id.as_deref(),
-        );
+        let span = delivery.span(myself.get_cell());
         self.handle_traced(myself, delivery, state)
             .instrument(span)
             .await

@@ -47,11 +47,7 @@ impl Actor for CustomerEvents {
         delivery: Delivery,
         state: &mut CustomerEventsArgs,
     ) -> Result<(), ActorProcessingErr> {
-        let span = shop_actors::meta::handling_span(
-            myself.get_cell(),
-            delivery.event.name(),
-            delivery.trace_id.as_deref(),
-        );
+        let span = delivery.span(myself.get_cell());
         self.handle_traced(myself, delivery, state)
             .instrument(span)
             .await

@@ -34,11 +34,7 @@ impl Actor for OrderEvents {
         delivery: Delivery,
         pool: &mut PgPool,
     ) -> Result<(), ActorProcessingErr> {
-        let span = shop_actors::meta::handling_span(
-            myself.get_cell(),
-            delivery.event.name(),
-            delivery.trace_id.as_deref(),
-        );
+        let span = delivery.span(myself.get_cell());
         self.handle_traced(myself, delivery, pool)
             .instrument(span)
             .await

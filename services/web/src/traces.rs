@@ -60,16 +60,6 @@ impl TraceStore {
     }
 }
 
-/// The services whose spans are searched for an order or for slow requests.
-const SERVICES: [&str; 6] = [
-    "user",
-    "product",
-    "cart",
-    "order",
-    "payment",
-    "notification",
-];
-
 /// One span, as the observer draws it.
 #[derive(Debug, Serialize, PartialEq)]
 pub struct SpanView {
@@ -207,11 +197,19 @@ pub async fn recent(
     let store = store(request).await?;
     let limit = query.limit.unwrap_or(20).clamp(1, 100);
     let min_duration = query.min_duration_ms.unwrap_or(100).min(3_600_000);
-    let searches = SERVICES.map(|service| {
+    // The store's search is per service: every service it has heard from.
+    let services = store.get("api/services", Vec::new()).await?;
+    let services: Vec<String> = services["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|service| service.as_str().map(str::to_owned))
+        .collect();
+    let searches = services.into_iter().map(|service| {
         store.get(
             "api/traces",
             vec![
-                ("service", service.to_owned()),
+                ("service", service),
                 ("minDuration", format!("{min_duration}ms")),
                 ("lookback", "1h".to_owned()),
                 ("limit", limit.to_string()),
