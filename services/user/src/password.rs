@@ -162,7 +162,7 @@ impl Worker for HashWorker {
     async fn handle(
         &self,
         wid: WorkerId,
-        _factory: &ActorRef<FactoryMessage<(), HashJob>>,
+        factory: &ActorRef<FactoryMessage<(), HashJob>>,
         Job { msg, key, .. }: Job<(), HashJob>,
         state: &mut Option<Hasher>,
     ) -> Result<(), ActorProcessingErr> {
@@ -170,12 +170,10 @@ impl Worker for HashWorker {
             HashJob::Hash { trace, .. } => ("Hash", trace),
             HashJob::Verify { trace, .. } => ("Verify", trace),
         };
-        let span = shop_telemetry::actor_span(
-            &format!("hashing worker {wid}"),
-            "pool",
-            job,
-            trace.as_deref(),
-        );
+        // `user.hasher:<worker>`: the span is named for the pool, the worker is an attribute.
+        let pool = factory.get_name().unwrap_or_default();
+        let span =
+            shop_telemetry::actor_span(&format!("{pool}:{wid}"), "worker", job, trace.as_deref());
         self.work(msg, state).instrument(span).await;
         Ok(key)
     }
