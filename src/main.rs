@@ -240,7 +240,7 @@ fn init_logging(settings: &Settings, service: Option<&str>) -> Option<shop_telem
             Targets::new()
                 .with_target("sqlx::query", LevelFilter::DEBUG)
                 .and(tracing_subscriber::filter::dynamic_filter_fn(|_, _| {
-                    shop_telemetry::in_recorded_context()
+                    shop_telemetry::in_recorded_trace()
                 })),
         )
     });

@@ -1,7 +1,8 @@
 //! Sampling: with `SHOP_TRACE_SAMPLE_RATIO=0` a trace begun in a service is not kept, and no
 //! span of it reaches the trace store; the same request at the ratio dev/test runs with (1) is
-//! kept. Alone in its test binary: it restarts the user service with the ratio, and again
-//! without it.
+//! kept. With tracing off (no `SHOP_TRACE_ENDPOINT`) nothing is exported, and an event still
+//! carries its request's id in `trace-id`. Alone in its test binary: it restarts the user
+//! service with those settings, and again without them.
 
 mod common;
 
@@ -15,7 +16,7 @@ struct UserServiceRestored;
 
 impl Drop for UserServiceRestored {
     fn drop(&mut self) {
-        dev("stop_pid user && start_services");
+        dev("rm -f \"$DATA/env.override\"; stop_pid user && start_services");
     }
 }
 
@@ -69,6 +70,36 @@ async fn at_ratio_zero_no_span_reaches_the_store() {
         assert!(
             !stored(trace_id).await,
             "trace {trace_id} reached the store"
+        );
+    }
+    // Off: no exporter. The registration's event still names its request in `trace-id` (and
+    // carries no `traceparent`), so the logs of both ends find each other.
+    let events = common::events::Events::watch().await;
+    // An override, as the env file would set the endpoint again.
+    dev(
+        "stop_pid user && echo 'export SHOP_TRACE_ENDPOINT=' >\"$DATA/env.override\" \
+         && start_services && rm \"$DATA/env.override\"",
+    );
+    let untraced = read_profile(&shopper).await;
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    let registered = shopper
+        .client
+        .post(url("/users/register"))
+        .header("x-request-id", &request_id)
+        .json(&serde_json::json!({ "email": common::unique_email(), "password": common::PASSWORD, "name": "Ada" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let user: serde_json::Value = registered.json().await.unwrap();
+    let id: uuid::Uuid = user["id"].as_str().unwrap().parse().unwrap();
+    let seen = events.wait_for(id, "UserRegistered").await;
+    assert_eq!(seen.trace_id.as_deref(), Some(request_id.as_str()));
+    tokio::time::sleep(settle).await;
+    for trace_id in [&untraced, &request_id] {
+        assert!(
+            !stored(trace_id).await,
+            "tracing off, yet {trace_id} reached the store"
         );
     }
     drop(restored);

@@ -126,14 +126,7 @@ async fn one_checkout_is_one_trace_across_services_kafka_and_actors() {
         .iter()
         .filter_map(|span| span["service"].as_str())
         .collect();
-    for service in [
-        "user",
-        "product",
-        "cart",
-        "order",
-        "payment",
-        "notification",
-    ] {
+    for service in common::SERVICES {
         assert!(
             services.contains(service),
             "no span of {service}:\n{}",

@@ -127,7 +127,8 @@ static BY_KIND: LazyLock<DashMap<String, (u64, Duration)>> = LazyLock::new(DashM
 /// The span of `actor` handling `message`, in the trace the message came with (`trace`, a W3C
 /// `traceparent`), with the actor's name and kind; no span for a message without a trace.
 pub fn handling_span(actor: ActorCell, message: &str, trace: Option<&str>) -> tracing::Span {
-    let Some(trace) = trace else {
+    // Looked up only for a trace being kept: the others get no span.
+    let Some(trace) = trace.filter(|trace| shop_telemetry::sampled(trace).is_some()) else {
         return tracing::Span::none();
     };
     let name = actor.get_name().unwrap_or_default();

@@ -4,19 +4,11 @@
 // payment service's bridge shows for its consumer.
 // Usage: node dev/browser/observer.mjs GATEWAY ADMIN_EMAIL ADMIN_PASSWORD CART_ACTOR SCREENSHOT
 // (CART_ACTOR `any`: the first cart the page lists, for a system under load.)
-import { chromium } from "playwright-core";
+import { signedIn } from "./signin.mjs";
 
 const [gateway, email, password, wanted, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-});
+const { browser, page } = await signedIn(gateway, email, password);
 try {
-  const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
-  await page.goto(`${gateway}/admin/`);
-  await page.fill("input[name=email]", email);
-  await page.fill("input[name=password]", password);
-  await page.click("button[type=submit]");
   // The trees drawn as lists: the graph has no `.actor` lines to click (the page remembers the
   // choice in localStorage; a fresh browser starts with the list anyway).
   await page.click("#mode-list");

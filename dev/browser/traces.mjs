@@ -4,7 +4,7 @@
 // to 20 s. Prints what the waterfall shows as one JSON line:
 //   {"rows": n, "services": [sorted unique services], "names": [every span name, in row order]}
 // Usage: node dev/browser/traces.mjs GATEWAY ADMIN_EMAIL ADMIN_PASSWORD ORDER_ID SCREENSHOT
-import { chromium } from "playwright-core";
+import { signedIn } from "./signin.mjs";
 
 const [gateway, email, password, orderId, screenshot] = process.argv.slice(2);
 if (!screenshot) {
@@ -14,16 +14,8 @@ if (!screenshot) {
 const WAIT_MS = 20000;
 const RETRY_MS = 2000;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-});
+const { browser, page } = await signedIn(gateway, email, password);
 try {
-  const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
-  await page.goto(`${gateway}/admin/`);
-  await page.fill("input[name=email]", email);
-  await page.fill("input[name=password]", password);
-  await page.click("button[type=submit]");
   await page.click("#tab-traces", { timeout: 15000 });
   await page.fill("#trace-query", orderId);
 

@@ -111,18 +111,13 @@ pub fn sampled(traceparent: &str) -> Option<opentelemetry::Context> {
     parse(traceparent).filter(|context| context.span().span_context().is_sampled())
 }
 
-/// Whether the OpenTelemetry context active here (the entered span's) is being recorded.
-pub fn in_recorded_context() -> bool {
+/// Whether this code runs in a span of a trace being recorded. Read from the OpenTelemetry
+/// context the entered span activated, not from `tracing`: it is also asked inside the
+/// subscriber (a filter), where `tracing` would not answer.
+pub fn in_recorded_trace() -> bool {
     let context = opentelemetry::Context::current();
     let span = context.span();
     let span_context = span.span_context();
-    span_context.is_valid() && span_context.is_sampled()
-}
-
-/// Whether the span this code runs in belongs to a trace being recorded.
-pub fn in_sampled_trace() -> bool {
-    let context = tracing::Span::current().context();
-    let span_context = context.span().span_context().clone();
     span_context.is_valid() && span_context.is_sampled()
 }
 

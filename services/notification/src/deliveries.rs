@@ -225,7 +225,7 @@ impl MessageActor {
             return Ok(());
         }
         // A span of the trace the message was sent in; none outside one (a sweep's retry).
-        let sending = if shop_telemetry::in_sampled_trace() {
+        let sending = if shop_telemetry::in_recorded_trace() {
             tracing::info_span!(
                 target: shop_telemetry::SPANS_ONLY,
                 "send",
