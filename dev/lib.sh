@@ -22,6 +22,18 @@ PLAYWRIGHT_VERSION=1.65.1
 SCHEMATHESIS_VERSION=4.32.5
 STRIPE_MOCK_VERSION=v0.203.0
 FASTAVRO_VERSION=1.13.1
+# The deployment checks (dev/check-deploy): kustomize renders deploy/k8s/, kubernetes-validate
+# holds it to the Kubernetes schemas it bundles (offline), check-jsonschema holds compose.yml to
+# the Compose Specification's schema it bundles. kustomize v5.8.3 needs a newer Go than here.
+KUSTOMIZE_VERSION=v5.8.2
+KUBERNETES_VALIDATE_VERSION=1.37.0
+CHECK_JSONSCHEMA_VERSION=0.39.0
+# The oldest Kubernetes deploy/k8s/ is validated for (and the newest kubernetes-validate knows).
+KUBERNETES_OLDEST_VERSION=1.32.0
+# The operators deploy/k8s/overlays/production is written for (docs/deploying.md installs them):
+# their CustomResourceDefinitions validate its custom resources.
+CLOUDNATIVE_PG_VERSION=v1.27.1
+MONGODB_COMMUNITY_OPERATOR_VERSION=v0.13.0
 CONFLUENT_KAFKA_VERSION=2.16.1
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/dev/kafka/pom.xml")
 PG_BIN=/usr/lib/postgresql/15/bin
@@ -126,6 +138,7 @@ install_all() {
   install_stripe_mock
   install_playwright
   install_avro_tools
+  install_deploy_tools
   INSTALL_SECONDS=$((SECONDS - started))
   log "installed in ${INSTALL_SECONDS}s"
 }
@@ -497,6 +510,43 @@ install_avro_tools() {
   "$venv/bin/pip" install --quiet "fastavro==$FASTAVRO_VERSION" "confluent-kafka==$CONFLUENT_KAFKA_VERSION" \
     >"$TOOLS/avro-install.log" 2>&1 || die "installing fastavro failed; see $TOOLS/avro-install.log"
   touch "$venv/$stamp"
+}
+
+# kustomize (Go module proxy) and the two schema validators (PyPI) of dev/check-deploy.
+install_deploy_tools() {
+  if ! [ -x "$TOOLS/bin/kustomize" ] || ! [ -f "$TOOLS/kustomize-$KUSTOMIZE_VERSION" ]; then
+    command -v go >/dev/null || die "Go is needed to install kustomize"
+    log "building kustomize $KUSTOMIZE_VERSION (go install)"
+    mkdir -p "$TOOLS/bin"
+    GOBIN=$TOOLS/bin go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION" >"$TOOLS/kustomize-build.log" 2>&1 ||
+      die "building kustomize failed; see $TOOLS/kustomize-build.log"
+    touch "$TOOLS/kustomize-$KUSTOMIZE_VERSION"
+  fi
+  local venv=$TOOLS/deploy-check
+  local stamp="kubernetes-validate-$KUBERNETES_VALIDATE_VERSION-check-jsonschema-$CHECK_JSONSCHEMA_VERSION"
+  [ -f "$venv/$stamp" ] && return
+  log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION and check-jsonschema $CHECK_JSONSCHEMA_VERSION (pip)"
+  rm -rf "$venv"
+  python3 -m venv "$venv" || die "python3 -m venv failed (is python3-venv installed?)"
+  "$venv/bin/pip" install --quiet "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+    "check-jsonschema==$CHECK_JSONSCHEMA_VERSION" >"$TOOLS/deploy-check-install.log" 2>&1 ||
+    die "installing the deployment validators failed; see $TOOLS/deploy-check-install.log"
+  touch "$venv/$stamp"
+}
+
+# The operators' CustomResourceDefinitions, from the sources the Go module proxy serves.
+install_operator_crds() {
+  local stamp=$TOOLS/crds/cnpg-$CLOUDNATIVE_PG_VERSION-mongodb-$MONGODB_COMMUNITY_OPERATOR_VERSION
+  [ -f "$stamp" ] && return
+  command -v go >/dev/null || die "Go is needed to download the operators' CRDs"
+  log "downloading the CRDs of CloudNativePG $CLOUDNATIVE_PG_VERSION and the MongoDB operator $MONGODB_COMMUNITY_OPERATOR_VERSION"
+  local cnpg mongodb
+  cnpg=$(go mod download -json "github.com/cloudnative-pg/cloudnative-pg@$CLOUDNATIVE_PG_VERSION" | jq -r .Dir) &&
+    mongodb=$(go mod download -json "github.com/mongodb/mongodb-kubernetes-operator@$MONGODB_COMMUNITY_OPERATOR_VERSION" | jq -r .Dir) ||
+    die "downloading the operators' sources failed"
+  rm -rf "$TOOLS/crds" && mkdir -p "$TOOLS/crds"
+  cp "$cnpg"/config/crd/bases/postgresql.cnpg.io_*.yaml "$mongodb"/config/crd/bases/*.yaml "$TOOLS/crds/"
+  touch "$stamp"
 }
 
 start_mailpit() {

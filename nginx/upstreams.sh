@@ -3,7 +3,10 @@
 # of each service run, which envsubst cannot write (it cannot repeat a line once per replica).
 # dev/ runs it; the nginx image runs it from /docker-entrypoint.d after rendering the templates.
 #
-#   SHOP_<SERVICE>_UPSTREAM         host:port of each replica of the service, space separated
+#   SHOP_<SERVICE>_UPSTREAM         host:port of each replica of the service, space separated;
+#                                   a server with {n} in it stands for SHOP_REPLICAS servers,
+#                                   n = 1, 2, … (compose: shop-cart-{n}:8103)
+#   SHOP_REPLICAS                   how many servers a {n} stands for (default 1)
 #   SHOP_<SERVICE>_INTERNAL_LISTEN  optional: where the other services reach this one through the
 #                                   gateway, so a call about a customer reaches its replica too
 #   SHOP_UPSTREAM_RESOLVER          optional: a DNS server to resolve replica names with as they
@@ -19,6 +22,26 @@ out=${1:-/etc/nginx/conf.d/shop-upstreams.conf}
 services="user product cart order payment notification"
 upper() { echo "$1" | tr '[:lower:]' '[:upper:]'; }
 setting() { eval "printf '%s' \"\${$1:-}\""; }
+
+# The servers of a list, each {n} written out once per replica.
+expand_servers() {
+  for server in $1; do
+    case $server in
+      *"{n}"*)
+        replicas=${SHOP_REPLICAS:-1}
+        case $replicas in
+          '' | *[!0-9]* | 0) echo "upstreams.sh: SHOP_REPLICAS is $replicas, not a number of replicas" >&2; exit 1 ;;
+        esac
+        i=1
+        while [ "$i" -le "$replicas" ]; do
+          printf '%s\n' "$server" | sed "s/{n}/$i/g"
+          i=$((i + 1))
+        done
+        ;;
+      *) printf '%s\n' "$server" ;;
+    esac
+  done
+}
 
 server_line() {
   if [ -n "${SHOP_UPSTREAM_RESOLVER:-}" ]; then
@@ -55,6 +78,7 @@ zone_line() {
     name=$(upper "$service")
     servers=$(setting "SHOP_${name}_UPSTREAM")
     [ -n "$servers" ] || { echo "upstreams.sh: SHOP_${name}_UPSTREAM is not set" >&2; exit 1; }
+    servers=$(expand_servers "$servers") || exit 1
     # Each customer sticks to one replica (their cart actor lives there); `consistent` moves
     # only the customers of a replica that comes or goes.
     echo "upstream $service {"
