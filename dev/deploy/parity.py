@@ -467,7 +467,22 @@ def check_gateway(overlay, where, services, gateway_names, gateway_required):
         upstream = env.get(f"SHOP_{name.upper()}_UPSTREAM", "")
         for server in upstream.split():
             host, _, server_port = server.rpartition(":")
-            service = overlay.find("Service", host.split(".")[0])
+            labels = host.split(".")
+            service = overlay.find("Service", labels[0])
+            if service is None and len(labels) > 1 and workload["kind"] == "StatefulSet":
+                # <pod>.<governing Service>…: one name per replica of a StatefulSet, {n} for
+                # 1…SHOP_REPLICAS (the pods must be numbered so: ordinals.start 1).
+                service = overlay.find("Service", labels[1])
+                spec = workload["spec"]
+                start = spec.get("ordinals", {}).get("start", 0)
+                pod = re.fullmatch(re.escape(workload["metadata"]["name"]) + r"-(\d+|\{n\})", labels[0])
+                if spec.get("serviceName") != labels[1]:
+                    finding(at, f"SHOP_{name.upper()}_UPSTREAM names {host}, but {labels[1]} does not govern StatefulSet {workload['metadata']['name']}")
+                elif not pod:
+                    finding(at, f"SHOP_{name.upper()}_UPSTREAM names {host}, not a pod of StatefulSet {workload['metadata']['name']}")
+                elif pod.group(1) == "{n}" and (start != 1 or str(spec.get("replicas", 1)) != str(env.get("SHOP_REPLICAS", "1"))):
+                    finding(at, f"SHOP_{name.upper()}_UPSTREAM's {{n}} stands for 1…{env.get('SHOP_REPLICAS', '1')}, "
+                            f"but the pods are {workload['metadata']['name']}-{start}…{start + int(spec.get('replicas', 1)) - 1}")
             if service is None or service["spec"].get("clusterIP") != "None":
                 finding(at, f"SHOP_{name.upper()}_UPSTREAM names {host}, not a headless Service")
             elif not matches(service["spec"].get("selector"), service_pod["metadata"].get("labels", {})):
@@ -523,6 +538,12 @@ def check_stores(overlay, where, services, config, production):
                                ("transaction.state.log.min.isr", 2)):
                 if int(settings.get(key, 0)) != value:
                     finding(where, f"Kafka {key} is {settings.get(key)}, not {value}")
+            # Topics are created by the services themselves, with SHOP_KAFKA_REPLICATION.
+            for name, (_, _, _, env, _) in services.items():
+                replication = env.get("SHOP_KAFKA_REPLICATION", config.defaults["SHOP_KAFKA_REPLICATION"])
+                if replication != str(settings.get("default.replication.factor")):
+                    finding(where, f"the {name} service creates topics with {replication} replicas, "
+                            f"the cluster's default is {settings.get('default.replication.factor')}")
         for pool in overlay.kind("KafkaNodePool"):
             if pool["spec"].get("replicas", 0) < 3:
                 finding(where, f"KafkaNodePool {pool['metadata']['name']} has {pool['spec'].get('replicas')} nodes, fewer than 3")
