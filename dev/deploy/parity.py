@@ -12,7 +12,7 @@ refuses) and against each other:
 - each service listens where its Service, its probes and the gateway's upstream say it does,
   and each service's peers are reached where the gateway listens for them;
 - the gateway is given every variable its template and nginx/upstreams.sh read, and no other,
-  on an nginx recent enough for `server … resolve`;
+  on an nginx recent enough for `server … resolve`, and what it renders passes `nginx -t`;
 - the stores are sized for what the services ask of them (PostgreSQL connections, Kafka
   replication).
 
@@ -23,8 +23,10 @@ Exit 1 with one line per finding.
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -139,6 +141,55 @@ def gateway_env_complete(where, env, gateway_names, gateway_required):
         finding(where, f"the gateway is not given {name}, which its configuration needs")
 
 
+def nginx_accepts(where, env):
+    """The gateway configuration this environment renders (the template through envsubst, as
+    the nginx image does, then upstreams.sh) passes `nginx -t`. The local nginx (Debian's 1.22)
+    predates `resolve` and cannot look up the deployment's host names, so those two are made
+    local first; every other line is tested as written."""
+    if not shutil.which("nginx") or not shutil.which("envsubst"):
+        finding(where, "nginx and envsubst are needed to test the rendered gateway configuration")
+        return
+    env = {k: v for k, v in env.items() if isinstance(v, str)}
+    env["SHOP_NGINX_SCRIPT"] = str(ROOT / "nginx/shop.js")
+    env["SHOP_ADMIN_STATIC"] = str(ROOT / "web/admin")
+    with tempfile.TemporaryDirectory(prefix="shop-parity-nginx-") as work:
+        work = Path(work)
+        (work / "conf.d").mkdir()
+        template = (ROOT / "nginx/templates/shop.conf.template").read_text()
+        names = " ".join(f"${{{name}}}" for name in env if name.startswith("SHOP_"))
+        rendered = subprocess.run(["envsubst", names], input=template, env={"PATH": os.environ["PATH"], **env},
+                                  capture_output=True, text=True, check=True).stdout
+        (work / "conf.d/shop.conf").write_text(rendered)
+        upstreams = subprocess.run(["sh", str(ROOT / "nginx/upstreams.sh"), str(work / "conf.d/upstreams.conf")],
+                                   env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True)
+        if upstreams.returncode != 0:
+            finding(where, f"upstreams.sh fails: {upstreams.stderr.strip()}")
+            return
+        text = (work / "conf.d/upstreams.conf").read_text()
+        text = re.sub(r"(?m)^(\s*server )\S+?:(\d+)( resolve)?;", r"\g<1>127.0.0.1:\2;", text)
+        text = re.sub(r"(?m)^resolver \S+", "resolver 127.0.0.1", text)
+        (work / "conf.d/upstreams.conf").write_text(text)
+        (work / "nginx.conf").write_text(f"""
+load_module /usr/lib/nginx/modules/ngx_http_js_module.so;
+pid {work}/nginx.pid;
+error_log {work}/error.log;
+events {{ worker_connections 64; }}
+http {{
+  include /etc/nginx/mime.types;
+  client_body_temp_path {work}/body;
+  proxy_temp_path {work}/proxy;
+  fastcgi_temp_path {work}/fastcgi;
+  uwsgi_temp_path {work}/uwsgi;
+  scgi_temp_path {work}/scgi;
+  include {work}/conf.d/*.conf;
+}}
+""")
+        result = subprocess.run(["nginx", "-t", "-q", "-p", str(work), "-e", str(work / "error.log"),
+                                 "-c", str(work / "nginx.conf")], capture_output=True, text=True)
+        if result.returncode != 0:
+            finding(where, "nginx -t refuses the gateway configuration it renders: " + result.stderr.strip())
+
+
 def run_upstreams(env):
     """nginx/upstreams.sh's output for this gateway environment: servers per upstream."""
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"shop-parity-upstreams-{os.getpid()}.conf"
@@ -218,6 +269,7 @@ def check_compose(path, config, gateway_names, gateway_required):
     at = f"{where} nginx"
     nginx_version_ok(at, gateway.get("image", ""))
     gateway_env_complete(at, genv, gateway_names, gateway_required)
+    nginx_accepts(at, genv)
     if genv.get("SHOP_REPLICAS") != replicas:
         finding(at, f"SHOP_REPLICAS is {genv.get('SHOP_REPLICAS')} but the services run {replicas} replicas")
     for count in (1, 3):
@@ -459,6 +511,7 @@ def check_gateway(overlay, where, services, gateway_names, gateway_required):
     nginx_version_ok(at, container["image"])
     env = overlay.container_env(at, container, pod)
     gateway_env_complete(at, env, gateway_names, gateway_required)
+    nginx_accepts(at, env)
     if not env.get("SHOP_UPSTREAM_RESOLVER"):
         finding(at, "SHOP_UPSTREAM_RESOLVER is not set: pods that come and go would not be found")
     gateway_labels = pod["metadata"].get("labels", {})
