@@ -409,7 +409,7 @@ render_nginx() {
 load_module /usr/lib/nginx/modules/ngx_http_js_module.so;
 user www-data;
 # One worker: on a small machine the services and the load generator need the other cores; a
-# second worker measured slower here (see the README's benchmark).
+# second worker measured slower here (docs/performance.md).
 worker_processes ${SHOP_NGINX_WORKERS:-1};
 daemon off;
 pid $DATA/run/nginx.master.pid;

@@ -34,7 +34,7 @@ enum Command {
     Seed,
     /// Print the effective settings (secrets redacted).
     Config {
-        /// Print the README's table of variables and defaults instead.
+        /// Print the table of variables and defaults docs/operations.md shows instead.
         #[arg(long)]
         markdown: bool,
     },

@@ -1,8 +1,8 @@
 //! Shop's events as another language reads them: every topic read with `kcat`, every message
 //! decoded by fastavro with the writer's schema found by its fingerprint alone
 //! (`dev/avro/decode.py`), compared with what our own decoder saw and with what the API shows.
-//! Also: the README's Python consumer, run as it is printed there; and a message written with a
-//! pre-2026-12 fingerprint, still handled by the services.
+//! Also: the Python consumer docs/events.md prints, run as it is printed there; and a message
+//! written with a pre-2026-12 fingerprint, still handled by the services.
 
 mod common;
 
@@ -337,10 +337,10 @@ async fn every_event_type_read_by_fastavro_by_fingerprint_alone_matches_the_api(
 #[tokio::test]
 async fn the_readmes_python_consumer_reads_the_events_as_printed() {
     let consumer = include_str!("../dev/avro/consume.py");
-    let readme = include_str!("../README.md");
+    let page = include_str!("../docs/events.md");
     assert!(
-        readme.contains(consumer.trim()),
-        "the README prints dev/avro/consume.py as it is"
+        page.contains(consumer.trim()),
+        "docs/events.md prints dev/avro/consume.py as it is"
     );
     let shopper = Shopper::customer().await;
     let output = tokio::process::Command::new(python())

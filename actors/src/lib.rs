@@ -7,7 +7,7 @@
 //! - [`testing`]: waiting on conditions in tests.
 //!
 //! Supervision itself is `ractor-supervisor`'s (OTP-style one-for-one, meltdown, backoff); see
-//! `README.md` for the semantics.
+//! `actors/README.md` for the semantics.
 
 pub mod entities;
 pub mod meta;

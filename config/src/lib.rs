@@ -744,7 +744,7 @@ impl Settings {
             shipping: r.get(
                 "SHOP_SHIPPING",
                 commerce::DEFAULT_SHIPPING,
-                "shipping methods by country zone, as JSON (README: Orders and checkout)",
+                "shipping methods by country zone, as JSON (docs/api/orders.md)",
             ),
             tax: r.get(
                 "SHOP_TAX_RATES",
@@ -1088,19 +1088,19 @@ pub fn render_entries(entries: &[Entry]) -> String {
 }
 
 impl Settings {
-    /// The README's configuration table: every variable, its `dev/up` default, what it does.
+    /// docs/operations.md's configuration table: every variable, its `dev/up` default, its use.
     pub fn render_markdown(&self) -> String {
         render_markdown(&self.entries)
     }
 }
 
-/// The README's configuration table of these settings.
+/// The configuration table of docs/operations.md, of these settings.
 pub fn render_markdown(entries: &[Entry]) -> String {
     let mut out = String::from("| variable | default | meaning |\n|---|---|---|\n");
     for entry in entries {
         let default = match entry.default {
-            // The shipping and tax tables: documented in the README beside what they mean.
-            Some(default) if default.len() > 60 => "built in (see the README)".to_owned(),
+            // The shipping and tax tables: documented in docs/api/orders.md beside what they mean.
+            Some(default) if default.len() > 60 => "built in (docs/api/orders.md)".to_owned(),
             Some(default) if entry.secret => {
                 format!("`{default}` in dev; required outside dev")
             }

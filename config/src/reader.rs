@@ -126,7 +126,7 @@ impl Setting for crate::Environment {
 }
 
 impl Setting for crate::ShippingTable {
-    const EXPECTED: &'static str = "a shipping table as JSON (README: Orders and checkout)";
+    const EXPECTED: &'static str = "a shipping table as JSON (docs/api/orders.md)";
     fn parse(raw: &str) -> Option<Self> {
         serde_json::from_str(raw).ok()
     }

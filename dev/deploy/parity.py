@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ["user", "product", "cart", "order", "payment", "notification"]
 # The services with a database of their own in PostgreSQL (the cart lives in MongoDB).
 POSTGRES_SERVICES = ["user", "product", "order", "payment", "notification"]
+# Connections of a replica besides its pool: the outbox relay's LISTEN, the one at start.
+PER_REPLICA_EXTRA = 2
 # Read by the tests and dev/ only, never by the binary.
 DEV_ONLY = {"SHOP_MAILPIT_URL", "SHOP_STRIPE_MOCK_URL", "SHOP_GATEWAY_URL", "SHOP_DEV_REPLICAS"}
 # Valid values of production's kind for the secrets whose values are not in the repository.
@@ -293,10 +295,10 @@ def check_compose(path, config, gateway_names, gateway_required):
     command = " ".join(map(str, postgres.get("command", [])))
     match = re.search(r"max_connections=(\d+)", command)
     max_connections = int(match.group(1)) if match else 100
-    pool = int(config.defaults["SHOP_POSTGRES_POOL_SIZE"])
-    needed = len(POSTGRES_SERVICES) * int(replicas) * pool + 10
+    per_replica = int(config.defaults["SHOP_POSTGRES_POOL_SIZE"]) + PER_REPLICA_EXTRA
+    needed = len(POSTGRES_SERVICES) * int(replicas) * per_replica + 10
     if max_connections < needed:
-        finding(f"{where} postgres", f"max_connections {max_connections} < {needed} ({replicas} replicas × 5 services × pool {pool} + 10)")
+        finding(f"{where} postgres", f"max_connections {max_connections} < {needed} ({replicas} replicas × 5 services × {per_replica} + 10)")
 
     # Every named volume is where its image keeps its data: Kafka's only if log.dirs says so.
     kafka = services.get("kafka", {})
@@ -566,8 +568,8 @@ def check_stores(overlay, where, services, config, production):
             if hpa["spec"]["scaleTargetRef"]["name"] == workload["metadata"]["name"]:
                 most = max(most, hpa["spec"]["maxReplicas"])
         replicas[name] = most
-    pool = int(config.defaults["SHOP_POSTGRES_POOL_SIZE"])
-    needed = sum(replicas.get(name, 1) * pool for name in POSTGRES_SERVICES) + 10
+    per_replica = int(config.defaults["SHOP_POSTGRES_POOL_SIZE"]) + PER_REPLICA_EXTRA
+    needed = sum(replicas.get(name, 1) * per_replica for name in POSTGRES_SERVICES) + 10
     clusters = overlay.kind("Cluster")  # CloudNativePG
     if clusters:
         for cluster in clusters:
