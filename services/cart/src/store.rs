@@ -11,8 +11,11 @@
 //! when the writer may be far behind, see [`CartStore::write`]).
 //! Versions are inserted by one gatherer per process (see [`Inserts`]): the writes of many carts
 //! that arrive together go out as one unordered `insert_many`, and each cart hears only about its
-//! own document. Only `insert_many`, `insert_one`, `find_one` by `_id`, `replace_one` by `_id`
-//! and `delete_one` by `_id` are used: forms every MongoDB-compatible store agrees on.
+//! own document. The writes and the reads on a cart's path are `insert_many`, `insert_one`,
+//! `find_one` by `_id`, `replace_one` by `_id` and `delete_one` by `_id`: forms every
+//! MongoDB-compatible store agrees on. Off that path, a price change asks which carts hold a
+//! product (`items.product_id`) and a lost head is found by `user`: both have an index
+//! (see [`CartStore::ping`]).
 
 use std::collections::HashMap;
 use std::future::IntoFuture;
@@ -122,6 +125,8 @@ pub struct CartStore {
     versions: Collection<Version>,
     heads: Collection<Head>,
     inserts: Inserts,
+    /// Set once the indexes exist (made by the first readiness check that reaches the store).
+    indexed: Arc<tokio::sync::OnceCell<()>>,
 }
 
 /// Largest batch of versions in one `insert_many`.
@@ -254,12 +259,63 @@ impl CartStore {
             inserts: Inserts::start(versions.clone()),
             versions,
             heads: database.collection(HEADS),
+            indexed: Arc::default(),
         })
     }
 
+    /// Whether the store answers, and has the indexes. The service starts without the store
+    /// (it is found lazily), so the indexes are made here, once, by the first readiness check
+    /// that reaches it: until they exist the replica is not ready. Every replica does it; the
+    /// first makes them.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let database = self.versions.client().database(DATABASE);
         in_time(database.run_command(doc! { "ping": 1 }).into_future()).await?;
+        self.indexed
+            .get_or_try_init(|| self.create_indexes())
+            .await?;
+        Ok(())
+    }
+
+    async fn create_indexes(&self) -> Result<(), StoreError> {
+        use mongodb::IndexModel;
+        use mongodb::options::IndexOptions;
+        let named = |keys, name: &str| {
+            IndexModel::builder()
+                .keys(keys)
+                .options(IndexOptions::builder().name(name.to_owned()).build())
+                .build()
+        };
+        let indexes = [
+            // Which carts hold a product (`users_holding`), on every price change: without it,
+            // a scan of every stored version.
+            named(doc! { "items.product_id": 1 }, "items_product_id"),
+            // A cart's newest version when its head is lost (`scan`).
+            named(doc! { "user": 1, "version": -1 }, "user_newest"),
+        ];
+        // Only those missing: FerretDB 1.24 drops the connection when asked to make a compound
+        // index that exists (a panic in its handler). Two replicas making one at once: the
+        // second's check fails, it is not ready yet, and its next check finds the index.
+        let existing = match in_time(self.versions.list_index_names().into_future()).await {
+            Ok(names) => names,
+            // A new store: MongoDB has no collection before the first cart is written.
+            Err(StoreError::Unavailable(error))
+                if matches!(error.kind.as_ref(),
+                    mongodb::error::ErrorKind::Command(failed) if failed.code == NAMESPACE_NOT_FOUND) =>
+            {
+                Vec::new()
+            }
+            Err(error) => return Err(error),
+        };
+        for index in indexes {
+            let name = index
+                .options
+                .as_ref()
+                .and_then(|options| options.name.clone());
+            if name.is_some_and(|name| existing.contains(&name)) {
+                continue;
+            }
+            in_time(self.versions.create_index(index).into_future()).await?;
+        }
         Ok(())
     }
 
@@ -441,6 +497,7 @@ impl CartStore {
 }
 
 const DUPLICATE_KEY: i32 = 11000;
+const NAMESPACE_NOT_FOUND: i32 = 26;
 
 #[cfg(test)]
 #[path = "store_tests.rs"]

@@ -197,3 +197,37 @@ async fn many_carts_writing_at_once_are_all_stored() {
         assert_eq!(loaded_version(&store, user).await, 1);
     }
 }
+
+#[tokio::test]
+async fn a_ready_store_has_the_indexes_its_queries_off_the_write_path_need() {
+    let store = store().await;
+    store.ping().await.expect("the store is ready");
+    // Again, as every replica and every later check does: making them again is harmless.
+    store.ping().await.expect("the store is still ready");
+    let names = store
+        .versions
+        .list_index_names()
+        .await
+        .expect("the index names");
+    for index in ["items_product_id", "user_newest"] {
+        assert!(
+            names.iter().any(|name| name == index),
+            "{index} among {names:?}"
+        );
+    }
+    // And they serve: the carts holding a product are found through it.
+    let user = versions(&store, 1).await;
+    let product = store
+        .load(user)
+        .await
+        .expect("a load")
+        .expect("the cart")
+        .items[0]
+        .product_id
+        .parse()
+        .expect("a product id");
+    assert_eq!(
+        store.users_holding(product).await.expect("the holders"),
+        vec![user]
+    );
+}
