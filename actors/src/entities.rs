@@ -261,6 +261,15 @@ impl<M: ractor::Message, D: Send + Sync + 'static> Entities<M, D> {
     }
 }
 
+/// Ends an entity from its own handler, its work done (a settled order). `stop` would drop the
+/// requests already queued behind the current one, and their callers would hear "busy" for an
+/// entity that was there; draining handles those first, refuses whatever comes after, and
+/// [`Entities`] starts the entity afresh for that.
+pub fn finish<M: ractor::Message>(myself: &ActorRef<M>) {
+    // Fails only when the actor is stopping already, which is what was asked.
+    let _ = myself.drain();
+}
+
 /// When idle entities stop.
 #[derive(Debug, Clone, Copy)]
 pub struct Idleness {

@@ -17,6 +17,8 @@ enum CounterMsg {
     /// Answers (starts so far, pings answered by this entity so far, this one included).
     Ping(RpcReplyPort<(usize, u64)>),
     Fail,
+    /// Answers like Ping, then ends the entity, its work done.
+    Finish(RpcReplyPort<(usize, u64)>),
     Passivate(Idle<u64>),
 }
 
@@ -54,6 +56,11 @@ impl Actor for Counter {
                 let _ = reply.send((state.starts.load(AtomicOrdering::SeqCst), state.pings));
             }
             CounterMsg::Fail => return Err("told to fail".into()),
+            CounterMsg::Finish(reply) => {
+                state.pings += 1;
+                let _ = reply.send((state.starts.load(AtomicOrdering::SeqCst), state.pings));
+                finish(&myself);
+            }
             CounterMsg::Passivate(idle) => {
                 let record = idle.hibernates().then_some(state.pings);
                 if idle.leave(record) {
@@ -268,5 +275,30 @@ async fn requests_racing_hibernation_are_all_answered_and_nothing_is_lost() {
     assert!(
         registry.starts.load(AtomicOrdering::SeqCst) > ids.len(),
         "the entities did hibernate and wake meanwhile"
+    );
+}
+
+#[tokio::test]
+async fn requests_queued_behind_an_entity_that_finishes_are_all_answered() {
+    let (entities, starts) = registry(Duration::from_secs(60)).await;
+    let id = Uuid::new_v4();
+    // Many callers at once, each asking the entity to finish: those queued behind the first
+    // are handled before it ends, the later ones by the entity started again. None is "busy".
+    let calls: Vec<_> = (0..40)
+        .map(|_| {
+            let entities = entities.clone();
+            tokio::spawn(async move { entities.call(id, CounterMsg::Finish).await })
+        })
+        .collect();
+    let mut answered = 0;
+    for call in calls {
+        let answer = call.await.expect("the caller's task");
+        assert!(answer.is_ok(), "an answer, not {answer:?}");
+        answered += 1;
+    }
+    assert_eq!(answered, 40);
+    assert!(
+        starts.load(AtomicOrdering::SeqCst) >= 1,
+        "started at least once"
     );
 }

@@ -212,12 +212,14 @@ impl MessageActor {
             MessageMsg::SendClaimed(recorded, _) => (true, Some(*recorded)),
             _ => (false, store::delivery(&state.pool, state.id).await?),
         };
+        // Done with this message (no longer pending, sent, or failed for good): ended by
+        // draining, so a message queued meanwhile (a resend asked for) is still handled.
         let Some(delivery) = delivery else {
-            myself.stop(None);
+            shop_actors::entities::finish(&myself);
             return Ok(());
         };
         if !delivery.is_pending() {
-            myself.stop(None);
+            shop_actors::entities::finish(&myself);
             return Ok(());
         }
         // A sweep or a retry timer: only one replica may send, the one whose claim took.
@@ -249,7 +251,7 @@ impl MessageActor {
             Ok(message_id) => {
                 store::mark_sent(&state.pool, delivery.id, &message_id).await?;
                 tracing::info!(id = %delivery.id, channel = %delivery.channel, template = %delivery.template, "sent");
-                myself.stop(None);
+                shop_actors::entities::finish(&myself);
             }
             Err(SendError::Transient(error))
                 if u32::try_from(delivery.attempts + 1).unwrap_or(u32::MAX)
@@ -264,7 +266,7 @@ impl MessageActor {
             Err(error) => {
                 tracing::warn!(id = %delivery.id, %error, "sending failed for good");
                 store::mark_failed_try(&state.pool, delivery.id, &error.to_string(), None).await?;
-                myself.stop(None);
+                shop_actors::entities::finish(&myself);
             }
         }
         Ok(())

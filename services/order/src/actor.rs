@@ -165,8 +165,10 @@ impl OrderActor {
                 return Ok(());
             }
         }
+        // A settled order's actor is done: requests already queued for it are still answered
+        // (a 409 for a command it no longer allows, not a 503), later ones start it again.
         if state.current().is_none_or(State::is_settled) {
-            myself.stop(None);
+            shop_actors::entities::finish(&myself);
         }
         Ok(())
     }
