@@ -178,7 +178,7 @@ pub struct CartSettings {
     /// Where tools reach the cart service directly.
     pub url: Url,
     /// The MongoDB-compatible server; carts live in its database `shop_cart`.
-    pub mongodb_url: Url,
+    pub mongodb_url: MongoUrl,
     /// A cart with no request for this long is forgotten (its hibernated record too); the next
     /// request reads it from the store.
     pub idle_timeout: Duration,
@@ -196,14 +196,10 @@ pub struct CartSettings {
 
 impl std::fmt::Debug for CartSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut url = self.mongodb_url.clone();
-        if url.password().is_some() {
-            let _ = url.set_password(Some("********"));
-        }
         f.debug_struct("CartSettings")
             .field("port", &self.port)
             .field("url", &self.url.as_str())
-            .field("mongodb_url", &url.as_str())
+            .field("mongodb_url", &self.mongodb_url)
             .field("idle_timeout", &self.idle_timeout)
             .field("hibernate_after", &self.hibernate_after)
             .field("product_cache_ttl", &self.product_cache_ttl)
@@ -352,6 +348,79 @@ pub struct AdminAccount {
 /// A secret value: `Debug` never prints it; [`Secret::expose`] is the one way to read it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+/// A MongoDB connection string: `mongodb://` with one host or a replica set's several
+/// (`a:27017,b:27017`, as the MongoDB operator writes it), or `mongodb+srv://`. Not a [`Url`]:
+/// a list of hosts is not one. The driver parses the options; this checks the shape, and
+/// never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MongoUrl(String);
+
+impl MongoUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The hosts, after the scheme and any credentials.
+    fn split(raw: &str) -> Option<(&str, Option<&str>, &str)> {
+        let rest = raw
+            .strip_prefix("mongodb://")
+            .or_else(|| raw.strip_prefix("mongodb+srv://"))?;
+        let scheme = &raw[..raw.len() - rest.len()];
+        let authority = rest.split(['/', '?']).next().unwrap_or_default();
+        match authority.rsplit_once('@') {
+            Some((credentials, hosts)) => Some((scheme, Some(credentials), hosts)),
+            None => Some((scheme, None, authority)),
+        }
+    }
+
+    pub(crate) fn parse(raw: &str) -> Option<Self> {
+        let raw = raw.trim();
+        let (_, _, hosts) = Self::split(raw)?;
+        // host, host:port, [v6], [v6]:port
+        let valid_host = |host: &str| {
+            let (name, port) = match host.strip_prefix('[') {
+                Some(v6) => match v6.split_once(']') {
+                    Some((address, "")) => (address, None),
+                    Some((address, rest)) => match rest.strip_prefix(':') {
+                        Some(port) => (address, Some(port)),
+                        None => return false,
+                    },
+                    None => return false,
+                },
+                None => match host.split_once(':') {
+                    Some((name, port)) => (name, Some(port)),
+                    None => (host, None),
+                },
+            };
+            !name.is_empty() && port.is_none_or(|port| port.parse::<u16>().is_ok())
+        };
+        hosts
+            .split(',')
+            .all(valid_host)
+            .then(|| Self(raw.to_owned()))
+    }
+
+    /// The string with its password replaced.
+    pub fn redacted(&self) -> String {
+        match Self::split(&self.0) {
+            Some((scheme, Some(credentials), _)) => match credentials.split_once(':') {
+                Some((user, _)) => {
+                    let rest = &self.0[scheme.len() + credentials.len()..];
+                    format!("{scheme}{user}:********{rest}")
+                }
+                None => self.0.clone(),
+            },
+            _ => self.0.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for MongoUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
@@ -696,9 +765,9 @@ impl Settings {
                 .secret(
                     "SHOP_MONGODB_URL",
                     "mongodb://127.0.0.1:27017",
-                    "MongoDB-compatible server (FerretDB under dev/up); carts live in shop_cart",
+                    "MongoDB-compatible server (FerretDB under dev/up), a connection string: one host or a replica set's; carts live in shop_cart",
                 )
-                .unwrap_or_else(placeholder_url),
+                .unwrap_or_else(|| MongoUrl("mongodb://unset.invalid".to_owned())),
             idle_timeout: r.get(
                 "SHOP_CART_IDLE",
                 "5m",

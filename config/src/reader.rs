@@ -113,6 +113,17 @@ impl Setting for url::Url {
     }
 }
 
+impl Setting for crate::MongoUrl {
+    const EXPECTED: &'static str = "a MongoDB connection string such as mongodb://127.0.0.1:27017 or mongodb://a:27017,b:27017/?replicaSet=rs0";
+    const SHOW_REDACTS: bool = true;
+    fn parse(raw: &str) -> Option<Self> {
+        crate::MongoUrl::parse(raw)
+    }
+    fn show(&self, _raw: &str) -> String {
+        self.redacted()
+    }
+}
+
 impl Setting for crate::Environment {
     const EXPECTED: &'static str = "production, staging or dev";
     fn parse(raw: &str) -> Option<Self> {

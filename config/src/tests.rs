@@ -362,3 +362,40 @@ fn panicking_carts_need_the_test_hooks_and_a_percentage() {
     assert_eq!(chaotic.cart.panic_percent, 1);
     assert_eq!(settings(&[]).unwrap().cart.panic_percent, 0);
 }
+
+#[test]
+fn a_replica_sets_connection_string_is_taken_as_the_operator_writes_it() {
+    // The MongoDB operator's connectionString.standard: several hosts, options, a password.
+    let replica_set = "mongodb://shop:hunter2hunter2@shop-mongo-0.shop-mongo-svc:27017,\
+                       shop-mongo-1.shop-mongo-svc:27017,[fd00::2]:27017/admin?replicaSet=shop-mongo&w=majority";
+    for url in [
+        replica_set,
+        "mongodb://127.0.0.1:27017",
+        "mongodb+srv://shop:hunter2hunter2@cluster0.example.net/?retryWrites=true",
+    ] {
+        let settings = settings(&[("SHOP_MONGODB_URL", url)])
+            .unwrap_or_else(|error| panic!("{url} is taken: {error}"));
+        assert_eq!(settings.cart.mongodb_url.as_str(), url);
+        let printed = settings.render();
+        let debugged = format!("{settings:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!debugged.contains("hunter2"), "{debugged}");
+    }
+    let printed = settings(&[("SHOP_MONGODB_URL", replica_set)])
+        .unwrap()
+        .render();
+    assert!(
+        printed.contains("mongodb://shop:********@shop-mongo-0.shop-mongo-svc:27017,"),
+        "{printed}"
+    );
+    for wrong in [
+        "http://127.0.0.1:27017",
+        "mongodb://",
+        "mongodb://a:27017,,b:27017",
+        "mongodb://a:port",
+        "mongodb://[fd00::2",
+    ] {
+        let error = settings(&[("SHOP_MONGODB_URL", wrong)]).unwrap_err();
+        assert_eq!(problem_names(&error), vec!["SHOP_MONGODB_URL"], "{wrong}");
+    }
+}

@@ -41,8 +41,11 @@ PER_REPLICA_EXTRA = 2
 DEV_ONLY = {"SHOP_MAILPIT_URL", "SHOP_STRIPE_MOCK_URL", "SHOP_GATEWAY_URL", "SHOP_DEV_REPLICAS"}
 # Valid values of production's kind for the secrets whose values are not in the repository.
 SAMPLE_SECRETS = {
-    "SHOP_POSTGRES_URL": "postgres://shop:sample-password-0123@postgres.example:5432/postgres",
-    "SHOP_MONGODB_URL": "mongodb://shop:sample-password-0123@mongo.example:27017/?replicaSet=rs0",
+    # Shaped as the operators write them: CloudNativePG's `uri`, the MongoDB operator's
+    # `connectionString.standard` (with production's additional options).
+    "SHOP_POSTGRES_URL": "postgresql://shop:sample-password-0123@shop-postgres-rw.shop:5432/shop",
+    "SHOP_MONGODB_URL": "mongodb://shop:sample-password-0123@shop-mongo-0.shop-mongo-svc.shop.svc.cluster.local:27017,"
+    "shop-mongo-1.shop-mongo-svc.shop.svc.cluster.local:27017/admin?replicaSet=shop-mongo&ssl=false&w=majority&journal=true",
     "SHOP_SERVICE_CLIENTS": "shop-services:0123456789abcdef0123",
     "SHOP_SERVICE_CLIENT_SECRET": "0123456789abcdef0123",
     "SHOP_STRIPE_SECRET_KEY": "sk_test_0123456789abcdef",
