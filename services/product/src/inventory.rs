@@ -423,6 +423,9 @@ enum Closing {
     Release,
     /// Sold units come back on hand (a paid order cancelled before it shipped).
     Return,
+    /// A sale after the reservation expired: its units already went back to available, so the
+    /// sale takes them from on hand alone.
+    SaleAfterExpiry,
 }
 
 /// Turns a reservation into a sale. Committing it again changes nothing.
@@ -478,6 +481,7 @@ async fn close(
         Closing::Commit => ("reserved", "committed"),
         Closing::Release => ("reserved", "released"),
         Closing::Return => ("committed", "returned"),
+        Closing::SaleAfterExpiry => ("expired", "committed"),
     };
     let mut transaction = pool.begin().await?;
     let closed = sqlx::query(
@@ -498,6 +502,9 @@ async fn close(
         if repeat {
             return Ok(Some(existing));
         }
+        if closing == Closing::Commit && existing.status == "expired" {
+            return sell_after_expiry(pool, order_id).await;
+        }
         return Err(ProductError::ReservationClosed(existing.status));
     }
     give_back(&mut transaction, &[order_id], closing).await?;
@@ -505,11 +512,55 @@ async fn close(
     Ok(None)
 }
 
-/// Applies closed reservations' lines to stock, locking the stock rows in product-id order.
-async fn give_back(
+/// The order was paid, but its payment was heard after the reservation expired (events held up
+/// past the margin, as by a Kafka outage) and its units went back to available. The sale still
+/// happened, so it takes the units from what is available now — all of them or none: if some
+/// were sold to others meanwhile, the reservation stays expired and the error says so (the
+/// order needs a refund; it is logged as an error for a person to see).
+async fn sell_after_expiry(
+    pool: &PgPool,
+    order_id: Uuid,
+) -> Result<Option<Reservation>, ProductError> {
+    let mut transaction = pool.begin().await?;
+    let taken = sqlx::query(
+        "update reservations set status = 'committed', updated_at = now()
+         where order_id = $1 and status = 'expired'",
+    )
+    .bind(order_id)
+    .execute(&mut *transaction)
+    .await?
+    .rows_affected();
+    if taken == 0 {
+        // Another consumer of the same event got there first: as a repeat.
+        drop(transaction);
+        return Ok(Some(reservation(pool, order_id).await?));
+    }
+    lock_stock(&mut transaction, &[order_id]).await?;
+    let short: i64 = sqlx::query_scalar(
+        "select count(*) from stock s
+         join (select product_id, sum(quantity)::int as quantity from reservation_lines
+               where order_id = $1 group by product_id) as line using (product_id)
+         where s.on_hand - s.reserved < line.quantity",
+    )
+    .bind(order_id)
+    .fetch_one(&mut *transaction)
+    .await?;
+    if short > 0 {
+        drop(transaction);
+        return Err(ProductError::ReservationClosed(
+            "expired, and its units were sold to others since".to_owned(),
+        ));
+    }
+    apply_lines(&mut transaction, &[order_id], Closing::SaleAfterExpiry).await?;
+    transaction.commit().await?;
+    tracing::warn!(%order_id, "paid after its reservation expired: sold from available stock");
+    Ok(None)
+}
+
+/// Locks the stock rows of these orders' lines, in product-id order (no deadlock between two).
+async fn lock_stock(
     transaction: &mut Transaction<'_, Postgres>,
     order_ids: &[Uuid],
-    closing: Closing,
 ) -> Result<(), ProductError> {
     sqlx::query(
         "select s.product_id from stock s
@@ -520,11 +571,31 @@ async fn give_back(
     .bind(order_ids)
     .fetch_all(&mut **transaction)
     .await?;
+    Ok(())
+}
+
+/// Applies closed reservations' lines to stock, locking the stock rows in product-id order.
+async fn give_back(
+    transaction: &mut Transaction<'_, Postgres>,
+    order_ids: &[Uuid],
+    closing: Closing,
+) -> Result<(), ProductError> {
+    lock_stock(transaction, order_ids).await?;
+    apply_lines(transaction, order_ids, closing).await
+}
+
+/// Moves stock by these orders' lines as `closing` says (the rows locked already).
+async fn apply_lines(
+    transaction: &mut Transaction<'_, Postgres>,
+    order_ids: &[Uuid],
+    closing: Closing,
+) -> Result<(), ProductError> {
     // How each closing moves reserved and on hand, per unit of the order's lines.
     let (reserved, on_hand) = match closing {
         Closing::Commit => (-1, -1),
         Closing::Release => (-1, 0),
         Closing::Return => (0, 1),
+        Closing::SaleAfterExpiry => (0, -1),
     };
     sqlx::query(
         "update stock set
