@@ -1,10 +1,14 @@
 //! Watching what the services publish: a bridge of the test's own, in a consumer group of its
 //! own (so it reads every topic from the start), delivering every event to a collecting actor.
+//! Both run under a supervisor, as in a service: a bridge whose consumer is stuck after a Kafka
+//! outage fails so that a fresh one takes over, and without a supervisor the watcher would go
+//! deaf for the rest of the test (a fault scenario's books then missed every later event).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use shop_actors::{Child, Intensity, Restart, SupervisorSpec};
 use shop_bridge::{Ack, Delivery, Subscriber, Subscriptions};
 use shop_config::Settings;
 use shop_schemas::{
@@ -59,9 +63,6 @@ impl Events {
         let run = Uuid::new_v4().simple().to_string();
         let collector = format!("test.events.{run}");
         let log: Log = Arc::default();
-        Actor::spawn(Some(collector.clone()), Collector, log.clone())
-            .await
-            .expect("the collector starts");
         let to = |_: ()| Subscriber::deliveries(collector.clone());
         let subscriptions = Subscriptions::new()
             .on::<UserRegistered>(to(()))
@@ -74,18 +75,22 @@ impl Events {
             .on::<PaymentFailed>(to(()))
             .on::<PaymentRefunded>(to(()))
             .on::<ProductPriceChanged>(to(()));
-        let args = shop_bridge::BridgeArgs {
-            service: Box::leak(format!("test-watcher-{run}").into_boxed_str()),
-            settings: settings.kafka.clone(),
-            subscriptions,
-        };
-        Actor::spawn(
-            Some(format!("test.bridge.{run}")),
-            shop_bridge::Bridge,
-            args,
-        )
-        .await
-        .expect("the watching bridge starts");
+        let collected = log.clone();
+        let tree = SupervisorSpec::new(format!("test.watcher.{run}"))
+            .intensity(Intensity::default())
+            .child(Child::actor(
+                &collector,
+                "collector",
+                Restart::Permanent,
+                move || (Collector, collected.clone()),
+            ))
+            .child(shop_bridge::bridge_child(
+                &format!("test.bridge.{run}"),
+                Box::leak(format!("test-watcher-{run}").into_boxed_str()),
+                &settings.kafka,
+                subscriptions,
+            ));
+        tree.spawn().await.expect("the watcher's tree starts");
         Self { log }
     }
 
