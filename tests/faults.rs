@@ -44,9 +44,19 @@ const SETTLE: Duration = Duration::from_secs(120);
 /// consumer that never rejoins is declared stuck after `SHOP_KAFKA_STUCK_AFTER` (30 s) and
 /// replaced, and the fresh one joins within seconds.
 const RECOVERY: Duration = Duration::from_secs(90);
-/// A group counts as whole once it stayed whole this long: longer than a session timeout (6 s),
-/// after which the coordinator forgets a member that stopped heartbeating.
-const STEADY: Duration = Duration::from_secs(8);
+/// A group counts as whole once it stayed whole this long: longer than a session timeout, after
+/// which the coordinator forgets a member that stopped heartbeating.
+fn steady() -> Duration {
+    session_timeout() + Duration::from_secs(2)
+}
+
+/// The consumers' session timeout (`SHOP_KAFKA_SESSION_TIMEOUT`), as the services read it.
+fn session_timeout() -> Duration {
+    shop_config::Settings::from_env()
+        .expect("the settings dev/test exports are valid")
+        .kafka
+        .session_timeout
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fault suite: dev/test --faults"]
@@ -59,14 +69,15 @@ async fn kafka_stopped_for_thirty_seconds_loses_and_doubles_nothing() {
     .await;
 }
 
-/// Down for 1 s (shorter than a session), 5 s (just under the 6 s session timeout) and 30 s
-/// (every session expires), each restart right after the broker is back.
+/// Down for 1 s (shorter than a session), 2 s less than the session timeout (the sessions just
+/// survive) and 30 s (every session expires), each restart right after the broker is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "fault suite: dev/test --faults"]
 async fn kafka_restarted_three_times_in_quick_succession_loses_and_doubles_nothing() {
     run_scenario(async {
-        for outage in [1, 5, 30] {
-            down_for("stop_pid kafka", Duration::from_secs(outage), "start_kafka").await;
+        let just_under = session_timeout() - Duration::from_secs(2);
+        for outage in [Duration::from_secs(1), just_under, Duration::from_secs(30)] {
+            down_for("stop_pid kafka", outage, "start_kafka").await;
         }
     })
     .await;
@@ -284,7 +295,7 @@ async fn run_idle_scenario(fault: impl std::future::Future<Output = ()>) {
 /// Waits until every consumer group is whole again after the fault was healed, and says how
 /// long that took; or names the services whose consumers did not recover.
 async fn consumers_recover(scenario: String, healed: Instant) -> Result<(), String> {
-    let whole = groups::wait_until_whole(RECOVERY, STEADY).await?;
+    let whole = groups::wait_until_whole(RECOVERY, steady()).await?;
     eprintln!(
         "{scenario}: every consumer group whole {:.1}s after the fault was healed",
         whole.saturating_duration_since(healed).as_secs_f64()
@@ -326,7 +337,7 @@ impl Shop {
         // hold up the next orders until they too ran out of time.
         shell("echo 'export SHOP_ORDER_PAYMENT_GRACE=60s' >\"$DATA/env.override\" && stop_pid order && start_services").await;
         // A scenario starts on a whole system, or fails saying which part is not.
-        if let Err(broken) = groups::wait_until_whole(RECOVERY, STEADY).await {
+        if let Err(broken) = groups::wait_until_whole(RECOVERY, steady()).await {
             panic!("before the fault, {broken}");
         }
         let events = Events::watch().await;

@@ -242,8 +242,16 @@ pub fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
         .set("auto.commit.interval.ms", "200")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        // Quick rebalances when a consumer goes away (a killed bridge, a restarted replica).
-        .set("session.timeout.ms", "6000")
+        // A killed consumer's partitions wait this long for another. Not the broker's floor of
+        // 6 s: right after a broker restart, with every group catching up on 2 cores, heartbeat
+        // answers took longer than that, and each consumer that gave up on its session rejoined
+        // as a new member, starting the next rebalance — groups never settled (the fault suite's
+        // Kafka scenarios, 90 s without a whole group).
+        .set(
+            "session.timeout.ms",
+            settings.session_timeout.as_millis().to_string(),
+        )
+        // Frequent heartbeats: a member hears of a rebalance within a second.
         .set("heartbeat.interval.ms", "1000");
     config
 }

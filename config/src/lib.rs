@@ -336,7 +336,15 @@ pub struct KafkaSettings {
     /// Restarts for a stuck consumer allowed within an hour; past that the bridge no longer
     /// starts and the failure escalates (the service stops, for its process manager to restart).
     pub stuck_restarts_per_hour: u32,
+    /// How long the group coordinator waits for a consumer's heartbeat before it counts the
+    /// consumer gone and gives its partitions to the others.
+    pub session_timeout: Duration,
 }
+
+/// The broker's bounds of a consumer's session timeout (Kafka's `group.min.session.timeout.ms`
+/// and `group.max.session.timeout.ms` defaults): outside them it refuses the consumer's join.
+const SESSION_TIMEOUT_BOUNDS: (Duration, Duration) =
+    (Duration::from_secs(6), Duration::from_secs(1800));
 
 /// The admin that exists from the start.
 #[derive(Debug, Clone)]
@@ -1083,7 +1091,22 @@ impl Settings {
                 "6",
                 "restarts for a stuck consumer allowed within an hour before the service gives up",
             ),
+            session_timeout: r.get(
+                "SHOP_KAFKA_SESSION_TIMEOUT",
+                "15s",
+                "a consumer whose heartbeats go unanswered this long leaves its group (its partitions go to the others); 6s to 30m",
+            ),
         };
+        let (shortest, longest) = SESSION_TIMEOUT_BOUNDS;
+        if !(shortest..=longest).contains(&kafka.session_timeout) {
+            r.problems.push(Problem {
+                name: "SHOP_KAFKA_SESSION_TIMEOUT",
+                message: format!(
+                    "{:?} is outside what the broker accepts ({shortest:?} to {longest:?})",
+                    kafka.session_timeout
+                ),
+            });
+        }
 
         let tracing = TraceSettings {
             endpoint: r.optional(

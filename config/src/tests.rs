@@ -399,3 +399,21 @@ fn a_replica_sets_connection_string_is_taken_as_the_operator_writes_it() {
         assert_eq!(problem_names(&error), vec!["SHOP_MONGODB_URL"], "{wrong}");
     }
 }
+
+#[test]
+fn a_session_timeout_the_broker_would_refuse_is_refused_at_start() {
+    assert_eq!(
+        settings(&[]).unwrap().kafka.session_timeout,
+        Duration::from_secs(15)
+    );
+    for refused in ["3s", "31m"] {
+        let error = settings(&[("SHOP_KAFKA_SESSION_TIMEOUT", refused)]).unwrap_err();
+        assert_eq!(
+            problem_names(&error),
+            vec!["SHOP_KAFKA_SESSION_TIMEOUT"],
+            "{refused}"
+        );
+    }
+    let taken = settings(&[("SHOP_KAFKA_SESSION_TIMEOUT", "6s")]).unwrap();
+    assert_eq!(taken.kafka.session_timeout, Duration::from_secs(6));
+}
