@@ -359,8 +359,7 @@ pub struct Secret(String);
 
 /// A MongoDB connection string: `mongodb://` with one host or a replica set's several
 /// (`a:27017,b:27017`, as the MongoDB operator writes it), or `mongodb+srv://`. Not a [`Url`]:
-/// a list of hosts is not one. The driver parses the options; this checks the shape, and
-/// never shows the password.
+/// a list of hosts is not one. Checked by the driver's own parser; never shows the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MongoUrl(String);
 
@@ -382,31 +381,12 @@ impl MongoUrl {
         }
     }
 
+    /// What the driver itself accepts (its own parser, no DNS look-up).
     pub(crate) fn parse(raw: &str) -> Option<Self> {
         let raw = raw.trim();
-        let (_, _, hosts) = Self::split(raw)?;
-        // host, host:port, [v6], [v6]:port
-        let valid_host = |host: &str| {
-            let (name, port) = match host.strip_prefix('[') {
-                Some(v6) => match v6.split_once(']') {
-                    Some((address, "")) => (address, None),
-                    Some((address, rest)) => match rest.strip_prefix(':') {
-                        Some(port) => (address, Some(port)),
-                        None => return false,
-                    },
-                    None => return false,
-                },
-                None => match host.split_once(':') {
-                    Some((name, port)) => (name, Some(port)),
-                    None => (host, None),
-                },
-            };
-            !name.is_empty() && port.is_none_or(|port| port.parse::<u16>().is_ok())
-        };
-        hosts
-            .split(',')
-            .all(valid_host)
-            .then(|| Self(raw.to_owned()))
+        mongodb::options::ConnectionString::parse(raw)
+            .ok()
+            .map(|_| Self(raw.to_owned()))
     }
 
     /// The string with its password replaced.
