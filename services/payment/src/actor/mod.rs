@@ -217,8 +217,10 @@ impl PaymentActor {
                 return Ok(());
             }
         }
+        // No work left: ended by draining, so an event or a refund queued meanwhile is still
+        // answered (a stop would drop it, and its sender would try again after a backoff).
         if !state.has_work() {
-            myself.stop(None);
+            shop_actors::entities::finish(&myself);
         }
         Ok(())
     }
