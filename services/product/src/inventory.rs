@@ -503,39 +503,34 @@ async fn close(
             return Ok(Some(existing));
         }
         if closing == Closing::Commit && existing.status == "expired" {
-            return sell_after_expiry(pool, order_id).await;
+            // Paid, but the payment was heard after the reservation expired (events held up
+            // past the margin, as by a Kafka outage): the sale still happened.
+            return Box::pin(close(pool, order_id, Closing::SaleAfterExpiry)).await;
         }
         return Err(ProductError::ReservationClosed(existing.status));
     }
-    give_back(&mut transaction, &[order_id], closing).await?;
+    lock_stock(&mut transaction, &[order_id]).await?;
+    // Its units went back to available when it expired: it takes them from what is available
+    // now, all or none. Short, the reservation stays expired (rolled back) and the order needs
+    // a refund: the consumer logs the error, naming the order.
+    if closing == Closing::SaleAfterExpiry && !available(&mut transaction, order_id).await? {
+        return Err(ProductError::ReservationClosed(
+            "expired, and its units were sold to others since".to_owned(),
+        ));
+    }
+    apply_lines(&mut transaction, &[order_id], closing).await?;
     transaction.commit().await?;
+    if closing == Closing::SaleAfterExpiry {
+        tracing::warn!(%order_id, "paid after its reservation expired: sold from available stock");
+    }
     Ok(None)
 }
 
-/// The order was paid, but its payment was heard after the reservation expired (events held up
-/// past the margin, as by a Kafka outage) and its units went back to available. The sale still
-/// happened, so it takes the units from what is available now — all of them or none: if some
-/// were sold to others meanwhile, the reservation stays expired and the error says so (the
-/// order needs a refund; it is logged as an error for a person to see).
-async fn sell_after_expiry(
-    pool: &PgPool,
+/// Whether every line of the order is available (the stock rows locked already).
+async fn available(
+    transaction: &mut Transaction<'_, Postgres>,
     order_id: Uuid,
-) -> Result<Option<Reservation>, ProductError> {
-    let mut transaction = pool.begin().await?;
-    let taken = sqlx::query(
-        "update reservations set status = 'committed', updated_at = now()
-         where order_id = $1 and status = 'expired'",
-    )
-    .bind(order_id)
-    .execute(&mut *transaction)
-    .await?
-    .rows_affected();
-    if taken == 0 {
-        // Another consumer of the same event got there first: as a repeat.
-        drop(transaction);
-        return Ok(Some(reservation(pool, order_id).await?));
-    }
-    lock_stock(&mut transaction, &[order_id]).await?;
+) -> Result<bool, ProductError> {
     let short: i64 = sqlx::query_scalar(
         "select count(*) from stock s
          join (select product_id, sum(quantity)::int as quantity from reservation_lines
@@ -543,18 +538,9 @@ async fn sell_after_expiry(
          where s.on_hand - s.reserved < line.quantity",
     )
     .bind(order_id)
-    .fetch_one(&mut *transaction)
+    .fetch_one(&mut **transaction)
     .await?;
-    if short > 0 {
-        drop(transaction);
-        return Err(ProductError::ReservationClosed(
-            "expired, and its units were sold to others since".to_owned(),
-        ));
-    }
-    apply_lines(&mut transaction, &[order_id], Closing::SaleAfterExpiry).await?;
-    transaction.commit().await?;
-    tracing::warn!(%order_id, "paid after its reservation expired: sold from available stock");
-    Ok(None)
+    Ok(short == 0)
 }
 
 /// Locks the stock rows of these orders' lines, in product-id order (no deadlock between two).
