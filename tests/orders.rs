@@ -602,6 +602,7 @@ async fn order_placed_delivered_twice_takes_the_ordered_lines_out_of_the_cart_on
         prices_include_tax: None,
         delivery_min_days: None,
         delivery_max_days: None,
+        pay_by: None,
     };
     publish(placed.clone()).await;
     publish(placed).await;

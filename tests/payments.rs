@@ -582,3 +582,53 @@ async fn an_order_cancelled_while_its_charge_waits_calls_the_charge_off() {
     assert_eq!(named(&events, order_id, "PaymentSucceeded"), 0);
     assert_eq!(named(&events, order_id, "PaymentRefunded"), 0);
 }
+
+#[tokio::test]
+async fn an_order_heard_after_its_payment_window_is_not_charged() {
+    let events = Events::watch().await;
+    let shopper = Shopper::customer().await;
+    // As the order service announces an order, heard by the payment service only after the
+    // order's payment window ended (a Kafka outage, a backlog): the order has cancelled itself.
+    let order_id = Uuid::now_v7();
+    let late = shop_schemas::OrderPlaced {
+        event_id: Uuid::new_v4(),
+        occurred_at: shop_schemas::now_millis() - 61_000,
+        order_id,
+        customer_id: shopper.uuid(),
+        customer_email: "late@shop.test".to_owned(),
+        customer_name: "Late".to_owned(),
+        lines: vec![shop_schemas::OrderLine {
+            product_id: Uuid::new_v4(),
+            name: "Late thing".to_owned(),
+            quantity: 1,
+            unit_price: 1000,
+        }],
+        total: 1000,
+        currency: "EUR".to_owned(),
+        payment_method: "pm_card_visa".to_owned(),
+        idempotency_key: "late".to_owned(),
+        shipping_address: None,
+        shipping_method: None,
+        subtotal: None,
+        shipping: None,
+        tax: None,
+        prices_include_tax: None,
+        delivery_min_days: None,
+        delivery_max_days: None,
+        pay_by: Some(shop_schemas::now_millis() - 1_000),
+    };
+    publish(late).await;
+
+    let id = order_id.to_string();
+    let payment = payment_becomes(&shopper, &id, "canceled").await;
+    assert_eq!(payment["failure_code"], "expired", "{payment}");
+    assert_eq!(payment["attempts"], 0, "{payment}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        charges_of(order_id).await,
+        0,
+        "the provider never heard of it"
+    );
+    assert_eq!(named(&events, order_id, "PaymentSucceeded"), 0);
+    assert_eq!(named(&events, order_id, "PaymentFailed"), 0);
+}

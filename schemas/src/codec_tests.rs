@@ -26,7 +26,7 @@ fn known(name: &str, version: u32) -> &'static KnownSchema {
         .unwrap()
 }
 
-/// An `OrderPlaced`, with what v2 adds (`full`) or without it.
+/// An `OrderPlaced`, with what v2 and v3 add (`full`) or without it.
 fn order_placed(full: bool) -> OrderPlaced {
     let address = ShippingAddress {
         name: "Ada Lovelace".into(),
@@ -63,21 +63,27 @@ fn order_placed(full: bool) -> OrderPlaced {
         prices_include_tax: full.then_some(true),
         delivery_min_days: full.then_some(1),
         delivery_max_days: full.then_some(3),
+        pay_by: full.then_some(1_800_000),
     }
 }
 
 /// `event` written with version 1 of its schema, as a service built before v2 writes it.
 fn written_with_v1_of<E: Event>(event: &E) -> Vec<u8> {
-    let v1 = known(E::NAME, 1);
+    written_with(event, 1)
+}
+
+/// `event` written with `version` of its schema, as a service built then writes it.
+fn written_with<E: Event>(event: &E, version: u32) -> Vec<u8> {
+    let schema = known(E::NAME, version);
     let value = apache_avro::to_value(event)
-        .and_then(|value| value.resolve(&v1.schema))
+        .and_then(|value| value.resolve(&schema.schema))
         .unwrap();
-    let body = GenericDatumWriter::builder(&v1.schema)
+    let body = GenericDatumWriter::builder(&schema.schema)
         .build()
         .unwrap()
         .write_value_to_vec(value)
         .unwrap();
-    [&MAGIC[..], &v1.fingerprint[..], &body[..]].concat()
+    [&MAGIC[..], &schema.fingerprint[..], &body[..]].concat()
 }
 
 #[test]
@@ -92,13 +98,36 @@ fn an_order_placed_v1_message_decodes_with_the_v2_reader() {
 }
 
 #[test]
-fn an_order_placed_v2_message_decodes_with_the_v1_reader() {
+fn an_order_placed_v3_message_decodes_with_the_v1_reader() {
     let (message, _) = encode(&order_placed(true)).unwrap();
-    assert_eq!(decode(&message).unwrap().writer_version, 2);
+    assert_eq!(decode(&message).unwrap().writer_version, 3);
     let decoded = decode_as(&message, known("OrderPlaced", 1)).unwrap();
-    assert_eq!(decoded.writer_version, 2);
-    // The v1 reader knows nothing of the address, shipping and tax; the rest is all there.
+    assert_eq!(decoded.writer_version, 3);
+    // The v1 reader knows nothing of the address, shipping, tax and payment window; the rest is
+    // all there.
     assert_eq!(decoded.event, order_placed(false).into_envelope());
+}
+
+#[test]
+fn an_order_placed_v2_message_decodes_with_the_v3_reader_without_a_payment_window() {
+    let decoded = decode(&written_with(&order_placed(true), 2)).unwrap();
+    assert_eq!(decoded.writer_version, 2);
+    let without_window = OrderPlaced {
+        pay_by: None,
+        ..order_placed(true)
+    };
+    assert_eq!(decoded.event, without_window.into_envelope());
+}
+
+#[test]
+fn an_order_placed_v3_message_decodes_with_the_v2_reader() {
+    let (message, _) = encode(&order_placed(true)).unwrap();
+    let decoded = decode_as(&message, known("OrderPlaced", 2)).unwrap();
+    let without_window = OrderPlaced {
+        pay_by: None,
+        ..order_placed(true)
+    };
+    assert_eq!(decoded.event, without_window.into_envelope());
 }
 
 #[test]

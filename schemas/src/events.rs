@@ -168,6 +168,10 @@ pub struct OrderPlaced {
     pub delivery_min_days: Option<i32>,
     #[serde(default)]
     pub delivery_max_days: Option<i32>,
+    /// v3: when the payment window ends (ms since the epoch, UTC): the order cancels itself
+    /// then, so a charge not started by then is not started at all.
+    #[serde(default)]
+    pub pay_by: Option<i64>,
 }
 
 /// Where an order ships: a copy taken at checkout.

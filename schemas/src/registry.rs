@@ -43,6 +43,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../avro/order_placed.v2.avsc"),
     ),
     (
+        "order_placed.v3.avsc",
+        include_str!("../avro/order_placed.v3.avsc"),
+    ),
+    (
         "order_paid.v1.avsc",
         include_str!("../avro/order_paid.v1.avsc"),
     ),

@@ -371,6 +371,7 @@ fn order_for(user_id: Uuid, email: &str, name: &str) -> shop_schemas::OrderPlace
         prices_include_tax: None,
         delivery_min_days: None,
         delivery_max_days: None,
+        pay_by: None,
     }
 }
 

@@ -307,6 +307,7 @@ pub async fn insert(
         prices_include_tax: Some(order.prices_include_tax),
         delivery_min_days: Some(order.delivery_min_days),
         delivery_max_days: Some(order.delivery_max_days),
+        pay_by: Some(order.pay_by.timestamp_millis()),
     };
     let event = shop_bridge::outbox::OutboxRow::of(&placed.into())?;
     let numbers: Vec<i32> = (0..order.lines.len())

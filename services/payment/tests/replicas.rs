@@ -29,6 +29,7 @@ async fn payment(pool: &PgPool) -> Uuid {
         payment_method: "card",
         provider: "simulated",
         next_attempt_at: Utc::now(),
+        pay_by: None,
     };
     store::record(pool, &new, Uuid::new_v4())
         .await

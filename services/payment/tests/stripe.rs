@@ -325,6 +325,7 @@ async fn the_payment_actor_retries_a_500_and_a_429_with_one_key_to_one_charge_an
         prices_include_tax: None,
         delivery_min_days: None,
         delivery_max_days: None,
+        pay_by: None,
     };
     let (sender, answer) = ractor::concurrency::oneshot();
     let delivery = Delivery {

@@ -8,6 +8,15 @@ impl PaymentState {
         let Some(payment) = self.payment.as_mut() else {
             return;
         };
+        if payment.row.status() == Status::RequiresPaymentMethod
+            && payment
+                .row
+                .pay_by
+                .is_some_and(|pay_by| pay_by <= Utc::now())
+        {
+            self.call_off_late_charge(myself).await;
+            return;
+        }
         let lease = store::begin_attempt(&self.pool, payment.row.id, later(LEASE), &self.instance);
         let attempts = match lease.await {
             Ok(Some(attempts)) => attempts,
@@ -147,6 +156,54 @@ impl PaymentState {
         }
     }
 }
+
+impl PaymentState {
+    /// The order's payment window ended before its charge started (its `OrderPlaced` was heard
+    /// late: a Kafka outage, a backlog): the order cancels itself at that moment, so a charge now
+    /// would only be refunded. Nothing is sent to the provider and nothing is published; the
+    /// order's `OrderCancelled` finds the payment canceled already.
+    async fn call_off_late_charge(&mut self, myself: &ActorRef<PaymentMsg>) {
+        let Some(payment) = self.payment.as_mut() else {
+            return;
+        };
+        tracing::info!(order_id = %self.order_id, pay_by = ?payment.row.pay_by, "the payment window ended before the charge started; not charging");
+        let settle = Settle {
+            payment_id: payment.row.id,
+            from: Status::RequiresPaymentMethod,
+            to: Status::Canceled,
+            reference: None,
+            failure: Some((EXPIRED.0, EXPIRED.1)),
+            event: None,
+            webhook: None,
+            caused_by: None,
+            trace_id: None,
+        };
+        match store::settle(&self.pool, settle).await {
+            Ok(Applied::Done) => {
+                payment.row.status = Status::Canceled.as_str().to_owned();
+                payment.row.failure_code = Some(EXPIRED.0.to_owned());
+                payment.row.failure_reason = Some(EXPIRED.1.to_owned());
+                payment.row.next_attempt_at = None;
+            }
+            Ok(_) => {
+                if let Err(error) = self.reload().await {
+                    tracing::warn!(order_id = %self.order_id, %error, "reloading the payment failed");
+                    self.work_after(myself, STORE_RETRY);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(order_id = %self.order_id, %error, "calling off a late charge failed; trying again");
+                self.work_after(myself, STORE_RETRY);
+            }
+        }
+    }
+}
+
+/// The failure code and reason of a payment whose order's window ended before it was charged.
+const EXPIRED: (&str, &str) = (
+    "expired",
+    "the order's payment window ended before the charge started",
+);
 
 pub(super) fn declined(
     row: &store::PaymentRow,

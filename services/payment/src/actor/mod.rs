@@ -287,6 +287,9 @@ impl PaymentState {
             payment_method: &placed.payment_method,
             provider: self.provider.name(),
             next_attempt_at: Utc::now(),
+            pay_by: placed
+                .pay_by
+                .and_then(chrono::DateTime::from_timestamp_millis),
         };
         match store::record(&self.pool, &payment, placed.event_id).await {
             Ok(Some(row)) => {

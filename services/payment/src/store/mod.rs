@@ -45,6 +45,8 @@ pub struct PaymentRow {
     /// and Stripe's `next_action` (JSON text).
     pub client_secret: Option<String>,
     pub next_action: Option<String>,
+    /// When the order's payment window ends, if its `OrderPlaced` said (v3).
+    pub pay_by: Option<DateTime<Utc>>,
 }
 
 impl PaymentRow {
@@ -106,6 +108,7 @@ pub struct NewPayment<'a> {
     pub payment_method: &'a str,
     pub provider: &'a str,
     pub next_attempt_at: DateTime<Utc>,
+    pub pay_by: Option<DateTime<Utc>>,
 }
 
 /// The provider's idempotency key of an order's charge: derived, so every attempt, process
@@ -133,8 +136,8 @@ pub async fn record(
              returning event_id
          )
          insert into payments (id, order_id, customer_id, amount, currency, payment_method,
-             status, provider, idempotency_key, next_attempt_at)
-         select $1, $2, $3, $4, $5, $6, 'requires_payment_method', $7, $8, $9 from inbox
+             status, provider, idempotency_key, next_attempt_at, pay_by)
+         select $1, $2, $3, $4, $5, $6, 'requires_payment_method', $7, $8, $9, $12 from inbox
          on conflict (order_id) do nothing
          returning *",
     )
@@ -149,6 +152,7 @@ pub async fn record(
     .bind(payment.next_attempt_at)
     .bind(event_id)
     .bind(CONSUMER)
+    .bind(payment.pay_by)
     .fetch_optional(pool)
     .await
 }
