@@ -8,6 +8,7 @@
 //!          │                        retry after a
 //!          │                        transient error
 //!          └──────────cancel (the order was cancelled first)──────────▶ canceled
+//!                     (or its payment window ended before the first attempt)
 //! ```
 
 use std::fmt;
@@ -21,7 +22,8 @@ pub enum Status {
     Succeeded,
     /// Declined, or refused by the provider for good.
     Failed,
-    /// The order was cancelled before the charge went through.
+    /// The order was cancelled before the charge went through, or its payment window ended
+    /// before the charge started.
     Canceled,
     /// Everything charged was paid back.
     Refunded,

@@ -155,9 +155,7 @@ impl PaymentState {
             self.work_after(myself, STORE_RETRY);
         }
     }
-}
 
-impl PaymentState {
     /// The order's payment window ended before its charge started (its `OrderPlaced` was heard
     /// late: a Kafka outage, a backlog): the order cancels itself at that moment, so a charge now
     /// would only be refunded. Nothing is sent to the provider and nothing is published; the
@@ -172,7 +170,7 @@ impl PaymentState {
             from: Status::RequiresPaymentMethod,
             to: Status::Canceled,
             reference: None,
-            failure: Some((EXPIRED.0, EXPIRED.1)),
+            failure: Some((EXPIRED_CODE, EXPIRED_REASON)),
             event: None,
             webhook: None,
             caused_by: None,
@@ -181,8 +179,8 @@ impl PaymentState {
         match store::settle(&self.pool, settle).await {
             Ok(Applied::Done) => {
                 payment.row.status = Status::Canceled.as_str().to_owned();
-                payment.row.failure_code = Some(EXPIRED.0.to_owned());
-                payment.row.failure_reason = Some(EXPIRED.1.to_owned());
+                payment.row.failure_code = Some(EXPIRED_CODE.to_owned());
+                payment.row.failure_reason = Some(EXPIRED_REASON.to_owned());
                 payment.row.next_attempt_at = None;
             }
             Ok(_) => {
@@ -200,10 +198,8 @@ impl PaymentState {
 }
 
 /// The failure code and reason of a payment whose order's window ended before it was charged.
-const EXPIRED: (&str, &str) = (
-    "expired",
-    "the order's payment window ended before the charge started",
-);
+const EXPIRED_CODE: &str = "expired";
+const EXPIRED_REASON: &str = "the order's payment window ended before the charge started";
 
 pub(super) fn declined(
     row: &store::PaymentRow,
