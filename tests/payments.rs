@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::events::{Events, publish};
+use common::events::{Events, order_placed, publish};
 use common::orders::{Ordering, order_until, products, state_becomes, stock, stock_until, uuid};
 use common::{Shopper, charges_of, client, get_json, problem, url};
 use reqwest::StatusCode;
@@ -589,34 +589,12 @@ async fn an_order_heard_after_its_payment_window_is_not_charged() {
     let shopper = Shopper::customer().await;
     // As the order service announces an order, heard by the payment service only after the
     // order's payment window ended (a Kafka outage, a backlog): the order has cancelled itself.
-    let order_id = Uuid::now_v7();
     let late = shop_schemas::OrderPlaced {
-        event_id: Uuid::new_v4(),
         occurred_at: shop_schemas::now_millis() - 61_000,
-        order_id,
-        customer_id: shopper.uuid(),
-        customer_email: "late@shop.test".to_owned(),
-        customer_name: "Late".to_owned(),
-        lines: vec![shop_schemas::OrderLine {
-            product_id: Uuid::new_v4(),
-            name: "Late thing".to_owned(),
-            quantity: 1,
-            unit_price: 1000,
-        }],
-        total: 1000,
-        currency: "EUR".to_owned(),
-        payment_method: "pm_card_visa".to_owned(),
-        idempotency_key: "late".to_owned(),
-        shipping_address: None,
-        shipping_method: None,
-        subtotal: None,
-        shipping: None,
-        tax: None,
-        prices_include_tax: None,
-        delivery_min_days: None,
-        delivery_max_days: None,
         pay_by: Some(shop_schemas::now_millis() - 1_000),
+        ..order_placed(shopper.uuid(), Uuid::new_v4(), "pm_card_visa")
     };
+    let order_id = late.order_id;
     publish(late).await;
 
     let id = order_id.to_string();

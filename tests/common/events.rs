@@ -137,6 +137,38 @@ pub async fn publish(event: impl Into<Envelope>) {
         .expect("Kafka takes the event");
 }
 
+/// `OrderPlaced` for one unit of `product` at 10.00 EUR, as an order service before v2 of the
+/// event announced it (no address, no totals, no payment window).
+pub fn order_placed(customer_id: Uuid, product_id: Uuid, payment_method: &str) -> OrderPlaced {
+    OrderPlaced {
+        event_id: Uuid::new_v4(),
+        occurred_at: shop_schemas::now_millis(),
+        order_id: Uuid::now_v7(),
+        customer_id,
+        customer_email: "placed@shop.test".to_owned(),
+        customer_name: "Placed".to_owned(),
+        lines: vec![shop_schemas::OrderLine {
+            product_id,
+            name: "Order thing".to_owned(),
+            quantity: 1,
+            unit_price: 1000,
+        }],
+        total: 1000,
+        currency: "EUR".to_owned(),
+        payment_method: payment_method.to_owned(),
+        idempotency_key: Uuid::new_v4().to_string(),
+        shipping_address: None,
+        shipping_method: None,
+        subtotal: None,
+        shipping: None,
+        tax: None,
+        prices_include_tax: None,
+        delivery_min_days: None,
+        delivery_max_days: None,
+        pay_by: None,
+    }
+}
+
 /// `PaymentSucceeded` for an order, as the payment service will publish it.
 pub fn payment_succeeded(order_id: Uuid, amount: i64) -> PaymentSucceeded {
     PaymentSucceeded {
