@@ -55,6 +55,9 @@ async fn a_whole_checkout_goes_from_cart_to_delivered() {
     assert!(placed.customer_email.ends_with("@shop.test") || placed.customer_email.contains('@'));
     assert_eq!(placed.payment_method, AWAITING_PAYMENT);
     assert_eq!(placed.lines.len(), 2);
+    // v3: the payment window, which the payment service holds a late charge to.
+    let pay_by: chrono::DateTime<chrono::Utc> = order["pay_by"].as_str().unwrap().parse().unwrap();
+    assert_eq!(placed.pay_by, Some(pay_by.timestamp_millis()));
 
     // Stock is held; the cart service heard OrderPlaced and took the lines out.
     assert_eq!(stock(&ids[0]).await["reserved"], 2);

@@ -177,12 +177,12 @@ impl PaymentState {
             trace_id: None,
         };
         match store::settle(&self.pool, settle).await {
-            Ok(Applied::Done) => {
-                payment.row.status = Status::Canceled.as_str().to_owned();
-                payment.row.failure_code = Some(EXPIRED_CODE.to_owned());
-                payment.row.failure_reason = Some(EXPIRED_REASON.to_owned());
-                payment.row.next_attempt_at = None;
+            Ok(Applied::Done) => Settled {
+                status: Status::Canceled,
+                reference: None,
+                failure: Some((EXPIRED_CODE.to_owned(), EXPIRED_REASON.to_owned())),
             }
+            .apply(&mut payment.row),
             Ok(_) => {
                 if let Err(error) = self.reload().await {
                     tracing::warn!(order_id = %self.order_id, %error, "reloading the payment failed");
@@ -221,7 +221,7 @@ pub(super) fn declined(
     .into()
 }
 
-/// What a settled charge changed in its row.
+/// What a settled charge (or one called off) changed in its row.
 struct Settled {
     status: Status,
     reference: Option<String>,
